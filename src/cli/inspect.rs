@@ -1,0 +1,91 @@
+//! `tunescope inspect`: print a model's module map.
+
+use std::fmt::Write;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use crate::model::module_map::{ModuleMap, ModuleNode};
+use crate::model::Model;
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Model directory or hub id (org/name[@revision]).
+    model: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Tree depth to print (text mode); 0 prints the whole tree.
+    #[arg(long, default_value_t = 0)]
+    depth: usize,
+}
+
+pub fn run(args: InspectArgs) -> Result<()> {
+    let model = Model::open(&args.model)?;
+    let map = model.module_map();
+    if args.json {
+        let out = json!({
+            "model": args.model,
+            "config": model.config,
+            "total": map.total(),
+            "totals_by_kind": map.totals_by_kind().into_iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
+            "totals_by_layer": map.totals_by_layer(),
+            "params": map.params,
+            "tree": map.tree(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", render_text(&args.model, &map, args.depth));
+    }
+    Ok(())
+}
+
+/// Human-readable thousands grouping (`1,234,567`).
+pub fn group_digits(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The text report: totals by kind and layer, then the tree.
+pub fn render_text(name: &str, map: &ModuleMap, depth: usize) -> String {
+    let total = map.total().max(1);
+    let mut out = String::new();
+    let _ = writeln!(out, "model {name}: {} parameters in {} tensors, {} layers", group_digits(map.total()), map.params.len(), map.num_layers());
+    let _ = writeln!(out, "\nby kind:");
+    for (kind, n) in map.totals_by_kind() {
+        let _ = writeln!(out, "  {:<10} {:>14}  {:>6.2}%", kind.as_str(), group_digits(n), 100.0 * n as f64 / total as f64);
+    }
+    let _ = writeln!(out, "\nby layer:");
+    for (layer, n) in map.totals_by_layer() {
+        let _ = writeln!(out, "  {:<10} {:>14}  {:>6.2}%", layer, group_digits(n), 100.0 * n as f64 / total as f64);
+    }
+    let _ = writeln!(out, "\ntree:");
+    write_node(&mut out, map, &map.tree(), 0, depth);
+    out
+}
+
+fn write_node(out: &mut String, map: &ModuleMap, node: &ModuleNode, level: usize, depth: usize) {
+    let indent = "  ".repeat(level);
+    let detail = match node.param {
+        Some(i) => {
+            let p = &map.params[i];
+            format!("{:?} {} {}", p.shape, p.dtype, p.kind_label())
+        }
+        None => format!("{} tensors", node.param_count),
+    };
+    let _ = writeln!(out, "{indent}{:<width$} {:>14}  {detail}", node.name, group_digits(node.numel), width = 28usize.saturating_sub(2 * level).max(8));
+    if depth != 0 && level >= depth {
+        return;
+    }
+    for child in &node.children {
+        write_node(out, map, child, level + 1, depth);
+    }
+}

@@ -1,0 +1,69 @@
+//! `tunescope make-tiny`: write a small random model.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+
+use crate::model::tiny::{make_tiny, TinySpec};
+use crate::model::Architecture;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ArchArg {
+    Llama,
+    Qwen2,
+}
+
+#[derive(Debug, Args)]
+pub struct MakeTinyArgs {
+    /// Architecture of the generated model.
+    #[arg(long, value_enum, default_value = "llama")]
+    arch: ArchArg,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Number of decoder layers.
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    /// Hidden size.
+    #[arg(long, default_value_t = 64)]
+    hidden: usize,
+    /// MLP intermediate size.
+    #[arg(long, default_value_t = 128)]
+    intermediate: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// Key/value heads (fewer than heads gives grouped-query attention).
+    #[arg(long, default_value_t = 2)]
+    kv_heads: usize,
+    /// Tie the LM head to the embeddings (default: qwen2 tied, llama untied).
+    #[arg(long)]
+    tied: Option<bool>,
+}
+
+pub fn run(args: MakeTinyArgs) -> Result<()> {
+    let arch = match args.arch {
+        ArchArg::Llama => Architecture::Llama,
+        ArchArg::Qwen2 => Architecture::Qwen2,
+    };
+    anyhow::ensure!(
+        args.heads > 0 && args.kv_heads > 0 && args.heads % args.kv_heads == 0 && args.hidden % args.heads == 0,
+        "--heads must divide --hidden and be a multiple of --kv-heads"
+    );
+    let spec = TinySpec {
+        hidden_size: args.hidden,
+        intermediate_size: args.intermediate,
+        num_layers: args.layers,
+        num_heads: args.heads,
+        num_kv_heads: args.kv_heads,
+        tie_embeddings: args.tied,
+        ..TinySpec::new(arch, args.seed)
+    };
+    make_tiny(&spec, &args.out)?;
+    println!("wrote {} model to {}", match arch { Architecture::Llama => "llama", Architecture::Qwen2 => "qwen2" }, args.out.display());
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! tunescope: selective fine-tuning of language models with candle, watching drift as it happens.
+//!
+//! Data flows one way: recipe → selection → trainer → run directory → views. The engine
+//! (`model`, and later selection, data, training and evaluation) knows nothing of the terminal.
+
+pub mod cli;
+pub mod model;
+pub mod util;

@@ -1,0 +1,444 @@
+//! The differentiable decoder (Llama / Qwen2 family): our own forward pass built only from ops
+//! that have a backward, with trainable weights as `Var`s and frozen ones as plain tensors.
+
+use std::collections::{BTreeMap, HashSet};
+
+use anyhow::{bail, Context, Result};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var, D};
+
+use super::config::ModelConfig;
+use super::linear::{Linear, Param};
+use super::weights::WeightStore;
+
+/// Additive mask value for hidden keys; finite so fully padded rows stay NaN-free.
+const MASK_VALUE: f64 = -1e9;
+
+/// Hands out parameters by name: a `Var` for names in the trainable set, a tensor otherwise.
+pub struct WeightSource<'a> {
+    store: &'a WeightStore,
+    trainable: &'a HashSet<String>,
+    dtype: DType,
+    device: Device,
+    vars: BTreeMap<String, Var>,
+    params: BTreeMap<String, Param>,
+}
+
+impl<'a> WeightSource<'a> {
+    /// A source over `store` where exactly the names in `trainable` become `Var`s.
+    pub fn new(store: &'a WeightStore, trainable: &'a HashSet<String>, dtype: DType, device: &Device) -> Self {
+        Self {
+            store,
+            trainable,
+            dtype,
+            device: device.clone(),
+            vars: BTreeMap::new(),
+            params: BTreeMap::new(),
+        }
+    }
+
+    /// Loads `name`, checking it has `shape`.
+    pub fn param(&mut self, name: &str, shape: &[usize]) -> Result<Param> {
+        let tensor = self.store.load(name, shape, self.dtype, &self.device)?;
+        let param = if self.trainable.contains(name) {
+            let var = Var::from_tensor(&tensor)?;
+            self.vars.insert(name.to_string(), var.clone());
+            Param::Trainable(var)
+        } else {
+            Param::Frozen(tensor)
+        };
+        self.params.insert(name.to_string(), param.clone());
+        Ok(param)
+    }
+
+    fn linear(&mut self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+        let weight = self.param(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        let bias = if bias {
+            Some(self.param(&format!("{prefix}.bias"), &[out_dim])?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+}
+
+/// One decoder layer.
+#[derive(Debug, Clone)]
+struct Layer {
+    input_norm: Param,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    post_norm: Param,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// Per-layer keys and values of the tokens seen so far, for generation.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// For each row, whether each cached key is a real token (false for left padding).
+    key_valid: Vec<Vec<bool>>,
+}
+
+impl KvCache {
+    /// Number of cached positions (padding included).
+    pub fn len(&self) -> usize {
+        self.key_valid.first().map_or(0, Vec::len)
+    }
+
+    /// Whether nothing has been cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A decoder whose trainable parameters are `Var`s.
+pub struct Decoder {
+    config: ModelConfig,
+    embed: Param,
+    layers: Vec<Layer>,
+    norm: Param,
+    lm_head: Linear,
+    inv_freq: Tensor,
+    vars: BTreeMap<String, Var>,
+    params: BTreeMap<String, Param>,
+    dtype: DType,
+    device: Device,
+}
+
+impl Decoder {
+    /// Builds the decoder from `store`; names in `trainable` become `Var`s.
+    pub fn load(
+        config: &ModelConfig,
+        store: &WeightStore,
+        trainable: &HashSet<String>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let c = config;
+        let mut src = WeightSource::new(store, trainable, dtype, device);
+        let embed = src.param("model.embed_tokens.weight", &[c.vocab_size, c.hidden_size])?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let h = c.hidden_size;
+            layers.push(Layer {
+                input_norm: src.param(&format!("{p}.input_layernorm.weight"), &[h])?,
+                q: src.linear(&format!("{p}.self_attn.q_proj"), h, c.q_dim(), c.qkv_bias)?,
+                k: src.linear(&format!("{p}.self_attn.k_proj"), h, c.kv_dim(), c.qkv_bias)?,
+                v: src.linear(&format!("{p}.self_attn.v_proj"), h, c.kv_dim(), c.qkv_bias)?,
+                o: src.linear(&format!("{p}.self_attn.o_proj"), c.q_dim(), h, c.o_bias)?,
+                post_norm: src.param(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                gate: src.linear(&format!("{p}.mlp.gate_proj"), h, c.intermediate_size, c.mlp_bias)?,
+                up: src.linear(&format!("{p}.mlp.up_proj"), h, c.intermediate_size, c.mlp_bias)?,
+                down: src.linear(&format!("{p}.mlp.down_proj"), c.intermediate_size, h, c.mlp_bias)?,
+            });
+        }
+        let norm = src.param("model.norm.weight", &[c.hidden_size])?;
+        let has_lm_head = store.info("lm_head.weight").is_some();
+        let lm_head = if c.tie_word_embeddings || !has_lm_head {
+            if !c.tie_word_embeddings {
+                tracing::warn!("lm_head.weight is absent; tying it to the embeddings");
+            }
+            Linear { weight: embed.clone(), bias: None }
+        } else {
+            src.linear("lm_head", c.hidden_size, c.vocab_size, false)?
+        };
+        let unknown: Vec<&String> = trainable
+            .iter()
+            .filter(|name| !src.vars.contains_key(*name))
+            .collect();
+        if !unknown.is_empty() {
+            bail!(
+                "trainable set names parameters the decoder does not use: {}",
+                unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        let inv_freq = Tensor::new(config.rope_inv_freq(), device)?;
+        Ok(Self {
+            config: config.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+            inv_freq,
+            vars: src.vars,
+            params: src.params,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// The model configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The trainable parameters by name.
+    pub fn vars(&self) -> &BTreeMap<String, Var> {
+        &self.vars
+    }
+
+    /// Every parameter the decoder uses, by Hugging Face name.
+    pub fn params(&self) -> &BTreeMap<String, Param> {
+        &self.params
+    }
+
+    /// Compute dtype of activations and weights.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Device the model lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Fails naming every trainable parameter that received no gradient.
+    pub fn check_all_trainable_have_grads(&self, grads: &GradStore) -> Result<()> {
+        let missing: Vec<&str> = self
+            .vars
+            .iter()
+            .filter(|(_, var)| grads.get(var.as_tensor()).is_none())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            bail!(
+                "these trainable parameters received no gradient (the graph is cut before them): {}",
+                missing.join(", ")
+            )
+        }
+    }
+
+    /// Final hidden states `(B, T, H)` for a full sequence (training / scoring mode, no cache).
+    /// `attention_mask` is `(B, T)` with 1 for real tokens and 0 for padding (left or right).
+    pub fn hidden_states(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let (batch, seq) = input_ids.dims2()?;
+        let valid = match attention_mask {
+            Some(mask) => mask_rows(mask, batch, seq)?,
+            None => vec![vec![true; seq]; batch],
+        };
+        let positions = positions_from_valid(&valid, &vec![0; batch]);
+        let bias = self.attention_bias(&valid, &valid, 0)?;
+        let x = self.embed_ids(input_ids)?;
+        let x = self.run_layers(x, &positions, &bias, None)?;
+        Ok(rms_norm(&x, self.norm.tensor(), self.config.rms_norm_eps)?)
+    }
+
+    /// Logits `(B, T, V)` in f32 for a full sequence.
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let hidden = self.hidden_states(input_ids, attention_mask)?;
+        self.logits(&hidden)
+    }
+
+    /// Projects hidden states `(..., H)` to f32 logits `(..., V)`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
+    }
+
+    /// An empty KV cache for `batch` rows.
+    pub fn new_cache(&self, batch: usize) -> KvCache {
+        KvCache {
+            layers: vec![None; self.layers.len()],
+            key_valid: vec![Vec::new(); batch],
+        }
+    }
+
+    /// Runs new tokens `(B, T)` through the model with a KV cache and returns f32 logits of the
+    /// last position `(B, V)`. `valid` marks real tokens per row (false for left padding).
+    pub fn forward_cached(&self, input_ids: &Tensor, valid: Option<&[Vec<bool>]>, cache: &mut KvCache) -> Result<Tensor> {
+        let (batch, seq) = input_ids.dims2()?;
+        if cache.key_valid.len() != batch {
+            bail!("KV cache holds {} rows but the input has {batch}", cache.key_valid.len());
+        }
+        let new_valid: Vec<Vec<bool>> = match valid {
+            Some(v) => v.to_vec(),
+            None => vec![vec![true; seq]; batch],
+        };
+        let past = cache.len();
+        let offsets: Vec<u32> = cache
+            .key_valid
+            .iter()
+            .map(|row| row.iter().filter(|v| **v).count() as u32)
+            .collect();
+        let positions = positions_from_valid(&new_valid, &offsets);
+        for (row, new) in cache.key_valid.iter_mut().zip(&new_valid) {
+            row.extend_from_slice(new);
+        }
+        let bias = self.attention_bias(&new_valid, &cache.key_valid, past)?;
+        let x = self.embed_ids(input_ids)?;
+        let x = self.run_layers(x, &positions, &bias, Some(cache))?;
+        let last = x.narrow(1, seq - 1, 1)?.squeeze(1)?;
+        let last = rms_norm(&last, self.norm.tensor(), self.config.rms_norm_eps)?;
+        self.logits(&last)
+    }
+
+    fn embed_ids(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let (batch, seq) = input_ids.dims2()?;
+        let flat = input_ids.flatten_all()?.to_dtype(DType::U32)?;
+        let x = self.embed.tensor().index_select(&flat, 0)?;
+        Ok(x.reshape((batch, seq, self.config.hidden_size))?)
+    }
+
+    /// Additive attention bias `(B, 1, T, S)`: causal, hiding padded keys and, when configured,
+    /// keys outside the sliding window. `past` cached keys precede the `T` new queries.
+    fn attention_bias(&self, query_valid: &[Vec<bool>], key_valid: &[Vec<bool>], past: usize) -> Result<Tensor> {
+        let batch = query_valid.len();
+        let seq = query_valid.first().map_or(0, Vec::len);
+        let keys = key_valid.first().map_or(0, Vec::len);
+        let window = self.config.sliding_window;
+        let mut data = Vec::with_capacity(batch * seq * keys);
+        for row in key_valid {
+            for t in 0..seq {
+                let query_abs = past + t;
+                for (s, &is_valid) in row.iter().enumerate() {
+                    let visible = s <= query_abs
+                        && is_valid
+                        && window.is_none_or(|w| s + w >= query_abs);
+                    data.push(if visible { 0f32 } else { MASK_VALUE as f32 });
+                }
+            }
+        }
+        let bias = Tensor::from_vec(data, (batch, 1, seq, keys), &self.device)?;
+        Ok(bias.to_dtype(self.dtype)?)
+    }
+
+    /// cos/sin tables `(B, 1, T, head_dim)` for the given positions.
+    fn rope_tables(&self, positions: &[Vec<u32>]) -> Result<(Tensor, Tensor)> {
+        let batch = positions.len();
+        let seq = positions.first().map_or(0, Vec::len);
+        let flat: Vec<f32> = positions.iter().flatten().map(|&p| p as f32).collect();
+        let pos = Tensor::from_vec(flat, (batch * seq, 1), &self.device)?;
+        let half = self.inv_freq.dim(0)?;
+        let freqs = pos.matmul(&self.inv_freq.reshape((1, half))?)?;
+        let freqs = Tensor::cat(&[&freqs, &freqs], D::Minus1)?;
+        let shape = (batch, 1, seq, 2 * half);
+        let cos = freqs.cos()?.reshape(shape)?.to_dtype(self.dtype)?;
+        let sin = freqs.sin()?.reshape(shape)?.to_dtype(self.dtype)?;
+        Ok((cos, sin))
+    }
+
+    fn run_layers(&self, mut x: Tensor, positions: &[Vec<u32>], bias: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (cos, sin) = self.rope_tables(positions)?;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let kv = cache.as_deref_mut().map(|c| &mut c.layers[index]);
+            x = self.layer_forward(layer, &x, &cos, &sin, bias, kv)?;
+        }
+        Ok(x)
+    }
+
+    fn layer_forward(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: &Tensor,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps;
+        let h = rms_norm(x, layer.input_norm.tensor(), eps)?;
+        let attn = self.attention(layer, &h, cos, sin, bias, kv)?;
+        let x = (x + attn)?;
+        let h = rms_norm(&x, layer.post_norm.tensor(), eps)?;
+        let mlp = layer.down.forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
+        Ok((x + mlp)?)
+    }
+
+    fn attention(
+        &self,
+        layer: &Layer,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: &Tensor,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (batch, seq, _) = h.dims3()?;
+        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+            Ok(t.reshape((batch, seq, n, c.head_dim))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = rope(&heads(layer.q.forward(h)?, c.num_attention_heads)?, cos, sin)?;
+        let mut k = rope(&heads(layer.k.forward(h)?, c.num_key_value_heads)?, cos, sin)?;
+        let mut v = heads(layer.v.forward(h)?, c.num_key_value_heads)?;
+        if let Some(slot) = kv {
+            if let Some((past_k, past_v)) = slot.as_ref() {
+                k = Tensor::cat(&[past_k, &k], 2)?;
+                v = Tensor::cat(&[past_v, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let groups = c.num_attention_heads / c.num_key_value_heads;
+        let k = repeat_kv(&k, groups)?;
+        let v = repeat_kv(&v, groups)?;
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
+        let probs = candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?.to_dtype(self.dtype)?;
+        let out = probs.matmul(&v)?;
+        let out = out.transpose(1, 2)?.reshape((batch, seq, c.q_dim()))?;
+        layer.o.forward(&out)
+    }
+}
+
+/// `(B, T)` mask tensor to rows of booleans.
+fn mask_rows(mask: &Tensor, batch: usize, seq: usize) -> Result<Vec<Vec<bool>>> {
+    let (b, t) = mask.dims2().context("attention mask must be (batch, seq)")?;
+    if (b, t) != (batch, seq) {
+        bail!("attention mask is {b}x{t} but input ids are {batch}x{seq}");
+    }
+    let rows = mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    Ok(rows.into_iter().map(|r| r.into_iter().map(|v| v != 0.0).collect()).collect())
+}
+
+/// Position of each token: the count of real tokens before it in its row (plus `offsets`).
+fn positions_from_valid(valid: &[Vec<bool>], offsets: &[u32]) -> Vec<Vec<u32>> {
+    valid
+        .iter()
+        .zip(offsets)
+        .map(|(row, &offset)| {
+            let mut next = offset;
+            row.iter()
+                .map(|&is_valid| {
+                    let pos = next;
+                    if is_valid {
+                        next += 1;
+                    }
+                    pos
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// RMS norm computed in f32, composed of ops that have a backward.
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(candle_nn::ops::rms_norm_slow(x, weight, eps as f32)?)
+}
+
+/// Rotary embedding (non-interleaved halves), with per-row positions.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let half = x.dim(D::Minus1)? / 2;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+}
+
+/// Repeats each key/value head `groups` times for grouped-query attention.
+fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
+    if groups == 1 {
+        return Ok(x.clone());
+    }
+    let (b, heads, seq, dim) = x.dims4()?;
+    Ok(x
+        .unsqueeze(2)?
+        .broadcast_as((b, heads, groups, seq, dim))?
+        .reshape((b, heads * groups, seq, dim))?)
+}

@@ -1,0 +1,138 @@
+//! Parameters that are either trainable (`Var`) or frozen (plain `Tensor`), and a linear layer
+//! whose frozen weights cost no weight-gradient matmul in backward.
+
+use std::sync::Mutex;
+
+use anyhow::Result;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, Var};
+
+/// One model parameter: trainable ones are `Var`s, frozen ones stay plain tensors so they get
+/// no gradient and never reach the optimizer.
+#[derive(Debug, Clone)]
+pub enum Param {
+    Trainable(Var),
+    Frozen(Tensor),
+}
+
+impl Param {
+    /// The parameter's value.
+    pub fn tensor(&self) -> &Tensor {
+        match self {
+            Param::Trainable(var) => var.as_tensor(),
+            Param::Frozen(tensor) => tensor,
+        }
+    }
+
+    /// Whether the optimizer updates this parameter.
+    pub fn is_trainable(&self) -> bool {
+        matches!(self, Param::Trainable(_))
+    }
+}
+
+/// `y = x·Wᵀ + b` over the last dimension of `x`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Param,
+    pub bias: Option<Param>,
+}
+
+impl Linear {
+    /// Applies the layer to `x` of shape `(..., in)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let in_dim = *dims.last().unwrap_or(&0);
+        let rows = x.elem_count() / in_dim.max(1);
+        let x2 = x.reshape((rows, in_dim))?;
+        let y = match &self.weight {
+            Param::Trainable(w) => x2.matmul(&w.as_tensor().t()?)?,
+            Param::Frozen(w) => frozen_matmul(&x2, w)?,
+        };
+        let mut out_dims = dims[..dims.len() - 1].to_vec();
+        out_dims.push(y.dim(1)?);
+        let y = y.reshape(out_dims)?;
+        Ok(match &self.bias {
+            Some(bias) => y.broadcast_add(bias.tensor())?,
+            None => y,
+        })
+    }
+}
+
+/// `x·Wᵀ` for a frozen `W`: when `x` carries a graph, backward yields only `grad·W` for `x`
+/// (candle's own matmul backward would also compute the unused weight gradient).
+pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !x.track_op() {
+        return Ok(x.matmul(&w.t()?)?);
+    }
+    let value = x.detach().matmul(&w.t()?)?.contiguous()?;
+    let op = InputGradOnly {
+        value: Mutex::new(Some(value)),
+        weight: w.clone(),
+    };
+    Ok(x.apply_op1(op)?)
+}
+
+/// Custom op whose forward hands back a product computed outside the graph and whose backward
+/// returns only the input gradient.
+struct InputGradOnly {
+    value: Mutex<Option<Tensor>>,
+    weight: Tensor,
+}
+
+impl InputGradOnly {
+    fn take_value(&self) -> candle_core::Result<Tensor> {
+        self.value
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("frozen linear lock poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("frozen linear forward ran twice".into()))
+    }
+}
+
+impl CustomOp1 for InputGradOnly {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let value = self.take_value()?;
+        let (storage, layout) = value.storage_and_layout();
+        match &*storage {
+            Storage::Cpu(s) => Ok((s.clone(), layout.shape().clone())),
+            _ => candle_core::bail!("frozen linear: value is not on the CPU"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let value = self.take_value()?;
+        let (storage, layout) = value.storage_and_layout();
+        match &*storage {
+            Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("frozen linear: value is not on the GPU"),
+        }
+    }
+
+    #[cfg(feature = "metal")]
+    fn metal_fwd(
+        &self,
+        _: &candle_core::MetalStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::MetalStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let value = self.take_value()?;
+        let (storage, layout) = value.storage_and_layout();
+        match &*storage {
+            Storage::Metal(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+            _ => candle_core::bail!("frozen linear: value is not on the Metal device"),
+        }
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.weight)?))
+    }
+}

@@ -1,0 +1,57 @@
+//! Models: where they come from, their configuration, weights, module map and the trainable decoder.
+
+pub mod config;
+pub mod decoder;
+pub mod generate;
+pub mod linear;
+pub mod module_map;
+pub mod source;
+pub mod tiny;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Architecture, ModelConfig};
+pub use decoder::{Decoder, KvCache};
+pub use module_map::{ModuleMap, ParamKind};
+pub use source::ModelFiles;
+pub use tokenizer::ModelTokenizer;
+pub use weights::WeightStore;
+
+use std::collections::HashSet;
+
+use anyhow::Result;
+use candle_core::{DType, Device};
+
+/// A model's files opened: configuration, memory-mapped weights and tokenizer.
+pub struct Model {
+    pub files: ModelFiles,
+    pub config: ModelConfig,
+    pub weights: WeightStore,
+    pub tokenizer: ModelTokenizer,
+}
+
+impl Model {
+    /// Opens a model named by a directory or hub id; nothing is loaded into memory yet.
+    pub fn open(spec: &str) -> Result<Self> {
+        let files = source::resolve(spec)?;
+        let config = ModelConfig::from_file(&files.config)?;
+        let weights = WeightStore::open(&files.weights)?;
+        let tokenizer = ModelTokenizer::load(&files)?;
+        Ok(Self {
+            files,
+            config,
+            weights,
+            tokenizer,
+        })
+    }
+
+    /// The module map of every parameter in the weight files.
+    pub fn module_map(&self) -> ModuleMap {
+        ModuleMap::from_store(&self.weights)
+    }
+
+    /// Builds the decoder with `trainable` parameters as `Var`s.
+    pub fn decoder(&self, trainable: &HashSet<String>, dtype: DType, device: &Device) -> Result<Decoder> {
+        Decoder::load(&self.config, &self.weights, trainable, dtype, device)
+    }
+}

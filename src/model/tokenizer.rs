@@ -1,0 +1,132 @@
+//! The model's tokenizer with its special tokens and chat template (rendered with minijinja).
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use super::source::ModelFiles;
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// Tokenizer plus what `tokenizer_config.json` says about special tokens and chat formatting.
+#[derive(Clone)]
+pub struct ModelTokenizer {
+    pub tokenizer: Tokenizer,
+    pub chat_template: Option<String>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub pad_token: Option<String>,
+    /// Token ids that end generation (eos from the tokenizer config, config.json and generation_config.json).
+    pub stop_ids: Vec<u32>,
+}
+
+fn token_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(String::from),
+        _ => None,
+    }
+}
+
+fn read_json(path: &std::path::Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+impl ModelTokenizer {
+    /// Loads `tokenizer.json` and, when present, `tokenizer_config.json` and `generation_config.json`.
+    pub fn load(files: &ModelFiles) -> Result<Self> {
+        let tokenizer = Tokenizer::from_file(&files.tokenizer).map_err(|e| {
+            anyhow::anyhow!("{} is not a valid tokenizer file: {e}", files.tokenizer.display())
+        })?;
+        let config = match &files.tokenizer_config {
+            Some(path) => read_json(path)?,
+            None => Value::Null,
+        };
+        let chat_template = match config.get("chat_template") {
+            Some(Value::String(t)) => Some(t.clone()),
+            Some(Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .or_else(|| list.first())
+                .and_then(|t| t.get("template"))
+                .and_then(Value::as_str)
+                .map(String::from),
+            _ => None,
+        };
+        let eos_token = token_text(config.get("eos_token"));
+        let mut stop_ids: Vec<u32> = Vec::new();
+        if let Some(id) = eos_token.as_deref().and_then(|t| tokenizer.token_to_id(t)) {
+            stop_ids.push(id);
+        }
+        for path in [Some(&files.config), files.generation_config.as_ref()].into_iter().flatten() {
+            let v = read_json(path)?;
+            match v.get("eos_token_id") {
+                Some(Value::Number(n)) => stop_ids.extend(n.as_u64().map(|n| n as u32)),
+                Some(Value::Array(ids)) => stop_ids.extend(ids.iter().filter_map(|i| i.as_u64()).map(|n| n as u32)),
+                _ => {}
+            }
+        }
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+        Ok(Self {
+            tokenizer,
+            chat_template,
+            bos_token: token_text(config.get("bos_token")),
+            eos_token,
+            pad_token: token_text(config.get("pad_token")),
+            stop_ids,
+        })
+    }
+
+    /// Token ids of `text` (special tokens in the text are recognised; none are added).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.tokenizer.encode(text, false).map_err(anyhow::Error::msg)?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, special tokens skipped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids, true).map_err(anyhow::Error::msg)
+    }
+
+    /// Id used to pad batches: the pad token, else the first stop id, else 0.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_token
+            .as_deref()
+            .and_then(|t| self.tokenizer.token_to_id(t))
+            .or_else(|| self.stop_ids.first().copied())
+            .unwrap_or(0)
+    }
+
+    /// Renders `messages` with the chat template; `None` when the model has no template.
+    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Option<String>> {
+        let Some(template) = &self.chat_template else {
+            return Ok(None);
+        };
+        let mut env = minijinja::Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template("chat", template)
+            .context("the chat template in tokenizer_config.json does not parse")?;
+        let rendered = env
+            .get_template("chat")?
+            .render(minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => self.bos_token.clone().unwrap_or_default(),
+                eos_token => self.eos_token.clone().unwrap_or_default(),
+            })
+            .context("rendering the chat template failed")?;
+        Ok(Some(rendered))
+    }
+}
