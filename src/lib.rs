@@ -4,5 +4,10 @@
 //! (`model`, and later selection, data, training and evaluation) knows nothing of the terminal.
 
 pub mod cli;
+pub mod data;
 pub mod model;
+pub mod select;
 pub mod util;
+pub mod recipe;
+pub mod run;
+pub mod train;

@@ -3,6 +3,9 @@
 mod generate;
 mod inspect;
 mod make_tiny;
+mod plan;
+mod runs;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -24,14 +27,30 @@ pub enum Command {
     MakeTiny(make_tiny::MakeTinyArgs),
     /// Generate text from a model (chat template applied), streaming tokens.
     Generate(generate::GenerateArgs),
+    /// Show what a recipe would train (counts per kind and layer) and a memory estimate.
+    Plan(plan::PlanArgs),
+    /// Train per a recipe, recording a run directory; or resume a stopped run.
+    Train(train::TrainArgs),
+    /// List run directories with state and last metrics.
+    Runs(runs::RunsArgs),
 }
 
 /// Parses the command line and runs the chosen command.
 pub fn run() -> Result<()> {
+    init_logging();
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::MakeTiny(args) => make_tiny::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Runs(args) => runs::run(args),
     }
+}
+
+/// Logs go to stderr (never stdout), filtered by `RUST_LOG` (default: warnings and up).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

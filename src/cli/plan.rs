@@ -1,0 +1,82 @@
+//! `tunescope plan`: the resolved trainable set and a memory estimate, without training.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::inspect::group_digits;
+use crate::model::Model;
+use crate::recipe::Recipe;
+use crate::select;
+use crate::train::memory::{estimate, human_bytes};
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Recipe file (YAML).
+    recipe: PathBuf,
+    /// Override a recipe field: key.path=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: PlanArgs) -> Result<()> {
+    let recipe = Recipe::load(&args.recipe, &args.set)?;
+    let model = Model::open(&recipe.model_spec()?)?;
+    let map = model.module_map();
+    let selection = select::resolve(&recipe.trainable, &map)?;
+    let dtype_bytes = if recipe.dtype == "bf16" { 2 } else { 4 };
+    let memory = estimate(&model.config, &map, &selection, recipe.batch_size, recipe.max_length, dtype_bytes);
+    if args.json {
+        let out = serde_json::json!({
+            "recipe": recipe.name,
+            "model": recipe.model,
+            "trainable": selection.trainable_numel(&map),
+            "total": map.total(),
+            "fraction": selection.fraction(&map),
+            "tensors": selection.names,
+            "by_kind": selection.numel_by_kind(&map).into_iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
+            "by_layer": selection.numel_by_layer(&map),
+            "memory": memory,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let mut out = String::new();
+    let trainable = selection.trainable_numel(&map);
+    let _ = writeln!(out, "recipe {} on {}", recipe.name, recipe.model_spec()?);
+    let _ = writeln!(
+        out,
+        "trainable: {} of {} parameters ({:.2}%) in {} tensors",
+        group_digits(trainable),
+        group_digits(map.total()),
+        100.0 * selection.fraction(&map),
+        selection.names.len()
+    );
+    let by_kind_total = map.totals_by_kind();
+    let _ = writeln!(out, "\nby kind:            trainable          of kind");
+    for (kind, n) in selection.numel_by_kind(&map) {
+        let _ = writeln!(out, "  {:<10} {:>14} {:>16}", kind.as_str(), group_digits(n), group_digits(by_kind_total.get(&kind).copied().unwrap_or(0)));
+    }
+    let by_layer_total = map.totals_by_layer();
+    let _ = writeln!(out, "\nby layer:           trainable         of layer");
+    for (layer, n) in selection.numel_by_layer(&map) {
+        let _ = writeln!(out, "  {:<10} {:>14} {:>16}", layer, group_digits(n), group_digits(by_layer_total.get(&layer).copied().unwrap_or(0)));
+    }
+    let _ = writeln!(out, "\nmemory estimate (batch {} x seq {}, {}):", recipe.batch_size, recipe.max_length, recipe.dtype);
+    for (label, bytes) in [
+        ("weights (all)", memory.weights),
+        ("gradients (trainable)", memory.gradients),
+        ("AdamW state (trainable)", memory.optimizer),
+        ("activations", memory.activations),
+        ("total", memory.total),
+    ] {
+        let _ = writeln!(out, "  {label:<24} {:>12}", human_bytes(bytes));
+    }
+    print!("{out}");
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The run directory: the single source of truth for a run, read by every front end.
+//!
+//! ```text
+//! runs/<date>-<time>-<recipe>/
+//!   recipe.yaml        resolved recipe (every field explicit)
+//!   status.json        state, pid, step, last error (atomic writes)
+//!   metrics.jsonl      one JSON object per event (append-only, one write per line)
+//!   train.log          worker output when launched detached
+//!   checkpoints/step-N/  trained tensors + optimizer state + position (atomic directory rename)
+//!   final/             full Hugging Face model directory
+//! ```
+
+mod checkpoint;
+mod export;
+mod status;
+
+pub use checkpoint::{CheckpointState, LoadedCheckpoint};
+pub use export::export_model;
+pub use status::{RunState, Status};
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::recipe::Recipe;
+use crate::util::fs::{write_atomic, write_json_atomic};
+
+/// Handle to one run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates `root/<YYYYmmdd-HHMMSS>-<name>` (with a numeric suffix if taken).
+    pub fn create(root: &Path, name: &str) -> Result<Self> {
+        std::fs::create_dir_all(root).with_context(|| format!("cannot create runs directory {}", root.display()))?;
+        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+        let safe: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '.') { c } else { '_' })
+            .collect();
+        for attempt in 0..1000 {
+            let dir_name = if attempt == 0 { format!("{stamp}-{safe}") } else { format!("{stamp}-{safe}-{}", attempt + 1) };
+            let path = root.join(dir_name);
+            match std::fs::create_dir(&path) {
+                Ok(()) => {
+                    std::fs::create_dir_all(path.join("checkpoints"))?;
+                    return Ok(Self { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+            }
+        }
+        bail!("could not find a free run directory name under {}", root.display())
+    }
+
+    /// Uses `path` as a run directory, creating it (and `checkpoints/`) when missing.
+    pub fn open_or_init(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path.join("checkpoints"))
+            .with_context(|| format!("cannot create run directory {}", path.display()))?;
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    /// Opens an existing run directory.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.join("recipe.yaml").is_file() {
+            bail!("{} is not a run directory (no recipe.yaml)", path.display());
+        }
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn recipe_path(&self) -> PathBuf {
+        self.path.join("recipe.yaml")
+    }
+
+    pub fn status_path(&self) -> PathBuf {
+        self.path.join("status.json")
+    }
+
+    pub fn metrics_path(&self) -> PathBuf {
+        self.path.join("metrics.jsonl")
+    }
+
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.path.join("checkpoints")
+    }
+
+    pub fn final_dir(&self) -> PathBuf {
+        self.path.join("final")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.path.join("train.log")
+    }
+
+    /// Writes the resolved recipe snapshot.
+    pub fn write_recipe(&self, recipe: &Recipe) -> Result<()> {
+        write_atomic(&self.recipe_path(), recipe.to_yaml()?.as_bytes())
+    }
+
+    /// Reads the recipe snapshot.
+    pub fn read_recipe(&self) -> Result<Recipe> {
+        Recipe::load(&self.recipe_path(), &[])
+    }
+
+    /// Appends one record to `metrics.jsonl` with a single write, so readers never see half a line
+    /// from a completed write.
+    pub fn append_metric(&self, record: &Value) -> Result<()> {
+        let mut line = serde_json::to_string(record)?;
+        line.push('\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.metrics_path())
+            .with_context(|| format!("cannot open {}", self.metrics_path().display()))?;
+        file.write_all(line.as_bytes())
+            .with_context(|| format!("cannot append to {}", self.metrics_path().display()))?;
+        Ok(())
+    }
+
+    /// Every complete record in `metrics.jsonl` (a torn last line is ignored).
+    pub fn read_metrics(&self) -> Result<Vec<Value>> {
+        let text = match std::fs::read_to_string(self.metrics_path()) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.metrics_path().display())),
+        };
+        Ok(text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
+    /// Writes `status.json` atomically.
+    pub fn write_status(&self, status: &Status) -> Result<()> {
+        write_json_atomic(&self.status_path(), status)
+    }
+
+    /// Reads `status.json`.
+    pub fn read_status(&self) -> Result<Status> {
+        let text = std::fs::read_to_string(self.status_path())
+            .with_context(|| format!("cannot read {}", self.status_path().display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a valid status file", self.status_path().display()))
+    }
+
+    /// Steps of the checkpoints on disk, ascending.
+    pub fn checkpoint_steps(&self) -> Vec<usize> {
+        let mut steps: Vec<usize> = std::fs::read_dir(self.checkpoints_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+            .filter(|step| self.checkpoint_dir(*step).join("state.json").is_file())
+            .collect();
+        steps.sort_unstable();
+        steps
+    }
+
+    /// Directory of the checkpoint after `step` updates.
+    pub fn checkpoint_dir(&self, step: usize) -> PathBuf {
+        self.checkpoints_dir().join(format!("step-{step}"))
+    }
+
+    /// The newest complete checkpoint.
+    pub fn latest_checkpoint(&self) -> Option<usize> {
+        self.checkpoint_steps().last().copied()
+    }
+}
+
+/// Run directories under `root`, newest first.
+pub fn list_runs(root: &Path) -> Vec<RunDir> {
+    let mut runs: Vec<RunDir> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("recipe.yaml").is_file())
+        .map(|e| RunDir { path: e.path() })
+        .collect();
+    runs.sort_by(|a, b| b.path.cmp(&a.path));
+    runs
+}

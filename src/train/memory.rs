@@ -1,0 +1,64 @@
+//! A rough memory estimate for a training step: weights, gradients and AdamW state for the
+//! trainable part only, and activations kept for backward above the lowest trainable layer.
+
+use serde::Serialize;
+
+use crate::model::{ModelConfig, ModuleMap};
+use crate::select::Selection;
+
+/// Estimated bytes by category.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    pub gradients: u64,
+    pub optimizer: u64,
+    pub activations: u64,
+    pub total: u64,
+}
+
+/// Estimates one training step's memory with `batch` sequences of `seq` tokens in `dtype_bytes`.
+pub fn estimate(config: &ModelConfig, map: &ModuleMap, selection: &Selection, batch: usize, seq: usize, dtype_bytes: usize) -> MemoryEstimate {
+    let total_params = map.total() as u64;
+    let trainable = selection.trainable_numel(map) as u64;
+    let weights = total_params * dtype_bytes as u64;
+    // Gradients are accumulated in f32; AdamW keeps two f32 moments (+ an f32 master copy below f32).
+    let gradients = trainable * 4;
+    let master = if dtype_bytes < 4 { trainable * 4 } else { 0 };
+    let optimizer = trainable * 8 + master;
+    let layers_with_graph = match selection.lowest_layer(map) {
+        Some(lowest) => config.num_hidden_layers.saturating_sub(lowest),
+        None => config.num_hidden_layers,
+    } as u64;
+    let (h, i) = (config.hidden_size as u64, config.intermediate_size as u64);
+    let (q, kv) = (config.q_dim() as u64, config.kv_dim() as u64);
+    let heads = config.num_attention_heads as u64;
+    let tokens = (batch * seq) as u64;
+    let per_token_per_layer = 6 * h + 4 * q + 4 * kv + 4 * i + 3 * heads * seq as u64;
+    let layer_activations = if trainable > 0 { layers_with_graph * tokens * per_token_per_layer * dtype_bytes as u64 } else { 0 };
+    // Logits, log-probabilities and their gradient at labelled positions (at most every token), f32.
+    let head_activations = tokens * config.vocab_size as u64 * 4 * 3;
+    let activations = layer_activations + head_activations;
+    MemoryEstimate {
+        weights,
+        gradients,
+        optimizer,
+        activations,
+        total: weights + gradients + optimizer + activations,
+    }
+}
+
+/// `1.23 GiB` style formatting.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,13 @@
+//! The training engine: AdamW over the trainable `Var`s only, with warmup and decay, global-norm
+//! clipping, gradient accumulation and seeded data order; it records everything in the run
+//! directory and emits typed events, running on its own thread when spawned.
+
+pub mod events;
+pub mod loss;
+pub mod memory;
+pub mod optimizer;
+pub mod schedule;
+mod trainer;
+
+pub use events::{StepMetrics, TrainEvent};
+pub use trainer::{run_training, spawn_training, TrainControl, TrainOutcome};

@@ -1,0 +1,368 @@
+//! The training loop.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Tensor};
+use serde_json::json;
+
+use super::events::{StepMetrics, TrainEvent};
+use super::loss::summed_nll;
+use super::optimizer::AdamW;
+use super::schedule::LrSchedule;
+use crate::data::{self, TokenizeOptions};
+use crate::model::{Decoder, Model};
+use crate::recipe::Recipe;
+use crate::run::{CheckpointState, RunDir, RunState, Status};
+use crate::select;
+use crate::util::device::{parse_device, parse_dtype};
+
+/// Lets a front end ask a run to stop after the current step (it checkpoints first).
+#[derive(Debug, Clone, Default)]
+pub struct TrainControl {
+    pub stop: Arc<AtomicBool>,
+}
+
+impl TrainControl {
+    /// Asks the run to stop gracefully.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOutcome {
+    pub state: RunState,
+    pub step: usize,
+    pub run_dir: PathBuf,
+    /// The failure reason for a failed run.
+    pub reason: Option<String>,
+}
+
+/// Runs training on a new thread; events arrive on the returned channel.
+pub fn spawn_training(
+    recipe: Recipe,
+    run: RunDir,
+    resume: bool,
+    control: TrainControl,
+) -> (std::thread::JoinHandle<Result<TrainOutcome>>, mpsc::Receiver<TrainEvent>) {
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        run_training(&recipe, &run, resume, &control, &mut |event| {
+            let _ = tx.send(event.clone());
+        })
+    });
+    (handle, rx)
+}
+
+/// Trains per `recipe`, recording into `run`; with `resume`, continues from the newest checkpoint.
+/// Setup errors are recorded in `status.json` and returned; a failed or stopped run is an `Ok`
+/// outcome with that state.
+pub fn run_training(
+    recipe: &Recipe,
+    run: &RunDir,
+    resume: bool,
+    control: &TrainControl,
+    on_event: &mut dyn FnMut(&TrainEvent),
+) -> Result<TrainOutcome> {
+    let mut status = match run.read_status() {
+        Ok(status) if resume => status,
+        _ => Status::new(&recipe.name, recipe.model.as_deref().unwrap_or(""), 0),
+    };
+    status.pid = Some(std::process::id());
+    let result = Session::prepare(recipe, run, resume, &mut status).and_then(|mut session| session.train(control, &mut status, on_event));
+    if let Err(error) = &result {
+        status.state = RunState::Failed;
+        status.last_error = Some(format!("{error:#}"));
+        status.touch();
+        let _ = run.write_status(&status);
+        let _ = run.append_metric(&json!({"kind": "failed", "step": status.step, "reason": format!("{error:#}")}));
+    }
+    result
+}
+
+/// Everything a run needs, loaded.
+struct Session<'a> {
+    recipe: &'a Recipe,
+    run: &'a RunDir,
+    model: Model,
+    decoder: Decoder,
+    data: data::TokenizedData,
+    optimizer: AdamW,
+    schedule: LrSchedule,
+    batches_per_epoch: usize,
+    total_steps: usize,
+    start_step: usize,
+    micro_batches: usize,
+    losses: Vec<f64>,
+    pad_id: u32,
+    trainable: usize,
+    total_params: usize,
+}
+
+impl<'a> Session<'a> {
+    fn prepare(recipe: &'a Recipe, run: &'a RunDir, resume: bool, status: &mut Status) -> Result<Self> {
+        let model = Model::open(&recipe.model_spec()?)?;
+        let map = model.module_map();
+        let selection = select::resolve(&recipe.trainable, &map).context("in the recipe's `trainable` section")?;
+        let device = parse_device(&recipe.device)?;
+        let dtype = parse_dtype(&recipe.dtype)?;
+        let records = data::read_records(&recipe.data_path()?)?;
+        let options = TokenizeOptions {
+            max_length: recipe.max_length,
+            train_on_prompt: recipe.train_on_prompt,
+        };
+        let data = data::tokenize(&records, &model.tokenizer, &options)?;
+        if !data.used_chat_template {
+            tracing::info!("the model has no chat template: prompts and responses are concatenated as plain text");
+        }
+        if data.truncated > 0 {
+            tracing::warn!("{} examples were longer than max_length {} and were cut", data.truncated, recipe.max_length);
+        }
+        let decoder = model.decoder(&selection.to_hash_set(), dtype, &device)?;
+        let batches_per_epoch = data::batches_per_epoch(data.examples.len(), recipe.batch_size);
+        let steps_per_epoch = batches_per_epoch.div_ceil(recipe.grad_accum).max(1);
+        let total_steps = recipe.max_steps.unwrap_or(recipe.epochs * steps_per_epoch);
+        let mut optimizer = AdamW::new(decoder.vars(), &recipe.optimizer)?;
+        let schedule = LrSchedule::new(&recipe.schedule, recipe.optimizer.lr, total_steps);
+        let (start_step, micro_batches, losses) = if resume {
+            let step = run
+                .latest_checkpoint()
+                .with_context(|| format!("{} has no checkpoint to resume from", run.path().display()))?;
+            let ckpt = run.load_checkpoint(step, &device)?;
+            for (name, var) in decoder.vars() {
+                let value = ckpt
+                    .trained
+                    .get(name)
+                    .with_context(|| format!("checkpoint step-{step} lacks trained tensor {name}"))?;
+                var.set(&value.to_dtype(var.dtype())?)?;
+            }
+            optimizer.load_state(&ckpt.optimizer, ckpt.state.step)?;
+            (ckpt.state.step, ckpt.state.micro_batches, ckpt.state.losses)
+        } else {
+            (0, 0, Vec::new())
+        };
+        status.total_steps = total_steps;
+        status.step = start_step;
+        status.model = recipe.model_spec()?;
+        let pad_id = model.tokenizer.pad_id();
+        Ok(Self {
+            recipe,
+            run,
+            trainable: selection.trainable_numel(&map),
+            total_params: map.total(),
+            model,
+            decoder,
+            data,
+            optimizer,
+            schedule,
+            batches_per_epoch,
+            total_steps,
+            start_step,
+            micro_batches,
+            losses,
+            pad_id,
+        })
+    }
+
+    fn train(&mut self, control: &TrainControl, status: &mut Status, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<TrainOutcome> {
+        let run = self.run;
+        status.state = RunState::Running;
+        status.last_checkpoint = run.latest_checkpoint();
+        status.touch();
+        run.write_status(status)?;
+        let started = TrainEvent::Started {
+            run_dir: run.path().to_path_buf(),
+            total_steps: self.total_steps,
+            start_step: self.start_step,
+            trainable: self.trainable,
+            total_params: self.total_params,
+            examples: self.data.examples.len(),
+            truncated: self.data.truncated,
+            dropped: self.data.dropped.len(),
+            used_chat_template: self.data.used_chat_template,
+        };
+        let mut record = serde_json::to_value(&started)?;
+        record["kind"] = json!(if self.start_step > 0 { "resume" } else { "start" });
+        record["step"] = json!(self.start_step);
+        run.append_metric(&record)?;
+        on_event(&started);
+
+        let clock = Instant::now();
+        let mut order_cache: Option<(usize, Vec<usize>)> = None;
+        let mut grads_checked = false;
+        for step in self.start_step..self.total_steps {
+            let step_start = Instant::now();
+            let batches: Vec<data::Batch> = (0..self.recipe.grad_accum)
+                .map(|k| {
+                    let index = self.micro_batches + k;
+                    let epoch = index / self.batches_per_epoch;
+                    if order_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                        order_cache = Some((epoch, data::epoch_order(self.data.examples.len(), self.recipe.seed, epoch)));
+                    }
+                    let order = &order_cache.as_ref().expect("filled above").1;
+                    data::make_batch(&self.data, order, index % self.batches_per_epoch, self.recipe.batch_size, self.pad_id)
+                })
+                .collect();
+            let epoch = self.micro_batches / self.batches_per_epoch;
+            let label_total: usize = batches.iter().map(|b| b.label_count()).sum::<usize>().max(1);
+            let tokens: usize = batches.iter().map(|b| b.token_count()).sum();
+            let mut step_loss = 0f64;
+            let mut grads: HashMap<String, Tensor> = HashMap::new();
+            for batch in &batches {
+                let (ids, _labels, mask) = batch.to_tensors(self.decoder.device())?;
+                let loss = (summed_nll(&self.decoder, &ids, &mask, &batch.labels)? / label_total as f64)?;
+                let value = loss.to_scalar::<f32>()? as f64;
+                if !value.is_finite() {
+                    return self.fail(status, step, format!("loss is {value} at step {}", step + 1), on_event);
+                }
+                step_loss += value;
+                let store = loss.backward()?;
+                if !grads_checked {
+                    self.decoder.check_all_trainable_have_grads(&store)?;
+                    grads_checked = true;
+                }
+                for (name, var) in self.decoder.vars() {
+                    let Some(g) = store.get(var.as_tensor()) else { continue };
+                    let g = g.to_dtype(DType::F32)?;
+                    let sum = match grads.remove(name) {
+                        Some(acc) => (acc + g)?,
+                        None => g,
+                    };
+                    grads.insert(name.clone(), sum);
+                }
+            }
+            self.micro_batches += self.recipe.grad_accum;
+            let grad_norm = global_norm(&grads)?;
+            if !grad_norm.is_finite() {
+                return self.fail(status, step, format!("gradient norm is {grad_norm} at step {}", step + 1), on_event);
+            }
+            if let Some(max) = self.recipe.optimizer.max_grad_norm {
+                if grad_norm > max {
+                    let scale = max / (grad_norm + 1e-6);
+                    for g in grads.values_mut() {
+                        *g = (&*g * scale)?;
+                    }
+                }
+            }
+            let lr = self.schedule.lr(step);
+            self.optimizer.update(&grads, lr)?;
+            self.losses.push(step_loss);
+
+            let seconds = step_start.elapsed().as_secs_f64();
+            let metrics = StepMetrics {
+                step: step + 1,
+                total_steps: self.total_steps,
+                epoch,
+                loss: step_loss,
+                lr,
+                grad_norm,
+                tokens_per_s: tokens as f64 / seconds.max(1e-9),
+                elapsed: clock.elapsed().as_secs_f64(),
+                tokens,
+            };
+            let mut record = serde_json::to_value(&metrics)?;
+            record["kind"] = json!("train");
+            run.append_metric(&record)?;
+            status.step = step + 1;
+            status.touch();
+            run.write_status(status)?;
+            on_event(&TrainEvent::Step(metrics));
+
+            let done = step + 1 == self.total_steps;
+            let stop = control.stop_requested();
+            let periodic = self.recipe.checkpoint_every > 0 && (step + 1) % self.recipe.checkpoint_every == 0;
+            if periodic || stop || done {
+                self.checkpoint(status, on_event)?;
+            }
+            if stop && !done {
+                status.state = RunState::Stopped;
+                status.touch();
+                run.write_status(status)?;
+                run.append_metric(&json!({"kind": "stopped", "step": step + 1}))?;
+                on_event(&TrainEvent::Stopped { step: step + 1 });
+                return Ok(self.outcome(RunState::Stopped, step + 1, None));
+            }
+        }
+
+        let trained = self.trained_tensors()?;
+        crate::run::export_model(&self.model, &trained, &run.final_dir())?;
+        status.state = RunState::Finished;
+        status.touch();
+        run.write_status(status)?;
+        run.append_metric(&json!({"kind": "finished", "step": self.total_steps, "final_dir": run.final_dir()}))?;
+        on_event(&TrainEvent::Finished { step: self.total_steps, final_dir: run.final_dir() });
+        Ok(self.outcome(RunState::Finished, self.total_steps, None))
+    }
+
+    fn outcome(&self, state: RunState, step: usize, reason: Option<String>) -> TrainOutcome {
+        TrainOutcome { state, step, run_dir: self.run.path().to_path_buf(), reason }
+    }
+
+    /// Records a numeric failure; the last good checkpoint stays as it is.
+    fn fail(&self, status: &mut Status, step: usize, reason: String, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<TrainOutcome> {
+        status.state = RunState::Failed;
+        status.step = step;
+        status.last_error = Some(reason.clone());
+        status.touch();
+        self.run.write_status(status)?;
+        self.run.append_metric(&json!({"kind": "failed", "step": step + 1, "reason": reason}))?;
+        on_event(&TrainEvent::Failed { step: step + 1, reason: reason.clone() });
+        Ok(self.outcome(RunState::Failed, step, Some(reason)))
+    }
+
+    /// The current f32 value of every trained tensor.
+    fn trained_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        self.optimizer
+            .names()
+            .map(|name| Ok((name.clone(), self.optimizer.weights_f32(name).expect("known name")?)))
+            .collect()
+    }
+
+    /// Saves a checkpoint; an I/O failure is recorded and training goes on.
+    fn checkpoint(&self, status: &mut Status, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<()> {
+        let step = self.optimizer.step;
+        let state = CheckpointState {
+            step,
+            micro_batches: self.micro_batches,
+            seed: self.recipe.seed,
+            losses: self.losses.clone(),
+        };
+        let trained = self.trained_tensors()?;
+        match self.run.save_checkpoint(&state, &trained, &self.optimizer.state_tensors(), self.recipe.keep_checkpoints) {
+            Ok(()) => {
+                status.last_checkpoint = Some(step);
+                let path = self.run.checkpoint_dir(step);
+                self.run.append_metric(&json!({"kind": "checkpoint", "step": step, "path": path}))?;
+                on_event(&TrainEvent::Checkpoint { step, path });
+            }
+            Err(error) => {
+                let message = format!("{error:#}");
+                tracing::warn!("{message}");
+                status.last_error = Some(message.clone());
+                self.run.append_metric(&json!({"kind": "checkpoint_failed", "step": step, "error": message}))?;
+                on_event(&TrainEvent::CheckpointFailed { step, error: message });
+            }
+        }
+        status.touch();
+        self.run.write_status(status)
+    }
+}
+
+/// √(Σ‖g‖²) over all gradients.
+fn global_norm(grads: &HashMap<String, Tensor>) -> Result<f64> {
+    let mut total = 0f64;
+    for g in grads.values() {
+        total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    Ok(total.sqrt())
+}
