@@ -6,8 +6,8 @@
 pub mod cli;
 pub mod data;
 pub mod model;
-pub mod select;
-pub mod util;
 pub mod recipe;
 pub mod run;
+pub mod select;
 pub mod train;
+pub mod util;

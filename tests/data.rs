@@ -195,7 +195,10 @@ fn without_template_labels_reply_and_eos() {
     assert!(!data.used_chat_template);
     let ex = &data.examples[0];
     assert_labels_aligned(ex);
-    assert_eq!(full_text(&tok, ex), "how many red circles ?\nthree red circles<|im_end|>");
+    assert_eq!(
+        full_text(&tok, ex),
+        "how many red circles ?\nthree red circles<|im_end|>"
+    );
     assert_eq!(labelled_text(&tok, ex), "three red circles<|im_end|>");
     assert_eq!(*ex.input_ids.last().unwrap(), eos);
     assert_eq!(*ex.labels.last().unwrap(), i64::from(eos));
@@ -220,7 +223,10 @@ fn bad_records_name_the_line() {
         &format!("{good}\n{{\"question\": \"a\", \"answer\": \"b\"}}\n"),
     );
     assert!(e.contains("missing.jsonl") && e.contains("line 3"), "{e}");
-    assert!(e.contains("neither \"prompt\"/\"response\" nor \"messages\""), "{e}");
+    assert!(
+        e.contains("neither \"prompt\"/\"response\" nor \"messages\""),
+        "{e}"
+    );
 
     let e = read_err(
         tmp.path(),
@@ -228,21 +234,30 @@ fn bad_records_name_the_line() {
         &format!("{good}{{\"prompt\": \"a\", \"response\": [\"b\"]}}\n"),
     );
     assert!(e.contains("line 2"), "{e}");
-    assert!(e.contains("\"response\" must be a string, found a list"), "{e}");
+    assert!(
+        e.contains("\"response\" must be a string, found a list"),
+        "{e}"
+    );
 
     let e = read_err(
         tmp.path(),
         "content_type.jsonl",
         "{\"messages\": [{\"role\": \"user\", \"content\": 5}, {\"role\": \"assistant\", \"content\": \"b\"}]}\n",
     );
-    assert!(e.contains("line 1") && e.contains("messages[0].content must be a string"), "{e}");
+    assert!(
+        e.contains("line 1") && e.contains("messages[0].content must be a string"),
+        "{e}"
+    );
 
     let e = read_err(
         tmp.path(),
         "no_reply.jsonl",
         &format!("{good}{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}\n"),
     );
-    assert!(e.contains("line 2") && e.contains("no assistant turn"), "{e}");
+    assert!(
+        e.contains("line 2") && e.contains("no assistant turn"),
+        "{e}"
+    );
 
     let e = read_err(tmp.path(), "empty.jsonl", "");
     assert!(e.contains("empty.jsonl") && e.contains("no records"), "{e}");
@@ -278,7 +293,10 @@ fn truncation_is_counted_and_drops_examples_without_labels() {
         .position(|&l| l != IGNORE_INDEX)
         .unwrap();
     let max = lens[0];
-    assert!(header3 < max && header2 >= max && lens[2] > max, "{lens:?} {header2} {header3}");
+    assert!(
+        header3 < max && header2 >= max && lens[2] > max,
+        "{lens:?} {header2} {header3}"
+    );
 
     let data = tokenize(&recs, &tok, &opts(max)).unwrap();
     assert_eq!(data.dropped, vec![2]);
@@ -286,7 +304,10 @@ fn truncation_is_counted_and_drops_examples_without_labels() {
     assert_eq!(data.examples.len(), 2);
     assert_eq!(data.examples[1].line, 3);
     assert_eq!(data.examples[1].input_ids.len(), max);
-    assert_eq!(data.examples[1].input_ids[..], full.examples[2].input_ids[..max]);
+    assert_eq!(
+        data.examples[1].input_ids[..],
+        full.examples[2].input_ids[..max]
+    );
     assert_eq!(data.examples[1].labels.len(), max);
     assert_eq!(data.total_tokens, lens[0] + max);
 }
@@ -338,7 +359,11 @@ fn batches_are_right_padded() {
         let batch = make_batch(&data, &order, b, 2, pad);
         let width = batch.input_ids.iter().map(Vec::len).max().unwrap();
         let mut labels = 0;
-        for (row, &i) in order[b * 2..].iter().take(batch.input_ids.len()).enumerate() {
+        for (row, &i) in order[b * 2..]
+            .iter()
+            .take(batch.input_ids.len())
+            .enumerate()
+        {
             let ex = &data.examples[i];
             let n = ex.input_ids.len();
             assert_eq!(batch.input_ids[row].len(), width);
@@ -350,13 +375,21 @@ fn batches_are_right_padded() {
             assert!(batch.labels[row][n..].iter().all(|&l| l == IGNORE_INDEX));
             assert!(batch.attention_mask[row][..n].iter().all(|&m| m == 1));
             assert!(batch.attention_mask[row][n..].iter().all(|&m| m == 0));
-            labels += ex.labels[1..].iter().filter(|&&l| l != IGNORE_INDEX).count();
+            labels += ex.labels[1..]
+                .iter()
+                .filter(|&&l| l != IGNORE_INDEX)
+                .count();
             seen.push(i);
         }
         assert_eq!(batch.label_count(), labels);
         assert_eq!(
             batch.token_count(),
-            batch.attention_mask.iter().flatten().filter(|&&m| m == 1).count()
+            batch
+                .attention_mask
+                .iter()
+                .flatten()
+                .filter(|&&m| m == 1)
+                .count()
         );
         let (ids, lab, mask) = batch.to_tensors(&Device::Cpu).unwrap();
         assert_eq!(ids.dims(), &[batch.input_ids.len(), width]);
@@ -369,10 +402,16 @@ fn batches_are_right_padded() {
 
     // Lines 1 and 2 differ in length, so the first of their batch is padded.
     let batch = make_batch(&data, &[0, 1, 2], 0, 2, pad);
-    let (short, long) = (data.examples[0].input_ids.len(), data.examples[1].input_ids.len());
+    let (short, long) = (
+        data.examples[0].input_ids.len(),
+        data.examples[1].input_ids.len(),
+    );
     assert!(short < long);
     assert_eq!(batch.input_ids[0].len(), long);
-    assert_eq!(batch.attention_mask[0].iter().filter(|&&m| m == 0).count(), long - short);
+    assert_eq!(
+        batch.attention_mask[0].iter().filter(|&&m| m == 0).count(),
+        long - short
+    );
     assert_eq!(batch.token_count(), short + long);
     let last = make_batch(&data, &[0, 1, 2], 1, 2, pad);
     assert_eq!(last.input_ids, vec![data.examples[2].input_ids.clone()]);

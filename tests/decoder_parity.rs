@@ -59,8 +59,14 @@ fn check_batch_against_reference(model: &Model, reference: &dyn Fn(&[u32]) -> Te
             let start = if left { len - seq.len() } else { 0 };
             let ours = logits.i((row, start..start + seq.len(), ..)).unwrap();
             let diff = max_abs_diff(&ours, &expected);
-            println!("row {row} ({} padding): max |Δ| = {diff:.2e}", if left { "left" } else { "right" });
-            assert!(diff <= TOLERANCE, "row {row} left={left}: max abs diff {diff} > {TOLERANCE}");
+            println!(
+                "row {row} ({} padding): max |Δ| = {diff:.2e}",
+                if left { "left" } else { "right" }
+            );
+            assert!(
+                diff <= TOLERANCE,
+                "row {row} left={left}: max abs diff {diff} > {TOLERANCE}"
+            );
         }
     }
     // The KV-cache path gives the same last-position logits, token by token, left-padded batch.
@@ -75,13 +81,24 @@ fn check_batch_against_reference(model: &Model, reference: &dyn Fn(&[u32]) -> Te
     let split = 3;
     let mut cache = decoder.new_cache(seqs.len());
     let first = decoder
-        .forward_cached(&ids.narrow(1, 0, split).unwrap(), Some(&valid.iter().map(|r| r[..split].to_vec()).collect::<Vec<_>>()), &mut cache)
+        .forward_cached(
+            &ids.narrow(1, 0, split).unwrap(),
+            Some(
+                &valid
+                    .iter()
+                    .map(|r| r[..split].to_vec())
+                    .collect::<Vec<_>>(),
+            ),
+            &mut cache,
+        )
         .unwrap();
     assert_eq!(first.dims(), &[seqs.len(), model.config.vocab_size]);
     let mut last = first;
     for t in split..len {
         let step_valid: Vec<Vec<bool>> = valid.iter().map(|r| vec![r[t]]).collect();
-        last = decoder.forward_cached(&ids.narrow(1, t, 1).unwrap(), Some(&step_valid), &mut cache).unwrap();
+        last = decoder
+            .forward_cached(&ids.narrow(1, t, 1).unwrap(), Some(&step_valid), &mut cache)
+            .unwrap();
     }
     for (row, seq) in seqs.iter().enumerate() {
         let expected = reference(seq).i(seq.len() - 1).unwrap();
@@ -97,9 +114,18 @@ fn llama_matches_candle_transformers() {
     let tiny = TinyModel::new(Architecture::Llama, 7);
     let model = Model::open(&tiny.spec_str()).unwrap();
     let dev = Device::Cpu;
-    let cfg: LlamaConfig = serde_json::from_str(&std::fs::read_to_string(tiny.path().join("config.json")).unwrap()).unwrap();
+    let cfg: LlamaConfig =
+        serde_json::from_str(&std::fs::read_to_string(tiny.path().join("config.json")).unwrap())
+            .unwrap();
     let cfg = cfg.into_config(false);
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[tiny.path().join("model.safetensors")], DType::F32, &dev).unwrap() };
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &[tiny.path().join("model.safetensors")],
+            DType::F32,
+            &dev,
+        )
+        .unwrap()
+    };
     let llama = Llama::load(vb, &cfg).unwrap();
     // candle's Llama returns last-position logits only: feed one token at a time with its cache.
     let reference = |seq: &[u32]| -> Tensor {
@@ -109,7 +135,11 @@ fn llama_matches_candle_transformers() {
             .enumerate()
             .map(|(pos, &tok)| {
                 let input = Tensor::new(&[tok], &dev).unwrap().unsqueeze(0).unwrap();
-                llama.forward(&input, pos, &mut cache).unwrap().squeeze(0).unwrap()
+                llama
+                    .forward(&input, pos, &mut cache)
+                    .unwrap()
+                    .squeeze(0)
+                    .unwrap()
             })
             .collect();
         Tensor::stack(&rows, 0).unwrap()
@@ -124,9 +154,23 @@ fn qwen2_matches_candle_transformers() {
     let model = Model::open(&tiny.spec_str()).unwrap();
     assert!(model.config.tie_word_embeddings && model.config.qkv_bias);
     let dev = Device::Cpu;
-    let cfg: Config = serde_json::from_str(&std::fs::read_to_string(tiny.path().join("config.json")).unwrap()).unwrap();
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[tiny.path().join("model.safetensors")], DType::F32, &dev).unwrap() };
-    let embed = vb.get((cfg.vocab_size, cfg.hidden_size), "model.embed_tokens.weight").unwrap();
+    let cfg: Config =
+        serde_json::from_str(&std::fs::read_to_string(tiny.path().join("config.json")).unwrap())
+            .unwrap();
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &[tiny.path().join("model.safetensors")],
+            DType::F32,
+            &dev,
+        )
+        .unwrap()
+    };
+    let embed = vb
+        .get(
+            (cfg.vocab_size, cfg.hidden_size),
+            "model.embed_tokens.weight",
+        )
+        .unwrap();
     let qwen = std::cell::RefCell::new(Qwen2::new(&cfg, vb).unwrap());
     let reference = |seq: &[u32]| -> Tensor {
         let mut m = qwen.borrow_mut();
@@ -143,21 +187,35 @@ fn llama3_rope_scaling_and_untied_qwen2_load() {
     // llama3 frequency scaling matches candle-transformers' formula on a hand-made config.
     let tiny = TinyModel::new(Architecture::Llama, 3);
     let path = tiny.path().join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     cfg["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
     cfg["rope_theta"] = serde_json::json!(500000.0);
     std::fs::write(&path, cfg.to_string()).unwrap();
     let model = Model::open(&tiny.spec_str()).unwrap();
     let ours = model.config.rope_inv_freq();
-    let base: Vec<f32> = (0..16).step_by(2).map(|i| 1f32 / 500000f32.powf(i as f32 / 16.0)).collect();
+    let base: Vec<f32> = (0..16)
+        .step_by(2)
+        .map(|i| 1f32 / 500000f32.powf(i as f32 / 16.0))
+        .collect();
     assert_eq!(ours.len(), base.len());
-    assert!(ours.iter().zip(&base).any(|(a, b)| (a - b).abs() > 1e-9), "scaling changed nothing");
+    assert!(
+        ours.iter().zip(&base).any(|(a, b)| (a - b).abs() > 1e-9),
+        "scaling changed nothing"
+    );
     // Parity with candle's llama (which implements llama3 scaling) on that config.
     use candle_transformers::models::llama::{Cache, Llama, LlamaConfig};
     let dev = Device::Cpu;
     let lcfg: LlamaConfig = serde_json::from_value(cfg).unwrap();
     let lcfg = lcfg.into_config(false);
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[tiny.path().join("model.safetensors")], DType::F32, &dev).unwrap() };
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &[tiny.path().join("model.safetensors")],
+            DType::F32,
+            &dev,
+        )
+        .unwrap()
+    };
     let llama = Llama::load(vb, &lcfg).unwrap();
     let reference = |seq: &[u32]| -> Tensor {
         let mut cache = Cache::new(true, DType::F32, &lcfg, &dev).unwrap();
@@ -166,7 +224,11 @@ fn llama3_rope_scaling_and_untied_qwen2_load() {
             .enumerate()
             .map(|(pos, &tok)| {
                 let input = Tensor::new(&[tok], &dev).unwrap().unsqueeze(0).unwrap();
-                llama.forward(&input, pos, &mut cache).unwrap().squeeze(0).unwrap()
+                llama
+                    .forward(&input, pos, &mut cache)
+                    .unwrap()
+                    .squeeze(0)
+                    .unwrap()
             })
             .collect();
         Tensor::stack(&rows, 0).unwrap()
@@ -188,11 +250,30 @@ fn bf16_forward_is_close_to_f32() {
     let model = Model::open(&tiny.spec_str()).unwrap();
     let dev = Device::Cpu;
     let ids = Tensor::new(&[[5u32, 17, 42, 99, 3]], &dev).unwrap();
-    let f32_logits = model.decoder(&HashSet::new(), DType::F32, &dev).unwrap().forward(&ids, None).unwrap();
-    let bf16_logits = model.decoder(&HashSet::new(), DType::BF16, &dev).unwrap().forward(&ids, None).unwrap();
+    let f32_logits = model
+        .decoder(&HashSet::new(), DType::F32, &dev)
+        .unwrap()
+        .forward(&ids, None)
+        .unwrap();
+    let bf16_logits = model
+        .decoder(&HashSet::new(), DType::BF16, &dev)
+        .unwrap()
+        .forward(&ids, None)
+        .unwrap();
     assert_eq!(bf16_logits.dtype(), DType::F32);
     let diff = max_abs_diff(&f32_logits, &bf16_logits);
-    let scale = f32_logits.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let scale = f32_logits
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     println!("bf16 vs f32: max |Δ| = {diff:.3e} (logit scale {scale:.2})");
-    assert!(diff < 0.05 * scale.max(1.0), "bf16 logits too far from f32: {diff}");
+    assert!(
+        diff < 0.05 * scale.max(1.0),
+        "bf16 logits too far from f32: {diff}"
+    );
 }

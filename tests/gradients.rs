@@ -24,10 +24,21 @@ fn loss(decoder: &Decoder, dev: &Device) -> Tensor {
     let logits = decoder.forward(&ids, Some(&mask)).unwrap();
     let (b, t, v) = logits.dims3().unwrap();
     let logp = candle_nn::ops::log_softmax(&logits.reshape((b * t, v)).unwrap(), 1).unwrap();
-    let picked = logp.gather(&targets.reshape((b * t, 1)).unwrap(), 1).unwrap().squeeze(1).unwrap();
+    let picked = logp
+        .gather(&targets.reshape((b * t, 1)).unwrap(), 1)
+        .unwrap()
+        .squeeze(1)
+        .unwrap();
     let weights = mask.reshape(b * t).unwrap().to_dtype(DType::F32).unwrap();
     let n = weights.sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
-    ((picked * weights).unwrap().sum_all().unwrap().neg().unwrap() / n).unwrap()
+    ((picked * weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .neg()
+        .unwrap()
+        / n)
+        .unwrap()
 }
 
 fn trainable(names: &[&str]) -> HashSet<String> {
@@ -40,7 +51,11 @@ fn gradients_reach_only_the_trainable_set() {
     for arch in [Architecture::Llama, Architecture::Qwen2] {
         let tiny = TinyModel::new(arch, 21);
         let model = Model::open(&tiny.spec_str()).unwrap();
-        let mut names = vec!["model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.gate_proj.weight", "model.norm.weight"];
+        let mut names = vec![
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.1.mlp.gate_proj.weight",
+            "model.norm.weight",
+        ];
         if arch == Architecture::Qwen2 {
             names.push("model.layers.0.self_attn.q_proj.bias");
         }
@@ -54,8 +69,17 @@ fn gradients_reach_only_the_trainable_set() {
             let grad = grads.get(param.tensor());
             if set.contains(name) {
                 let g = grad.unwrap_or_else(|| panic!("{name} has no gradient"));
-                let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-                assert!(norm > 0.0 && norm.is_finite(), "{name}: gradient norm {norm}");
+                let norm = g
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    norm > 0.0 && norm.is_finite(),
+                    "{name}: gradient norm {norm}"
+                );
                 with_grad += 1;
             } else {
                 assert!(grad.is_none(), "frozen {name} received a gradient");
@@ -70,12 +94,22 @@ fn finite_differences_agree_for_q_and_gate() {
     let dev = Device::Cpu;
     let tiny = TinyModel::new(Architecture::Qwen2, 33);
     let model = Model::open(&tiny.spec_str()).unwrap();
-    let names = ["model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.gate_proj.weight", "model.layers.0.self_attn.q_proj.bias"];
+    let names = [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.mlp.gate_proj.weight",
+        "model.layers.0.self_attn.q_proj.bias",
+    ];
     let decoder = model.decoder(&trainable(&names), DType::F32, &dev).unwrap();
     let grads = loss(&decoder, &dev).backward().unwrap();
     for name in names {
         let var: &Var = &decoder.vars()[name];
-        let grad: Vec<f32> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let grad: Vec<f32> = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let original = var.as_tensor().copy().unwrap();
         let values: Vec<f32> = original.flatten_all().unwrap().to_vec1().unwrap();
         // Check the three elements with the largest gradients (well above f32 noise).
@@ -86,14 +120,17 @@ fn finite_differences_agree_for_q_and_gate() {
             let eval = |delta: f32| -> f64 {
                 let mut v = values.clone();
                 v[index] += delta;
-                var.set(&Tensor::from_vec(v, original.shape(), &dev).unwrap()).unwrap();
+                var.set(&Tensor::from_vec(v, original.shape(), &dev).unwrap())
+                    .unwrap();
                 loss(&decoder, &dev).to_scalar::<f32>().unwrap() as f64
             };
             let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
             var.set(&original).unwrap();
             let analytic = grad[index] as f64;
             let rel = (numeric - analytic).abs() / analytic.abs().max(1e-8);
-            println!("{name}[{index}]: analytic {analytic:.6e} numeric {numeric:.6e} rel {rel:.2e}");
+            println!(
+                "{name}[{index}]: analytic {analytic:.6e} numeric {numeric:.6e} rel {rel:.2e}"
+            );
             assert!(rel <= 1e-2, "{name}[{index}]: relative error {rel}");
         }
     }
@@ -102,18 +139,53 @@ fn finite_differences_agree_for_q_and_gate() {
 #[test]
 fn frozen_linear_gives_input_gradient_only() {
     let dev = Device::Cpu;
-    let x = Var::from_tensor(&Tensor::arange(0f32, 12.0, &dev).unwrap().reshape((3, 4)).unwrap().affine(0.1, -0.3).unwrap()).unwrap();
-    let w = Tensor::arange(0f32, 20.0, &dev).unwrap().reshape((5, 4)).unwrap().affine(0.05, -0.4).unwrap();
-    let upstream = Tensor::arange(0f32, 15.0, &dev).unwrap().reshape((3, 5)).unwrap().cos().unwrap();
+    let x = Var::from_tensor(
+        &Tensor::arange(0f32, 12.0, &dev)
+            .unwrap()
+            .reshape((3, 4))
+            .unwrap()
+            .affine(0.1, -0.3)
+            .unwrap(),
+    )
+    .unwrap();
+    let w = Tensor::arange(0f32, 20.0, &dev)
+        .unwrap()
+        .reshape((5, 4))
+        .unwrap()
+        .affine(0.05, -0.4)
+        .unwrap();
+    let upstream = Tensor::arange(0f32, 15.0, &dev)
+        .unwrap()
+        .reshape((3, 5))
+        .unwrap()
+        .cos()
+        .unwrap();
 
     let ours = frozen_matmul(x.as_tensor(), &w).unwrap();
     let plain = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
-    assert_eq!(ours.to_vec2::<f32>().unwrap(), plain.to_vec2::<f32>().unwrap());
+    assert_eq!(
+        ours.to_vec2::<f32>().unwrap(),
+        plain.to_vec2::<f32>().unwrap()
+    );
 
-    let g_ours = (ours * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
-    let g_plain = (plain * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+    let g_ours = (ours * &upstream)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g_plain = (plain * &upstream)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     let a = g_ours.get(x.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
-    let b = g_plain.get(x.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+    let b = g_plain
+        .get(x.as_tensor())
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     for (ra, rb) in a.iter().zip(&b) {
         for (va, vb) in ra.iter().zip(rb) {
             assert!((va - vb).abs() < 1e-6);
@@ -129,7 +201,13 @@ fn layers_below_the_lowest_trainable_one_are_not_differentiated() {
     let dev = Device::Cpu;
     let tiny = TinyModel::new(Architecture::Llama, 4);
     let model = Model::open(&tiny.spec_str()).unwrap();
-    let decoder = model.decoder(&trainable(&["model.layers.1.mlp.up_proj.weight"]), DType::F32, &dev).unwrap();
+    let decoder = model
+        .decoder(
+            &trainable(&["model.layers.1.mlp.up_proj.weight"]),
+            DType::F32,
+            &dev,
+        )
+        .unwrap();
     let grads = loss(&decoder, &dev).backward().unwrap();
     decoder.check_all_trainable_have_grads(&grads).unwrap();
     for (name, param) in decoder.params() {

@@ -28,7 +28,11 @@ fn attn_names(layer: usize, with_bias: bool) -> Vec<String> {
         .map(|m| format!("model.layers.{layer}.self_attn.{m}_proj.weight"))
         .collect();
     if with_bias {
-        out.extend(["q", "k", "v"].iter().map(|m| format!("model.layers.{layer}.self_attn.{m}_proj.bias")));
+        out.extend(
+            ["q", "k", "v"]
+                .iter()
+                .map(|m| format!("model.layers.{layer}.self_attn.{m}_proj.bias")),
+        );
     }
     out
 }
@@ -58,7 +62,11 @@ fn with_layers(kinds: &[&str], layers: LayerSpec) -> TrainableSpec {
 #[test]
 fn qwen2_presets_select_exact_sets() {
     let map = tiny_map(Architecture::Qwen2, 2);
-    assert_eq!(map.params.len(), 26, "embed + 2 x 12 + final norm, tied head");
+    assert_eq!(
+        map.params.len(),
+        26,
+        "embed + 2 x 12 + final norm, tied head"
+    );
 
     let sel = run(&preset("sa-proj").unwrap(), &map);
     let want: Vec<String> = (0..2).flat_map(|l| attn_names(l, true)).collect();
@@ -101,7 +109,10 @@ fn llama_has_no_biases_and_an_lm_head() {
     let sel = run(&TrainableSpec::from_kinds(&["lm_head"]), &map);
     assert_eq!(sel.names, set(&["lm_head.weight".to_string()]));
     assert_eq!(sel.lowest_layer(&map), None);
-    assert_eq!(sel.numel_by_kind(&map).keys().copied().collect::<Vec<_>>(), vec![ParamKind::LmHead]);
+    assert_eq!(
+        sel.numel_by_kind(&map).keys().copied().collect::<Vec<_>>(),
+        vec![ParamKind::LmHead]
+    );
 
     let sel = run(&preset("full-llm").unwrap(), &map);
     assert_eq!(sel.len(), 21);
@@ -125,12 +136,18 @@ fn layer_filters() {
 
     let sel = run(&with_layers(&sa, LayerSpec::List(vec![1])), &map);
     assert_eq!(sel.names, attn(&[1]));
-    assert_eq!(sel.numel_by_layer(&map).keys().copied().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        sel.numel_by_layer(&map).keys().copied().collect::<Vec<_>>(),
+        vec![1]
+    );
 
     let sel = run(&with_layers(&sa, LayerSpec::parse("0,1").unwrap()), &map);
     assert_eq!(sel.names, attn(&[0, 1]));
 
-    let sel = run(&with_layers(&["attn"], LayerSpec::parse("-3..-1").unwrap()), &map);
+    let sel = run(
+        &with_layers(&["attn"], LayerSpec::parse("-3..-1").unwrap()),
+        &map,
+    );
     assert_eq!(sel.names, attn(&[1, 2]));
     assert_eq!(sel.lowest_layer(&map), Some(1));
 
@@ -138,7 +155,10 @@ fn layer_filters() {
     assert_eq!(sel.names, attn(&[0, 1, 2, 3]));
 
     // The filter leaves unlayered parameters alone: the final norm stays.
-    let sel = run(&with_layers(&["norm"], LayerSpec::parse("2").unwrap()), &map);
+    let sel = run(
+        &with_layers(&["norm"], LayerSpec::parse("2").unwrap()),
+        &map,
+    );
     let want: BTreeSet<String> = [
         "model.layers.2.input_layernorm.weight",
         "model.layers.2.post_attention_layernorm.weight",
@@ -221,13 +241,22 @@ fn errors_say_what_to_fix() {
     let llama = tiny_map(Architecture::Llama, 2);
 
     let e = fail(&TrainableSpec::from_kinds(&["qq"]), &qwen);
-    assert!(e.contains("unknown kind `qq`") && e.contains("did you mean `q`"), "{e}");
-    assert!(e.contains("attn") && e.contains("mlp") && e.contains("llm") && e.contains("gate"), "{e}");
+    assert!(
+        e.contains("unknown kind `qq`") && e.contains("did you mean `q`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("attn") && e.contains("mlp") && e.contains("llm") && e.contains("gate"),
+        "{e}"
+    );
     let e = fail(&TrainableSpec::from_kinds(&["mlps"]), &qwen);
     assert!(e.contains("did you mean `mlp`"), "{e}");
 
     let e = fail(&TrainableSpec::from_kinds(&["lm_head"]), &qwen);
-    assert!(e.contains("`lm_head`") && e.contains("ties") && e.contains("`embed`"), "{e}");
+    assert!(
+        e.contains("`lm_head`") && e.contains("ties") && e.contains("`embed`"),
+        "{e}"
+    );
 
     let e = fail(&TrainableSpec::from_kinds(&["vision"]), &llama);
     assert!(e.contains("`vision` matches no parameter"), "{e}");
@@ -240,18 +269,30 @@ fn errors_say_what_to_fix() {
         ..Default::default()
     };
     let e = fail(&spec, &qwen);
-    assert!(e.contains("trainable.include") && e.contains("`model.layers.*.self_attn.qproj.weight`"), "{e}");
-    assert!(e.contains("model.layers.0.self_attn.q_proj.weight"), "closest name listed: {e}");
+    assert!(
+        e.contains("trainable.include") && e.contains("`model.layers.*.self_attn.qproj.weight`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("model.layers.0.self_attn.q_proj.weight"),
+        "closest name listed: {e}"
+    );
     let spec = TrainableSpec {
         kinds: vec!["attn".into()],
         exclude: vec!["re:.*router.*".into()],
         ..Default::default()
     };
     let e = fail(&spec, &qwen);
-    assert!(e.contains("trainable.exclude") && e.contains("re:.*router.*") && e.contains("closest"), "{e}");
+    assert!(
+        e.contains("trainable.exclude") && e.contains("re:.*router.*") && e.contains("closest"),
+        "{e}"
+    );
 
     for layers in ["0..40", "5", "-3.."] {
-        let e = fail(&with_layers(&["attn"], LayerSpec::parse(layers).unwrap()), &qwen);
+        let e = fail(
+            &with_layers(&["attn"], LayerSpec::parse(layers).unwrap()),
+            &qwen,
+        );
         assert!(e.contains("2 layers"), "{layers}: {e}");
     }
     let e = fail(&with_layers(&["attn"], LayerSpec::List(vec![0, 5])), &qwen);
@@ -264,7 +305,10 @@ fn errors_say_what_to_fix() {
         ..Default::default()
     };
     let e = fail(&spec, &qwen);
-    assert!(e.contains("\"re:model.(layers\"") && e.contains("regular expression"), "{e}");
+    assert!(
+        e.contains("\"re:model.(layers\"") && e.contains("regular expression"),
+        "{e}"
+    );
 
     let spec = TrainableSpec {
         kinds: vec!["mlp".into()],
@@ -316,8 +360,12 @@ fn yaml_round_trip() {
 
     let empty: TrainableSpec = serde_yaml::from_str("{}").unwrap();
     assert_eq!(empty, TrainableSpec::default());
-    let e = serde_yaml::from_str::<TrainableSpec>("kinds: [q]\nbias: false\n").unwrap_err().to_string();
+    let e = serde_yaml::from_str::<TrainableSpec>("kinds: [q]\nbias: false\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("bias"), "{e}");
-    let e = serde_yaml::from_str::<TrainableSpec>("layers: \"1..x\"\n").unwrap_err().to_string();
+    let e = serde_yaml::from_str::<TrainableSpec>("layers: \"1..x\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("\"1..x\""), "{e}");
 }

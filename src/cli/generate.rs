@@ -48,7 +48,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let text = if args.raw {
         args.prompt.clone()
     } else {
-        let messages = [ChatMessage { role: "user".into(), content: args.prompt.clone() }];
+        let messages = [ChatMessage {
+            role: "user".into(),
+            content: args.prompt.clone(),
+        }];
         match model.tokenizer.render_chat(&messages, true)? {
             Some(rendered) => rendered,
             None => {

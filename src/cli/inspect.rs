@@ -46,7 +46,7 @@ pub fn group_digits(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -58,14 +58,32 @@ pub fn group_digits(n: usize) -> String {
 pub fn render_text(name: &str, map: &ModuleMap, depth: usize) -> String {
     let total = map.total().max(1);
     let mut out = String::new();
-    let _ = writeln!(out, "model {name}: {} parameters in {} tensors, {} layers", group_digits(map.total()), map.params.len(), map.num_layers());
+    let _ = writeln!(
+        out,
+        "model {name}: {} parameters in {} tensors, {} layers",
+        group_digits(map.total()),
+        map.params.len(),
+        map.num_layers()
+    );
     let _ = writeln!(out, "\nby kind:");
     for (kind, n) in map.totals_by_kind() {
-        let _ = writeln!(out, "  {:<10} {:>14}  {:>6.2}%", kind.as_str(), group_digits(n), 100.0 * n as f64 / total as f64);
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>14}  {:>6.2}%",
+            kind.as_str(),
+            group_digits(n),
+            100.0 * n as f64 / total as f64
+        );
     }
     let _ = writeln!(out, "\nby layer:");
     for (layer, n) in map.totals_by_layer() {
-        let _ = writeln!(out, "  {:<10} {:>14}  {:>6.2}%", layer, group_digits(n), 100.0 * n as f64 / total as f64);
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>14}  {:>6.2}%",
+            layer,
+            group_digits(n),
+            100.0 * n as f64 / total as f64
+        );
     }
     let _ = writeln!(out, "\ntree:");
     write_node(&mut out, map, &map.tree(), 0, depth);
@@ -81,7 +99,13 @@ fn write_node(out: &mut String, map: &ModuleMap, node: &ModuleNode, level: usize
         }
         None => format!("{} tensors", node.param_count),
     };
-    let _ = writeln!(out, "{indent}{:<width$} {:>14}  {detail}", node.name, group_digits(node.numel), width = 28usize.saturating_sub(2 * level).max(8));
+    let _ = writeln!(
+        out,
+        "{indent}{:<width$} {:>14}  {detail}",
+        node.name,
+        group_digits(node.numel),
+        width = 28usize.saturating_sub(2 * level).max(8)
+    );
     if depth != 0 && level >= depth {
         return;
     }

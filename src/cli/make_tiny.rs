@@ -51,7 +51,10 @@ pub fn run(args: MakeTinyArgs) -> Result<()> {
         ArchArg::Qwen2 => Architecture::Qwen2,
     };
     anyhow::ensure!(
-        args.heads > 0 && args.kv_heads > 0 && args.heads % args.kv_heads == 0 && args.hidden % args.heads == 0,
+        args.heads > 0
+            && args.kv_heads > 0
+            && args.heads.is_multiple_of(args.kv_heads)
+            && args.hidden.is_multiple_of(args.heads),
         "--heads must divide --hidden and be a multiple of --kv-heads"
     );
     let spec = TinySpec {
@@ -64,6 +67,13 @@ pub fn run(args: MakeTinyArgs) -> Result<()> {
         ..TinySpec::new(arch, args.seed)
     };
     make_tiny(&spec, &args.out)?;
-    println!("wrote {} model to {}", match arch { Architecture::Llama => "llama", Architecture::Qwen2 => "qwen2" }, args.out.display());
+    println!(
+        "wrote {} model to {}",
+        match arch {
+            Architecture::Llama => "llama",
+            Architecture::Qwen2 => "qwen2",
+        },
+        args.out.display()
+    );
     Ok(())
 }

@@ -4,6 +4,7 @@ mod generate;
 mod inspect;
 mod make_tiny;
 mod plan;
+mod quickstart;
 mod runs;
 mod train;
 
@@ -15,7 +16,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "tunescope", version, about)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Subcommands of the `tunescope` binary.
@@ -33,13 +34,23 @@ pub enum Command {
     Train(train::TrainArgs),
     /// List run directories with state and last metrics.
     Runs(runs::RunsArgs),
+    /// Offline tour: tiny model, sample data, plan and a short sa-proj run (the default command).
+    Quickstart(quickstart::QuickstartArgs),
 }
 
 /// Parses the command line and runs the chosen command.
 pub fn run() -> Result<()> {
     init_logging();
     let cli = Cli::parse();
-    match cli.command {
+    let Some(command) = cli.command else {
+        return quickstart::run(quickstart::QuickstartArgs {
+            model: "models/tiny-qwen2".into(),
+            runs: "runs".into(),
+            steps: 30,
+        });
+    };
+    match command {
+        Command::Quickstart(args) => quickstart::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::MakeTiny(args) => make_tiny::run(args),
         Command::Generate(args) => generate::run(args),
@@ -51,6 +62,10 @@ pub fn run() -> Result<()> {
 
 /// Logs go to stderr (never stdout), filtered by `RUST_LOG` (default: warnings and up).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

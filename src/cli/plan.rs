@@ -30,7 +30,14 @@ pub fn run(args: PlanArgs) -> Result<()> {
     let map = model.module_map();
     let selection = select::resolve(&recipe.trainable, &map)?;
     let dtype_bytes = if recipe.dtype == "bf16" { 2 } else { 4 };
-    let memory = estimate(&model.config, &map, &selection, recipe.batch_size, recipe.max_length, dtype_bytes);
+    let memory = estimate(
+        &model.config,
+        &map,
+        &selection,
+        recipe.batch_size,
+        recipe.max_length,
+        dtype_bytes,
+    );
     if args.json {
         let out = serde_json::json!({
             "recipe": recipe.name,
@@ -60,14 +67,30 @@ pub fn run(args: PlanArgs) -> Result<()> {
     let by_kind_total = map.totals_by_kind();
     let _ = writeln!(out, "\nby kind:            trainable          of kind");
     for (kind, n) in selection.numel_by_kind(&map) {
-        let _ = writeln!(out, "  {:<10} {:>14} {:>16}", kind.as_str(), group_digits(n), group_digits(by_kind_total.get(&kind).copied().unwrap_or(0)));
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>14} {:>16}",
+            kind.as_str(),
+            group_digits(n),
+            group_digits(by_kind_total.get(&kind).copied().unwrap_or(0))
+        );
     }
     let by_layer_total = map.totals_by_layer();
     let _ = writeln!(out, "\nby layer:           trainable         of layer");
     for (layer, n) in selection.numel_by_layer(&map) {
-        let _ = writeln!(out, "  {:<10} {:>14} {:>16}", layer, group_digits(n), group_digits(by_layer_total.get(&layer).copied().unwrap_or(0)));
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>14} {:>16}",
+            layer,
+            group_digits(n),
+            group_digits(by_layer_total.get(&layer).copied().unwrap_or(0))
+        );
     }
-    let _ = writeln!(out, "\nmemory estimate (batch {} x seq {}, {}):", recipe.batch_size, recipe.max_length, recipe.dtype);
+    let _ = writeln!(
+        out,
+        "\nmemory estimate (batch {} x seq {}, {}):",
+        recipe.batch_size, recipe.max_length, recipe.dtype
+    );
     for (label, bytes) in [
         ("weights (all)", memory.weights),
         ("gradients (trainable)", memory.gradients),

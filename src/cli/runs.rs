@@ -32,8 +32,14 @@ pub fn run(args: RunsArgs) -> Result<()> {
     for run in &runs {
         let status = run.read_status().ok();
         let metrics = run.read_metrics().unwrap_or_default();
-        let last_loss = metrics.iter().rev().find(|m| m["kind"] == "train").and_then(|m| m["loss"].as_f64());
-        let mut state = status.as_ref().map_or("unknown".to_string(), |s| s.state.as_str().to_string());
+        let last_loss = metrics
+            .iter()
+            .rev()
+            .find(|m| m["kind"] == "train")
+            .and_then(|m| m["loss"].as_f64());
+        let mut state = status
+            .as_ref()
+            .map_or("unknown".to_string(), |s| s.state.as_str().to_string());
         if let Some(s) = &status {
             if s.state == RunState::Running && !s.pid.is_some_and(pid_alive) {
                 state = "dead".into();
@@ -58,10 +64,19 @@ pub fn run(args: RunsArgs) -> Result<()> {
         println!("no runs in {}", args.runs.display());
         return Ok(());
     }
-    println!("{:<40} {:<9} {:>11} {:>9}  updated", "run", "state", "step", "loss");
+    println!(
+        "{:<40} {:<9} {:>11} {:>9}  updated",
+        "run", "state", "step", "loss"
+    );
     for row in rows {
-        let step = format!("{}/{}", row["step"].as_u64().unwrap_or(0), row["total_steps"].as_u64().unwrap_or(0));
-        let loss = row["loss"].as_f64().map_or("-".into(), |l| format!("{l:.4}"));
+        let step = format!(
+            "{}/{}",
+            row["step"].as_u64().unwrap_or(0),
+            row["total_steps"].as_u64().unwrap_or(0)
+        );
+        let loss = row["loss"]
+            .as_f64()
+            .map_or("-".into(), |l| format!("{l:.4}"));
         println!(
             "{:<40} {:<9} {:>11} {:>9}  {}",
             row["run"].as_str().unwrap_or("?"),

@@ -46,7 +46,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 recipe.output_dir = runs.to_string_lossy().into_owned();
             }
             // Fail early, before creating a run directory, on what setup would reject.
-            recipe.model_spec()?;
+            crate::model::source::resolve(&recipe.model_spec()?)?;
             recipe.data_path()?;
             let run = match &args.run_dir {
                 Some(dir) => RunDir::open_or_init(dir)?,
@@ -68,7 +68,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 std::process::exit(130);
             }
             signalled = true;
-            eprintln!("\nstopping after this step (checkpoint first); interrupt again to exit at once");
+            eprintln!(
+                "\nstopping after this step (checkpoint first); interrupt again to exit at once"
+            );
             control.request_stop();
         });
     }
@@ -79,7 +81,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut bar: Option<ProgressBar> = None;
     for event in events {
         match &event {
-            TrainEvent::Started { total_steps, start_step, trainable, total_params, examples, truncated, dropped, used_chat_template, .. } => {
+            TrainEvent::Started {
+                total_steps,
+                start_step,
+                trainable,
+                total_params,
+                examples,
+                truncated,
+                dropped,
+                used_chat_template,
+                ..
+            } => {
                 let percent = 100.0 * *trainable as f64 / (*total_params).max(1) as f64;
                 eprintln!(
                     "training {trainable} of {total_params} parameters ({percent:.2}%) on {examples} examples for {total_steps} steps{}",
@@ -104,7 +116,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             TrainEvent::Step(m) => match &bar {
                 Some(pb) => {
                     pb.set_position(m.step as u64);
-                    pb.set_message(format!("loss {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s", m.loss, m.lr, m.grad_norm, m.tokens_per_s));
+                    pb.set_message(format!(
+                        "loss {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
+                        m.loss, m.lr, m.grad_norm, m.tokens_per_s
+                    ));
                 }
                 None => eprintln!(
                     "step {}/{} loss {:.4} lr {:.3e} grad_norm {:.4} tokens/s {:.1} elapsed {:.1}s",
@@ -118,16 +133,24 @@ pub fn run(args: TrainArgs) -> Result<()> {
                     None => eprintln!("{line}"),
                 }
             }
-            TrainEvent::CheckpointFailed { step, error } => eprintln!("warning: checkpoint at step {step} failed: {error}"),
-            TrainEvent::Stopped { step } => eprintln!("stopped at step {step}; resume with: tunescope train --resume <run dir>"),
-            TrainEvent::Finished { final_dir, .. } => eprintln!("finished; model written to {}", final_dir.display()),
+            TrainEvent::CheckpointFailed { step, error } => {
+                eprintln!("warning: checkpoint at step {step} failed: {error}")
+            }
+            TrainEvent::Stopped { step } => {
+                eprintln!("stopped at step {step}; resume with: tunescope train --resume <run dir>")
+            }
+            TrainEvent::Finished { final_dir, .. } => {
+                eprintln!("finished; model written to {}", final_dir.display())
+            }
             TrainEvent::Failed { step, reason } => eprintln!("failed at step {step}: {reason}"),
         }
     }
     if let Some(pb) = bar {
         pb.finish_and_clear();
     }
-    let outcome = handle.join().map_err(|_| anyhow::anyhow!("the training thread panicked"))??;
+    let outcome = handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("the training thread panicked"))??;
     match outcome.state {
         RunState::Failed => bail!("training failed: {}", outcome.reason.unwrap_or_default()),
         _ => {

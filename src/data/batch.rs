@@ -172,7 +172,10 @@ mod tests {
         assert_eq!(batches_per_epoch(4, 2), 2);
         let order = [2, 1, 0];
         let b = make_batch(&d, &order, 0, 2, 0);
-        assert_eq!(b.input_ids, vec![vec![10, 11, 0, 0, 0], vec![10, 11, 12, 13, 14]]);
+        assert_eq!(
+            b.input_ids,
+            vec![vec![10, 11, 0, 0, 0], vec![10, 11, 12, 13, 14]]
+        );
         assert_eq!(b.labels[0], vec![-100, 11, -100, -100, -100]);
         assert_eq!(b.attention_mask[0], vec![1, 1, 0, 0, 0]);
         assert_eq!(b.token_count(), 7);

@@ -33,8 +33,8 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
             continue;
         }
         let line_no = index + 1;
-        let messages = parse_line(line)
-            .map_err(|e| anyhow!("{} line {line_no}: {e}", path.display()))?;
+        let messages =
+            parse_line(line).map_err(|e| anyhow!("{} line {line_no}: {e}", path.display()))?;
         records.push(Record {
             line: line_no,
             messages,
@@ -55,7 +55,13 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
 /// Parses one non-blank line into its conversation; the error says what is wrong (no location).
 pub fn parse_line(line: &str) -> Result<Vec<ChatMessage>> {
     let value: Value = serde_json::from_str(line).map_err(|e| {
-        anyhow!("invalid JSON ({e}); each line must hold exactly one complete JSON object")
+        // serde's own position says "line 1"; the caller names the file's line.
+        let text = e.to_string();
+        let what = text.split(" at line ").next().unwrap_or(&text);
+        anyhow!(
+            "invalid JSON at column {}: {what}; each line must hold exactly one complete JSON object",
+            e.column()
+        )
     })?;
     let Value::Object(obj) = value else {
         bail!(
@@ -172,7 +178,10 @@ mod tests {
     use super::*;
 
     fn write(text: &str) -> tempfile::NamedTempFile {
-        let mut f = tempfile::Builder::new().suffix(".jsonl").tempfile().unwrap();
+        let mut f = tempfile::Builder::new()
+            .suffix(".jsonl")
+            .tempfile()
+            .unwrap();
         std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
         f
     }
@@ -195,7 +204,11 @@ mod tests {
         assert_eq!(recs[0].line, 1);
         assert_eq!(recs[1].line, 4);
         assert_eq!(
-            recs[0].messages.iter().map(|m| m.role.as_str()).collect::<Vec<_>>(),
+            recs[0]
+                .messages
+                .iter()
+                .map(|m| m.role.as_str())
+                .collect::<Vec<_>>(),
             ["user", "assistant"]
         );
         assert_eq!(recs[0].messages[1].content, "hello");
@@ -206,11 +219,17 @@ mod tests {
     #[test]
     fn errors_say_what_and_where() {
         let e = err("{\"prompt\": \"a\", \"response\": \"b\"}\n[1, 2]\n");
-        assert!(e.contains("line 2") && e.contains("expected a JSON object"), "{e}");
+        assert!(
+            e.contains("line 2") && e.contains("expected a JSON object"),
+            "{e}"
+        );
         let e = err("{\"prompt\": \"a\"}\n");
         assert!(e.contains("line 1") && e.contains("no \"response\""), "{e}");
         let e = err("{\"prompt\": 3, \"response\": \"b\"}\n");
-        assert!(e.contains("\"prompt\" must be a string, found a number"), "{e}");
+        assert!(
+            e.contains("\"prompt\" must be a string, found a number"),
+            "{e}"
+        );
         let e = err("{\"messages\": [{\"role\": \"bot\", \"content\": \"x\"}]}\n");
         assert!(e.contains("role \"bot\""), "{e}");
         let e = err("{\"messages\": []}\n");

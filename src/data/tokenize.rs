@@ -112,7 +112,10 @@ pub fn tokenize(
             }
             segments
         } else {
-            let ends_with_reply = record.messages.last().is_some_and(|m| m.role == "assistant");
+            let ends_with_reply = record
+                .messages
+                .last()
+                .is_some_and(|m| m.role == "assistant");
             extra_eos = eos.map(|id| (id, ends_with_reply));
             plain_segments(&record.messages)
         };
@@ -124,16 +127,23 @@ pub fn tokenize(
                 .encode(&segment.text)
                 .with_context(|| format!("cannot tokenize the record on line {}", record.line))?;
             let labelled = segment.labelled || opts.train_on_prompt;
-            labels.extend(
-                ids.iter()
-                    .map(|&id| if labelled { i64::from(id) } else { IGNORE_INDEX }),
-            );
+            labels.extend(ids.iter().map(|&id| {
+                if labelled {
+                    i64::from(id)
+                } else {
+                    IGNORE_INDEX
+                }
+            }));
             input_ids.extend(ids);
         }
         if let Some((id, labelled)) = extra_eos {
             input_ids.push(id);
             let labelled = labelled || opts.train_on_prompt;
-            labels.push(if labelled { i64::from(id) } else { IGNORE_INDEX });
+            labels.push(if labelled {
+                i64::from(id)
+            } else {
+                IGNORE_INDEX
+            });
         }
 
         longest = longest.max(input_ids.len());
@@ -202,14 +212,21 @@ fn plain_segments(messages: &[ChatMessage]) -> Vec<Segment> {
     segments
 }
 
-fn render(tok: &ModelTokenizer, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+fn render(
+    tok: &ModelTokenizer,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+) -> Result<String> {
     tok.render_chat(messages, add_generation_prompt)?
         .ok_or_else(|| anyhow!("the model has no chat template"))
 }
 
 /// Chat-template segments of a conversation and whether they are exact (`false`: the template
 /// is not prefix-stable and the fallback labelled everything from the first assistant message).
-fn template_segments(tok: &ModelTokenizer, messages: &[ChatMessage]) -> Result<(Vec<Segment>, bool)> {
+fn template_segments(
+    tok: &ModelTokenizer,
+    messages: &[ChatMessage],
+) -> Result<(Vec<Segment>, bool)> {
     let full = render(tok, messages, false)?;
     match incremental_segments(tok, messages) {
         Some(segments) => Ok((segments, true)),
@@ -244,7 +261,10 @@ fn incremental_segments(tok: &ModelTokenizer, messages: &[ChatMessage]) -> Optio
 /// generation prompt when that is a prefix of the rendering, else at its content's first
 /// occurrence, else (content not found) everything.
 fn fallback_segments(tok: &ModelTokenizer, messages: &[ChatMessage], full: &str) -> Vec<Segment> {
-    let first = messages.iter().position(|m| m.role == "assistant").unwrap_or(0);
+    let first = messages
+        .iter()
+        .position(|m| m.role == "assistant")
+        .unwrap_or(0);
     let header = render(tok, &messages[..first], true)
         .ok()
         .filter(|h| full.starts_with(h.as_str()))
@@ -317,7 +337,11 @@ mod tests {
              {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
                 .into(),
         );
-        let msgs = [msg("user", "two"), msg("assistant", "three"), msg("user", "four")];
+        let msgs = [
+            msg("user", "two"),
+            msg("assistant", "three"),
+            msg("user", "four"),
+        ];
         assert!(incremental_segments(&tok, &msgs).is_none());
         let (segs, exact) = template_segments(&tok, &msgs).unwrap();
         assert!(!exact);
@@ -335,7 +359,10 @@ mod tests {
             train_on_prompt: false,
         };
         let data = tokenize(&[rec], &tok, &opts).unwrap();
-        assert_eq!(labelled_text(&tok, &data.examples[0]), "three\nuser0: four\n");
+        assert_eq!(
+            labelled_text(&tok, &data.examples[0]),
+            "three\nuser0: four\n"
+        );
     }
 
     #[test]
@@ -351,7 +378,10 @@ mod tests {
             train_on_prompt: false,
         };
         let e = format!("{:#}", tokenize(&[rec], &tok, &opts).unwrap_err());
-        assert!(e.contains("line 9") && e.contains("roles must alternate"), "{e}");
+        assert!(
+            e.contains("line 9") && e.contains("roles must alternate"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -370,7 +400,10 @@ mod tests {
         assert!(!data.used_chat_template);
         let ex = &data.examples[0];
         assert_eq!(labelled_text(&tok, ex), "blue<|im_end|>");
-        assert_eq!(tok.tokenizer.decode(&ex.input_ids, false).unwrap(), "red\nblue<|im_end|>");
+        assert_eq!(
+            tok.tokenizer.decode(&ex.input_ids, false).unwrap(),
+            "red\nblue<|im_end|>"
+        );
         assert_eq!(data.label_tokens, ex.label_count());
         assert_eq!(data.total_tokens, ex.input_ids.len());
 

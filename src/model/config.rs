@@ -74,15 +74,16 @@ impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read model config {}", path.display()))?;
-        let value: Value = serde_json::from_str(&text).with_context(|| {
-            format!("{} is not valid JSON", path.display())
-        })?;
+        let value: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
         Self::from_json(&value).with_context(|| format!("in model config {}", path.display()))
     }
 
     /// Builds the configuration from a parsed `config.json` value.
     pub fn from_json(v: &Value) -> Result<Self> {
-        let obj = v.as_object().context("config.json must hold a JSON object")?;
+        let obj = v
+            .as_object()
+            .context("config.json must hold a JSON object")?;
         let model_type = obj
             .get("model_type")
             .and_then(Value::as_str)
@@ -265,8 +266,6 @@ fn parse_rope_scaling(rs: &Value) -> Result<Option<Llama3RopeScaling>> {
                 original_max_position_embeddings: num("original_max_position_embeddings")? as usize,
             }))
         }
-        other => bail!(
-            "rope_scaling type `{other}` is not supported; supported: default, llama3"
-        ),
+        other => bail!("rope_scaling type `{other}` is not supported; supported: default, llama3"),
     }
 }

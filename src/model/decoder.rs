@@ -26,7 +26,12 @@ pub struct WeightSource<'a> {
 
 impl<'a> WeightSource<'a> {
     /// A source over `store` where exactly the names in `trainable` become `Var`s.
-    pub fn new(store: &'a WeightStore, trainable: &'a HashSet<String>, dtype: DType, device: &Device) -> Self {
+    pub fn new(
+        store: &'a WeightStore,
+        trainable: &'a HashSet<String>,
+        dtype: DType,
+        device: &Device,
+    ) -> Self {
         Self {
             store,
             trainable,
@@ -51,7 +56,13 @@ impl<'a> WeightSource<'a> {
         Ok(param)
     }
 
-    fn linear(&mut self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+    fn linear(
+        &mut self,
+        prefix: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Linear> {
         let weight = self.param(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         let bias = if bias {
             Some(self.param(&format!("{prefix}.bias"), &[out_dim])?)
@@ -133,9 +144,24 @@ impl Decoder {
                 v: src.linear(&format!("{p}.self_attn.v_proj"), h, c.kv_dim(), c.qkv_bias)?,
                 o: src.linear(&format!("{p}.self_attn.o_proj"), c.q_dim(), h, c.o_bias)?,
                 post_norm: src.param(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                gate: src.linear(&format!("{p}.mlp.gate_proj"), h, c.intermediate_size, c.mlp_bias)?,
-                up: src.linear(&format!("{p}.mlp.up_proj"), h, c.intermediate_size, c.mlp_bias)?,
-                down: src.linear(&format!("{p}.mlp.down_proj"), c.intermediate_size, h, c.mlp_bias)?,
+                gate: src.linear(
+                    &format!("{p}.mlp.gate_proj"),
+                    h,
+                    c.intermediate_size,
+                    c.mlp_bias,
+                )?,
+                up: src.linear(
+                    &format!("{p}.mlp.up_proj"),
+                    h,
+                    c.intermediate_size,
+                    c.mlp_bias,
+                )?,
+                down: src.linear(
+                    &format!("{p}.mlp.down_proj"),
+                    c.intermediate_size,
+                    h,
+                    c.mlp_bias,
+                )?,
             });
         }
         let norm = src.param("model.norm.weight", &[c.hidden_size])?;
@@ -144,7 +170,10 @@ impl Decoder {
             if !c.tie_word_embeddings {
                 tracing::warn!("lm_head.weight is absent; tying it to the embeddings");
             }
-            Linear { weight: embed.clone(), bias: None }
+            Linear {
+                weight: embed.clone(),
+                bias: None,
+            }
         } else {
             src.linear("lm_head", c.hidden_size, c.vocab_size, false)?
         };
@@ -155,7 +184,11 @@ impl Decoder {
         if !unknown.is_empty() {
             bail!(
                 "trainable set names parameters the decoder does not use: {}",
-                unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                unknown
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         let inv_freq = Tensor::new(config.rope_inv_freq(), device)?;
@@ -218,7 +251,11 @@ impl Decoder {
 
     /// Final hidden states `(B, T, H)` for a full sequence (training / scoring mode, no cache).
     /// `attention_mask` is `(B, T)` with 1 for real tokens and 0 for padding (left or right).
-    pub fn hidden_states(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+    pub fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (batch, seq) = input_ids.dims2()?;
         let valid = match attention_mask {
             Some(mask) => mask_rows(mask, batch, seq)?,
@@ -228,7 +265,7 @@ impl Decoder {
         let bias = self.attention_bias(&valid, &valid, 0)?;
         let x = self.embed_ids(input_ids)?;
         let x = self.run_layers(x, &positions, &bias, None)?;
-        Ok(rms_norm(&x, self.norm.tensor(), self.config.rms_norm_eps)?)
+        rms_norm(&x, self.norm.tensor(), self.config.rms_norm_eps)
     }
 
     /// Logits `(B, T, V)` in f32 for a full sequence.
@@ -252,10 +289,18 @@ impl Decoder {
 
     /// Runs new tokens `(B, T)` through the model with a KV cache and returns f32 logits of the
     /// last position `(B, V)`. `valid` marks real tokens per row (false for left padding).
-    pub fn forward_cached(&self, input_ids: &Tensor, valid: Option<&[Vec<bool>]>, cache: &mut KvCache) -> Result<Tensor> {
+    pub fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        valid: Option<&[Vec<bool>]>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
         let (batch, seq) = input_ids.dims2()?;
         if cache.key_valid.len() != batch {
-            bail!("KV cache holds {} rows but the input has {batch}", cache.key_valid.len());
+            bail!(
+                "KV cache holds {} rows but the input has {batch}",
+                cache.key_valid.len()
+            );
         }
         let new_valid: Vec<Vec<bool>> = match valid {
             Some(v) => v.to_vec(),
@@ -288,7 +333,12 @@ impl Decoder {
 
     /// Additive attention bias `(B, 1, T, S)`: causal, hiding padded keys and, when configured,
     /// keys outside the sliding window. `past` cached keys precede the `T` new queries.
-    fn attention_bias(&self, query_valid: &[Vec<bool>], key_valid: &[Vec<bool>], past: usize) -> Result<Tensor> {
+    fn attention_bias(
+        &self,
+        query_valid: &[Vec<bool>],
+        key_valid: &[Vec<bool>],
+        past: usize,
+    ) -> Result<Tensor> {
         let batch = query_valid.len();
         let seq = query_valid.first().map_or(0, Vec::len);
         let keys = key_valid.first().map_or(0, Vec::len);
@@ -298,9 +348,8 @@ impl Decoder {
             for t in 0..seq {
                 let query_abs = past + t;
                 for (s, &is_valid) in row.iter().enumerate() {
-                    let visible = s <= query_abs
-                        && is_valid
-                        && window.is_none_or(|w| s + w >= query_abs);
+                    let visible =
+                        s <= query_abs && is_valid && window.is_none_or(|w| s + w >= query_abs);
                     data.push(if visible { 0f32 } else { MASK_VALUE as f32 });
                 }
             }
@@ -324,7 +373,13 @@ impl Decoder {
         Ok((cos, sin))
     }
 
-    fn run_layers(&self, mut x: Tensor, positions: &[Vec<u32>], bias: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    fn run_layers(
+        &self,
+        mut x: Tensor,
+        positions: &[Vec<u32>],
+        bias: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let (cos, sin) = self.rope_tables(positions)?;
         for (index, layer) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[index]);
@@ -347,7 +402,9 @@ impl Decoder {
         let attn = self.attention(layer, &h, cos, sin, bias, kv)?;
         let x = (x + attn)?;
         let h = rms_norm(&x, layer.post_norm.tensor(), eps)?;
-        let mlp = layer.down.forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
+        let mlp = layer
+            .down
+            .forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
         Ok((x + mlp)?)
     }
 
@@ -363,10 +420,20 @@ impl Decoder {
         let c = &self.config;
         let (batch, seq, _) = h.dims3()?;
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
-            Ok(t.reshape((batch, seq, n, c.head_dim))?.transpose(1, 2)?.contiguous()?)
+            Ok(t.reshape((batch, seq, n, c.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
         };
-        let q = rope(&heads(layer.q.forward(h)?, c.num_attention_heads)?, cos, sin)?;
-        let mut k = rope(&heads(layer.k.forward(h)?, c.num_key_value_heads)?, cos, sin)?;
+        let q = rope(
+            &heads(layer.q.forward(h)?, c.num_attention_heads)?,
+            cos,
+            sin,
+        )?;
+        let mut k = rope(
+            &heads(layer.k.forward(h)?, c.num_key_value_heads)?,
+            cos,
+            sin,
+        )?;
         let mut v = heads(layer.v.forward(h)?, c.num_key_value_heads)?;
         if let Some(slot) = kv {
             if let Some((past_k, past_v)) = slot.as_ref() {
@@ -380,7 +447,8 @@ impl Decoder {
         let v = repeat_kv(&v, groups)?;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
-        let probs = candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?.to_dtype(self.dtype)?;
+        let probs = candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
+            .to_dtype(self.dtype)?;
         let out = probs.matmul(&v)?;
         let out = out.transpose(1, 2)?.reshape((batch, seq, c.q_dim()))?;
         layer.o.forward(&out)
@@ -389,12 +457,17 @@ impl Decoder {
 
 /// `(B, T)` mask tensor to rows of booleans.
 fn mask_rows(mask: &Tensor, batch: usize, seq: usize) -> Result<Vec<Vec<bool>>> {
-    let (b, t) = mask.dims2().context("attention mask must be (batch, seq)")?;
+    let (b, t) = mask
+        .dims2()
+        .context("attention mask must be (batch, seq)")?;
     if (b, t) != (batch, seq) {
         bail!("attention mask is {b}x{t} but input ids are {batch}x{seq}");
     }
     let rows = mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-    Ok(rows.into_iter().map(|r| r.into_iter().map(|v| v != 0.0).collect()).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| r.into_iter().map(|v| v != 0.0).collect())
+        .collect())
 }
 
 /// Position of each token: the count of real tokens before it in its row (plus `offsets`).
@@ -437,8 +510,7 @@ fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let (b, heads, seq, dim) = x.dims4()?;
-    Ok(x
-        .unsqueeze(2)?
+    Ok(x.unsqueeze(2)?
         .broadcast_as((b, heads, groups, seq, dim))?
         .reshape((b, heads * groups, seq, dim))?)
 }

@@ -45,7 +45,9 @@ pub fn generate(
     let mut input = Tensor::new(prompt, decoder.device())?.unsqueeze(0)?;
     let mut out = Vec::new();
     for _ in 0..options.max_new_tokens {
-        let logits = decoder.forward_cached(&input, None, &mut cache)?.squeeze(0)?;
+        let logits = decoder
+            .forward_cached(&input, None, &mut cache)?
+            .squeeze(0)?;
         let token = sampler.sample(&logits)?;
         out.push(token);
         on_token(token)?;

@@ -51,7 +51,12 @@ impl Model {
     }
 
     /// Builds the decoder with `trainable` parameters as `Var`s.
-    pub fn decoder(&self, trainable: &HashSet<String>, dtype: DType, device: &Device) -> Result<Decoder> {
+    pub fn decoder(
+        &self,
+        trainable: &HashSet<String>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Decoder> {
         Decoder::load(&self.config, &self.weights, trainable, dtype, device)
     }
 }

@@ -106,7 +106,10 @@ pub fn classify(name: &str) -> (ParamKind, Option<usize>, bool) {
     let is_bias = name.ends_with(".bias");
     let layer = layer_index(name);
     let has = |part: &str| name.split('.').any(|p| p == part);
-    let kind = if name.contains("vision_tower") || name.contains("vision_model") || name.starts_with("visual.") {
+    let kind = if name.contains("vision_tower")
+        || name.contains("vision_model")
+        || name.starts_with("visual.")
+    {
         ParamKind::Vision
     } else if name.contains("multi_modal_projector") || name.contains("mm_projector") {
         ParamKind::Projector
@@ -128,7 +131,10 @@ pub fn classify(name: &str) -> (ParamKind, Option<usize>, bool) {
         ParamKind::Embed
     } else if has("lm_head") {
         ParamKind::LmHead
-    } else if name.split('.').any(|p| p.ends_with("norm") || p.ends_with("layernorm")) {
+    } else if name
+        .split('.')
+        .any(|p| p.ends_with("norm") || p.ends_with("layernorm"))
+    {
         ParamKind::Norm
     } else {
         ParamKind::Other
@@ -167,7 +173,11 @@ pub struct ModuleNode {
 impl ModuleMap {
     /// Builds the map from the weight files' headers.
     pub fn from_store(store: &WeightStore) -> Self {
-        Self::from_entries(store.infos().map(|info| (info.name.clone(), info.shape.clone(), info.dtype.clone())))
+        Self::from_entries(
+            store
+                .infos()
+                .map(|info| (info.name.clone(), info.shape.clone(), info.dtype.clone())),
+        )
     }
 
     /// Builds the map from `(name, shape, dtype)` triples.
@@ -187,7 +197,7 @@ impl ModuleMap {
                 }
             })
             .collect();
-        params.sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
+        params.sort_by_key(|a| natural_key(&a.name));
         Self { params }
     }
 
@@ -198,7 +208,11 @@ impl ModuleMap {
 
     /// Number of decoder layers seen (highest layer index + 1).
     pub fn num_layers(&self) -> usize {
-        self.params.iter().filter_map(|p| p.layer).max().map_or(0, |l| l + 1)
+        self.params
+            .iter()
+            .filter_map(|p| p.layer)
+            .max()
+            .map_or(0, |l| l + 1)
     }
 
     /// Element totals per kind (biases counted with their weight's kind).

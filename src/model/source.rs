@@ -33,9 +33,7 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
     if looks_like_hub_id(spec) {
         return from_hub(spec);
     }
-    bail!(
-        "model `{spec}` is neither a directory nor a hub id of the form org/name[@revision]"
-    )
+    bail!("model `{spec}` is neither a directory nor a hub id of the form org/name[@revision]")
 }
 
 fn looks_like_hub_id(spec: &str) -> bool {
@@ -102,9 +100,9 @@ fn shard_files(index: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<String> = map
         .values()
         .map(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .with_context(|| format!("{}: weight_map values must be file names", index.display()))
+            v.as_str().map(str::to_string).with_context(|| {
+                format!("{}: weight_map values must be file names", index.display())
+            })
         })
         .collect::<Result<_>>()?;
     files.sort();
@@ -226,7 +224,11 @@ fn shard_names(index: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = value
         .get("weight_map")
         .and_then(|m| m.as_object())
-        .map(|m| m.values().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|m| {
+            m.values()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names.dedup();

@@ -59,7 +59,8 @@ impl TinySpec {
     }
 
     fn tied(&self) -> bool {
-        self.tie_embeddings.unwrap_or(self.arch == Architecture::Qwen2)
+        self.tie_embeddings
+            .unwrap_or(self.arch == Architecture::Qwen2)
     }
 }
 
@@ -107,7 +108,9 @@ pub fn build_tokenizer(vocab_size: usize) -> Result<Tokenizer> {
         .train(&mut trainer, lines.iter())
         .map_err(anyhow::Error::msg)?;
     let mut tokenizer: Tokenizer = builder.into();
-    tokenizer.add_special_tokens(specials).map_err(anyhow::Error::msg)?;
+    tokenizer
+        .add_special_tokens(specials)
+        .map_err(anyhow::Error::msg)?;
     Ok(tokenizer)
 }
 
@@ -117,7 +120,11 @@ pub fn make_tiny(spec: &TinySpec, out: &Path) -> Result<()> {
     let tokenizer = build_tokenizer(spec.vocab_size)?;
     let vocab_size = tokenizer.get_vocab_size(true);
     let token_id = |t: &str| tokenizer.token_to_id(t).context("special token missing");
-    let (eos, bos, pad) = (token_id("<|im_end|>")?, token_id("<|im_start|>")?, token_id("<|endoftext|>")?);
+    let (eos, bos, pad) = (
+        token_id("<|im_end|>")?,
+        token_id("<|im_start|>")?,
+        token_id("<|endoftext|>")?,
+    );
     let head_dim = spec.hidden_size / spec.num_heads;
 
     let model_type = match spec.arch {
@@ -214,7 +221,12 @@ fn random_weights(spec: &TinySpec, vocab: usize) -> Result<HashMap<String, Tenso
     for l in 0..spec.num_layers {
         let p = format!("model.layers.{l}");
         add(format!("{p}.input_layernorm.weight"), &[h], 1.0, 0.1)?;
-        add(format!("{p}.post_attention_layernorm.weight"), &[h], 1.0, 0.1)?;
+        add(
+            format!("{p}.post_attention_layernorm.weight"),
+            &[h],
+            1.0,
+            0.1,
+        )?;
         for (name, out_dim, in_dim) in [
             ("self_attn.q_proj", q_dim, h),
             ("self_attn.k_proj", kv_dim, h),

@@ -35,7 +35,8 @@ fn token_text(v: Option<&Value>) -> Option<String> {
 }
 
 fn read_json(path: &std::path::Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
@@ -43,7 +44,10 @@ impl ModelTokenizer {
     /// Loads `tokenizer.json` and, when present, `tokenizer_config.json` and `generation_config.json`.
     pub fn load(files: &ModelFiles) -> Result<Self> {
         let tokenizer = Tokenizer::from_file(&files.tokenizer).map_err(|e| {
-            anyhow::anyhow!("{} is not a valid tokenizer file: {e}", files.tokenizer.display())
+            anyhow::anyhow!(
+                "{} is not a valid tokenizer file: {e}",
+                files.tokenizer.display()
+            )
         })?;
         let config = match &files.tokenizer_config {
             Some(path) => read_json(path)?,
@@ -65,11 +69,16 @@ impl ModelTokenizer {
         if let Some(id) = eos_token.as_deref().and_then(|t| tokenizer.token_to_id(t)) {
             stop_ids.push(id);
         }
-        for path in [Some(&files.config), files.generation_config.as_ref()].into_iter().flatten() {
+        for path in [Some(&files.config), files.generation_config.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             let v = read_json(path)?;
             match v.get("eos_token_id") {
                 Some(Value::Number(n)) => stop_ids.extend(n.as_u64().map(|n| n as u32)),
-                Some(Value::Array(ids)) => stop_ids.extend(ids.iter().filter_map(|i| i.as_u64()).map(|n| n as u32)),
+                Some(Value::Array(ids)) => {
+                    stop_ids.extend(ids.iter().filter_map(|i| i.as_u64()).map(|n| n as u32))
+                }
                 _ => {}
             }
         }
@@ -87,7 +96,10 @@ impl ModelTokenizer {
 
     /// Token ids of `text` (special tokens in the text are recognised; none are added).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self.tokenizer.encode(text, false).map_err(anyhow::Error::msg)?;
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(anyhow::Error::msg)?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -106,16 +118,26 @@ impl ModelTokenizer {
     }
 
     /// Renders `messages` with the chat template; `None` when the model has no template.
-    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Option<String>> {
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Option<String>> {
         let Some(template) = &self.chat_template else {
             return Ok(None);
         };
         let mut env = minijinja::Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
         env.add_template("chat", template)
             .context("the chat template in tokenizer_config.json does not parse")?;
         let rendered = env

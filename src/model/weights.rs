@@ -98,7 +98,13 @@ impl WeightStore {
     }
 
     /// Loads a tensor, checking its shape, converted to `dtype` on `device`.
-    pub fn load(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn load(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let info = self.infos.get(name).with_context(|| {
             format!(
                 "tensor {name} (expected shape {shape:?}) is missing from {}; the weights do not match config.json",
@@ -116,7 +122,10 @@ impl WeightStore {
             .load(name, device)
             .and_then(|t| t.to_dtype(dtype))
             .with_context(|| {
-                format!("cannot read tensor {name} from {}", self.files[info.file].display())
+                format!(
+                    "cannot read tensor {name} from {}",
+                    self.files[info.file].display()
+                )
             })?;
         Ok(tensor)
     }

@@ -152,7 +152,11 @@ impl Recipe {
                 apply_override(&mut value, item)?;
             }
             recipe = serde_yaml::from_value(value.clone()).map_err(|e| {
-                anyhow::anyhow!("in --set {}: {}", overrides.join(" --set "), explain_serde_error(&e.to_string()))
+                anyhow::anyhow!(
+                    "in --set {}: {}",
+                    overrides.join(" --set "),
+                    explain_serde_error(&e.to_string())
+                )
             })?;
         }
         recipe.validate()?;
@@ -169,7 +173,10 @@ impl Recipe {
                 .location()
                 .map(|l| format!("{origin}:{}:{}", l.line(), l.column()))
                 .unwrap_or_else(|| origin.to_string());
-            anyhow::anyhow!("{location}: {}", explain_serde_error(&strip_location(&e.to_string())))
+            anyhow::anyhow!(
+                "{location}: {}",
+                explain_serde_error(&strip_location(&e.to_string()))
+            )
         })
     }
 
@@ -177,13 +184,31 @@ impl Recipe {
     pub fn validate(&self) -> Result<()> {
         let o = &self.optimizer;
         let checks: [(bool, &str); 10] = [
-            (o.lr.is_finite() && o.lr > 0.0, "optimizer.lr must be a positive number"),
-            (o.weight_decay.is_finite() && o.weight_decay >= 0.0, "optimizer.weight_decay must be >= 0"),
-            ((0.0..1.0).contains(&o.beta1), "optimizer.beta1 must be in [0, 1)"),
-            ((0.0..1.0).contains(&o.beta2), "optimizer.beta2 must be in [0, 1)"),
+            (
+                o.lr.is_finite() && o.lr > 0.0,
+                "optimizer.lr must be a positive number",
+            ),
+            (
+                o.weight_decay.is_finite() && o.weight_decay >= 0.0,
+                "optimizer.weight_decay must be >= 0",
+            ),
+            (
+                (0.0..1.0).contains(&o.beta1),
+                "optimizer.beta1 must be in [0, 1)",
+            ),
+            (
+                (0.0..1.0).contains(&o.beta2),
+                "optimizer.beta2 must be in [0, 1)",
+            ),
             (o.eps > 0.0, "optimizer.eps must be positive"),
-            (o.max_grad_norm.is_none_or(|n| n > 0.0), "optimizer.max_grad_norm must be positive or null"),
-            ((0.0..1.0).contains(&self.schedule.warmup_ratio), "schedule.warmup_ratio must be in [0, 1)"),
+            (
+                o.max_grad_norm.is_none_or(|n| n > 0.0),
+                "optimizer.max_grad_norm must be positive or null",
+            ),
+            (
+                (0.0..1.0).contains(&self.schedule.warmup_ratio),
+                "schedule.warmup_ratio must be in [0, 1)",
+            ),
             (self.batch_size > 0, "batch_size must be at least 1"),
             (self.grad_accum > 0, "grad_accum must be at least 1"),
             (self.max_length >= 2, "max_length must be at least 2"),
@@ -201,10 +226,17 @@ impl Recipe {
         }
         crate::util::device::parse_dtype(&self.dtype).context("key `dtype`")?;
         if !matches!(self.dtype.as_str(), "f32" | "bf16") {
-            bail!("key `dtype`: training supports f32 and bf16, got `{}`", self.dtype);
+            bail!(
+                "key `dtype`: training supports f32 and bf16, got `{}`",
+                self.dtype
+            );
         }
         let device = self.device.as_str();
-        if !(device == "cpu" || device == "metal" || device == "cuda" || device.starts_with("cuda:")) {
+        if !(device == "cpu"
+            || device == "metal"
+            || device == "cuda"
+            || device.starts_with("cuda:"))
+        {
             bail!("key `device`: expected cpu, cuda:N or metal, got `{device}`");
         }
         Ok(())
@@ -212,20 +244,22 @@ impl Recipe {
 
     /// The model name, or an error saying how to set it.
     pub fn model_spec(&self) -> Result<String> {
-        self.model
-            .clone()
-            .context("the recipe names no model: add `model: PATH_OR_HUB_ID` or pass --set model=...")
+        self.model.clone().context(
+            "the recipe names no model: add `model: PATH_OR_HUB_ID` or pass --set model=...",
+        )
     }
 
     /// The training data file, or an error saying how to set it.
     pub fn data_path(&self) -> Result<PathBuf> {
-        let data = self
-            .data
-            .as_deref()
-            .context("the recipe names no training data: add `data: FILE.jsonl` or pass --set data=...")?;
+        let data = self.data.as_deref().context(
+            "the recipe names no training data: add `data: FILE.jsonl` or pass --set data=...",
+        )?;
         let path = PathBuf::from(data);
         if !path.is_file() {
-            bail!("training data {} does not exist (key `data`)", path.display());
+            bail!(
+                "training data {} does not exist (key `data`)",
+                path.display()
+            );
         }
         Ok(path)
     }
@@ -246,7 +280,8 @@ fn strip_location(message: &str) -> String {
 
 /// Adds "did you mean" to unknown-field errors.
 pub fn explain_serde_error(message: &str) -> String {
-    let Some(rest) = message.strip_prefix("unknown field `") else {
+    // Nested keys come prefixed with their path (`optimizer: unknown field ...`).
+    let Some(rest) = message.split_once("unknown field `").map(|(_, rest)| rest) else {
         return message.to_string();
     };
     let Some((field, expected)) = rest.split_once('`') else {
@@ -259,6 +294,28 @@ pub fn explain_serde_error(message: &str) -> String {
         .max_by(|a, b| a.0.total_cmp(&b.0));
     match best {
         Some((score, name)) if score > 0.7 => format!("{message}; did you mean `{name}`?"),
-        _ => message.to_string(),
+        _ => match nested_key_suggestion(field, &candidates) {
+            Some(path) => format!("{message}; did you mean `{path}`?"),
+            None => message.to_string(),
+        },
     }
+}
+
+/// For a key written one level too high (`lr:` at top level), the nested key it resembles
+/// (`optimizer.lr`), looked up in the sections among `candidates`.
+fn nested_key_suggestion(field: &str, candidates: &[&str]) -> Option<String> {
+    let serde_yaml::Value::Mapping(top) = serde_yaml::to_value(Recipe::default()).ok()? else {
+        return None;
+    };
+    top.iter()
+        .filter_map(|(section, value)| Some((section.as_str()?, value.as_mapping()?)))
+        .filter(|(section, _)| candidates.contains(section))
+        .flat_map(|(section, keys)| {
+            keys.keys()
+                .filter_map(move |k| Some((section, k.as_str()?)))
+        })
+        .map(|(section, key)| (strsim::jaro_winkler(field, key), format!("{section}.{key}")))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, path)| path)
 }

@@ -40,12 +40,15 @@ impl RunDir {
         keep: usize,
     ) -> Result<()> {
         let final_dir = self.checkpoint_dir(state.step);
-        let tmp = self.checkpoints_dir().join(format!(".step-{}.tmp", state.step));
+        let tmp = self
+            .checkpoints_dir()
+            .join(format!(".step-{}.tmp", state.step));
         let write = || -> Result<()> {
             if tmp.exists() {
                 std::fs::remove_dir_all(&tmp)?;
             }
-            std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            std::fs::create_dir_all(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
             candle_core::safetensors::save(trained, tmp.join("trainable.safetensors"))?;
             candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors"))?;
             write_json_atomic(&tmp.join("state.json"), state)?;
@@ -58,7 +61,12 @@ impl RunDir {
         };
         if let Err(e) = write() {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e).with_context(|| format!("checkpoint at step {} was not written; the previous one is intact", state.step));
+            return Err(e).with_context(|| {
+                format!(
+                    "checkpoint at step {} was not written; the previous one is intact",
+                    state.step
+                )
+            });
         }
         let steps = self.checkpoint_steps();
         if keep > 0 && steps.len() > keep {
@@ -74,11 +82,13 @@ impl RunDir {
         let dir = self.checkpoint_dir(step);
         let read = |name: &str| -> Result<HashMap<String, Tensor>> {
             let path = dir.join(name);
-            candle_core::safetensors::load(&path, device).with_context(|| format!("cannot read {}", path.display()))
+            candle_core::safetensors::load(&path, device)
+                .with_context(|| format!("cannot read {}", path.display()))
         };
         let state_path = dir.join("state.json");
         let state: CheckpointState = serde_json::from_str(
-            &std::fs::read_to_string(&state_path).with_context(|| format!("cannot read {}", state_path.display()))?,
+            &std::fs::read_to_string(&state_path)
+                .with_context(|| format!("cannot read {}", state_path.display()))?,
         )
         .with_context(|| format!("{} is not a valid checkpoint state", state_path.display()))?;
         Ok(LoadedCheckpoint {

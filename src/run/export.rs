@@ -24,7 +24,10 @@ fn parse_file_dtype(name: &str) -> Option<DType> {
 pub fn export_model(model: &Model, trained: &HashMap<String, Tensor>, out: &Path) -> Result<()> {
     let parent = out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "final".into());
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "final".into());
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let write = || -> Result<()> {
         if tmp.exists() {
@@ -40,7 +43,9 @@ pub fn export_model(model: &Model, trained: &HashMap<String, Tensor>, out: &Path
                 }
                 None => {
                     let dtype = parse_file_dtype(&info.dtype).unwrap_or(DType::F32);
-                    model.weights.load(&info.name, &info.shape, dtype, &Device::Cpu)?
+                    model
+                        .weights
+                        .load(&info.name, &info.shape, dtype, &Device::Cpu)?
                 }
             };
             tensors.insert(info.name.clone(), tensor);
@@ -49,8 +54,12 @@ pub fn export_model(model: &Model, trained: &HashMap<String, Tensor>, out: &Path
         for entry in std::fs::read_dir(&model.files.dir)? {
             let entry = entry?;
             let file_name = entry.file_name().to_string_lossy().into_owned();
-            let is_weights = file_name.ends_with(".safetensors") || file_name == "model.safetensors.index.json";
-            let wanted = file_name.ends_with(".json") || file_name.ends_with(".model") || file_name.ends_with(".txt") || file_name.ends_with(".jinja");
+            let is_weights =
+                file_name.ends_with(".safetensors") || file_name == "model.safetensors.index.json";
+            let wanted = file_name.ends_with(".json")
+                || file_name.ends_with(".model")
+                || file_name.ends_with(".txt")
+                || file_name.ends_with(".jinja");
             if entry.path().is_file() && wanted && !is_weights {
                 std::fs::copy(entry.path(), tmp.join(&file_name))?;
             }
@@ -61,9 +70,9 @@ pub fn export_model(model: &Model, trained: &HashMap<String, Tensor>, out: &Path
         std::fs::rename(&tmp, out)?;
         Ok(())
     };
-    write().map_err(|e| {
-        let _ = std::fs::remove_dir_all(&tmp);
-        e
-    })
-    .with_context(|| format!("cannot export the model to {}", out.display()))
+    write()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&tmp);
+        })
+        .with_context(|| format!("cannot export the model to {}", out.display()))
 }

@@ -37,14 +37,25 @@ pub struct RunDir {
 impl RunDir {
     /// Creates `root/<YYYYmmdd-HHMMSS>-<name>` (with a numeric suffix if taken).
     pub fn create(root: &Path, name: &str) -> Result<Self> {
-        std::fs::create_dir_all(root).with_context(|| format!("cannot create runs directory {}", root.display()))?;
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("cannot create runs directory {}", root.display()))?;
         let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
         let safe: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '.') { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         for attempt in 0..1000 {
-            let dir_name = if attempt == 0 { format!("{stamp}-{safe}") } else { format!("{stamp}-{safe}-{}", attempt + 1) };
+            let dir_name = if attempt == 0 {
+                format!("{stamp}-{safe}")
+            } else {
+                format!("{stamp}-{safe}-{}", attempt + 1)
+            };
             let path = root.join(dir_name);
             match std::fs::create_dir(&path) {
                 Ok(()) => {
@@ -52,17 +63,24 @@ impl RunDir {
                     return Ok(Self { path });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", path.display()))
+                }
             }
         }
-        bail!("could not find a free run directory name under {}", root.display())
+        bail!(
+            "could not find a free run directory name under {}",
+            root.display()
+        )
     }
 
     /// Uses `path` as a run directory, creating it (and `checkpoints/`) when missing.
     pub fn open_or_init(path: &Path) -> Result<Self> {
         std::fs::create_dir_all(path.join("checkpoints"))
             .with_context(|| format!("cannot create run directory {}", path.display()))?;
-        Ok(Self { path: path.to_path_buf() })
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
     }
 
     /// Opens an existing run directory.
@@ -70,7 +88,9 @@ impl RunDir {
         if !path.join("recipe.yaml").is_file() {
             bail!("{} is not a run directory (no recipe.yaml)", path.display());
         }
-        Ok(Self { path: path.to_path_buf() })
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
     }
 
     /// The directory itself.
@@ -132,7 +152,10 @@ impl RunDir {
         let text = match std::fs::read_to_string(self.metrics_path()) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.metrics_path().display())),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read {}", self.metrics_path().display()))
+            }
         };
         Ok(text
             .lines()
@@ -150,7 +173,12 @@ impl RunDir {
     pub fn read_status(&self) -> Result<Status> {
         let text = std::fs::read_to_string(self.status_path())
             .with_context(|| format!("cannot read {}", self.status_path().display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not a valid status file", self.status_path().display()))
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a valid status file",
+                self.status_path().display()
+            )
+        })
     }
 
     /// Steps of the checkpoints on disk, ascending.

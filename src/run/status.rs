@@ -16,7 +16,10 @@ pub enum RunState {
 impl RunState {
     /// Whether the run has ended (successfully or not).
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunState::Stopped | RunState::Finished | RunState::Failed)
+        matches!(
+            self,
+            RunState::Stopped | RunState::Finished | RunState::Failed
+        )
     }
 
     pub fn as_str(self) -> &'static str {

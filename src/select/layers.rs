@@ -36,7 +36,10 @@ pub enum LayerItem {
     Index(i64),
     /// A half-open range; a missing bound is the start or end of the stack, negative bounds
     /// count from the end.
-    Range { start: Option<i64>, end: Option<i64> },
+    Range {
+        start: Option<i64>,
+        end: Option<i64>,
+    },
 }
 
 impl fmt::Display for LayerItem {
@@ -89,7 +92,9 @@ impl LayerSpec {
             return Ok(LayerSpec::All);
         }
         let fail = |why: &str| -> anyhow::Error {
-            anyhow::anyhow!("trainable.layers: cannot read {text:?}: {why}; accepted forms: {LAYER_FORMS}")
+            anyhow::anyhow!(
+                "trainable.layers: cannot read {text:?}: {why}; accepted forms: {LAYER_FORMS}"
+            )
         };
         if trimmed.is_empty() {
             return Err(fail("it is empty"));
@@ -132,10 +137,13 @@ impl LayerSpec {
             let valid = if num_layers == 0 {
                 "it has no decoder layers at all".to_string()
             } else {
-                format!("valid indices are 0..{num_layers}, or -{num_layers}.. counting from the end")
+                format!(
+                    "valid indices are 0..{num_layers}, or -{num_layers}.. counting from the end"
+                )
             };
             anyhow::anyhow!(
-                "trainable.layers {:?}: {what} is outside the model, which has {num_layers} layers ({valid}); narrow the range",
+                "trainable.layers {:?}: {what} is outside the model, which has {num_layers} layers \
+                 ({valid}); narrow the range",
                 self.to_string()
             )
         };
@@ -177,7 +185,8 @@ impl LayerSpec {
                             }
                             if s >= e {
                                 bail!(
-                                    "trainable.layers {:?}: range {text} selects no layer on a model with {num_layers} layers (ranges are half-open: start..end with start < end)",
+                                    "trainable.layers {:?}: range {text} selects no layer on a model with \
+                                     {num_layers} layers (ranges are half-open: start..end with start < end)",
                                     self.to_string()
                                 );
                             }
@@ -218,7 +227,11 @@ impl<'de> Deserialize<'de> for LayerSpec {
             }
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<LayerSpec, E> {
-                LayerSpec::parse(v).map_err(|e| E::custom(format!("{e:#}")))
+                // serde names the key itself; drop ours to avoid "layers: trainable.layers: ...".
+                LayerSpec::parse(v).map_err(|e| {
+                    let text = format!("{e:#}");
+                    E::custom(text.strip_prefix("trainable.layers: ").unwrap_or(&text))
+                })
             }
 
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<LayerSpec, E> {
@@ -226,7 +239,8 @@ impl<'de> Deserialize<'de> for LayerSpec {
             }
 
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<LayerSpec, E> {
-                let v = i64::try_from(v).map_err(|_| E::custom(format!("trainable.layers: {v} is too large")))?;
+                let v = i64::try_from(v)
+                    .map_err(|_| E::custom(format!("{v} is too large for a layer index")))?;
                 self.visit_i64(v)
             }
 
@@ -237,7 +251,7 @@ impl<'de> Deserialize<'de> for LayerSpec {
                 }
                 if list.is_empty() {
                     return Err(de::Error::custom(format!(
-                        "trainable.layers: the list is empty; omit `layers` for all layers, or use {LAYER_FORMS}"
+                        "the list is empty; omit `layers` for all layers, or use {LAYER_FORMS}"
                     )));
                 }
                 Ok(LayerSpec::List(list))
@@ -277,12 +291,17 @@ mod tests {
 
     #[test]
     fn list_form_resolves() {
-        assert_eq!(LayerSpec::List(vec![0, -1]).resolve(4).unwrap(), set(&[0, 3]));
+        assert_eq!(
+            LayerSpec::List(vec![0, -1]).resolve(4).unwrap(),
+            set(&[0, 3])
+        );
     }
 
     #[test]
     fn display_round_trips() {
-        for text in ["all", "0..8", "4..", "..4", "-4..", "-4..-1", "3", "0,2,5..7"] {
+        for text in [
+            "all", "0..8", "4..", "..4", "-4..", "-4..-1", "3", "0,2,5..7",
+        ] {
             let spec = LayerSpec::parse(text).unwrap();
             assert_eq!(spec.to_string(), text);
             assert_eq!(LayerSpec::parse(&spec.to_string()).unwrap(), spec);
@@ -302,12 +321,23 @@ mod tests {
     #[test]
     fn out_of_range_names_the_layer_count() {
         for text in ["0..40", "5", "-5..", "2..", "-3"] {
-            let err = LayerSpec::parse(text).unwrap().resolve(2).unwrap_err().to_string();
+            let err = LayerSpec::parse(text)
+                .unwrap()
+                .resolve(2)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("2 layers"), "{text}: {err}");
         }
-        let err = LayerSpec::List(vec![0, 7]).resolve(2).unwrap_err().to_string();
+        let err = LayerSpec::List(vec![0, 7])
+            .resolve(2)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("layer 7") && err.contains("2 layers"), "{err}");
-        let err = LayerSpec::parse("1..1").unwrap().resolve(2).unwrap_err().to_string();
+        let err = LayerSpec::parse("1..1")
+            .unwrap()
+            .resolve(2)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("selects no layer"), "{err}");
     }
 }

@@ -147,7 +147,10 @@ impl Selection {
         self.names.is_empty()
     }
 
-    fn entries<'a>(&'a self, map: &'a ModuleMap) -> impl Iterator<Item = &'a crate::model::module_map::ParamEntry> {
+    fn entries<'a>(
+        &'a self,
+        map: &'a ModuleMap,
+    ) -> impl Iterator<Item = &'a crate::model::module_map::ParamEntry> {
         map.params.iter().filter(|p| self.names.contains(&p.name))
     }
 

@@ -57,7 +57,11 @@ impl NamePattern {
 
 /// Up to `n` of `candidates` closest to `target` (Levenshtein distance on the text; ties keep
 /// the candidates' order).
-pub fn closest<'a>(target: &str, candidates: impl IntoIterator<Item = &'a str>, n: usize) -> Vec<&'a str> {
+pub fn closest<'a>(
+    target: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    n: usize,
+) -> Vec<&'a str> {
     let mut scored: Vec<(usize, usize, &str)> = candidates
         .into_iter()
         .enumerate()
@@ -69,7 +73,11 @@ pub fn closest<'a>(target: &str, candidates: impl IntoIterator<Item = &'a str>, 
 
 /// `a`, `b`, `c` formatted for an error message.
 pub fn quoted_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
-    items.into_iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+    items
+        .into_iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -102,16 +110,32 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_quoted() {
-        let err = format!("{:#}", NamePattern::compile("re:(unclosed", "exclude").unwrap_err());
-        assert!(err.contains("\"re:(unclosed\"") && err.contains("trainable.exclude"), "{err}");
-        let err = format!("{:#}", NamePattern::compile("model.[layers", "include").unwrap_err());
-        assert!(err.contains("\"model.[layers\"") && err.contains("glob"), "{err}");
+        let err = format!(
+            "{:#}",
+            NamePattern::compile("re:(unclosed", "exclude").unwrap_err()
+        );
+        assert!(
+            err.contains("\"re:(unclosed\"") && err.contains("trainable.exclude"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            NamePattern::compile("model.[layers", "include").unwrap_err()
+        );
+        assert!(
+            err.contains("\"model.[layers\"") && err.contains("glob"),
+            "{err}"
+        );
         assert!(NamePattern::compile(" ", "include").is_err());
     }
 
     #[test]
     fn closest_orders_by_distance() {
-        let names = ["model.norm.weight", "lm_head.weight", "model.embed_tokens.weight"];
+        let names = [
+            "model.norm.weight",
+            "lm_head.weight",
+            "model.embed_tokens.weight",
+        ];
         assert_eq!(closest("lm_head.weigth", names, 1), vec!["lm_head.weight"]);
         assert_eq!(closest("x", names, 5).len(), 3);
     }

@@ -29,33 +29,49 @@ pub const KIND_NAMES: &[&str] = &[
 pub const KIND_ALIASES: &[(&str, &str)] = &[
     ("attn", "q k v o"),
     ("mlp", "gate up down"),
-    ("llm", "every language-model parameter: all kinds but vision and projector"),
+    (
+        "llm",
+        "every language-model parameter: all kinds but vision and projector",
+    ),
 ];
 
 /// The kinds a `kinds:` entry stands for; errors on an unknown name, suggesting the closest.
 pub fn expand_kind(term: &str) -> Result<Vec<ParamKind>> {
     use ParamKind::*;
     let lower = term.trim().to_ascii_lowercase();
-    let kinds = match lower.as_str() {
+    Ok(match lower.as_str() {
         "attn" => vec![Q, K, V, O],
         "mlp" => vec![Gate, Up, Down],
-        "llm" => ParamKind::ALL.into_iter().filter(|k| !is_vision_side(*k)).collect(),
+        "llm" => ParamKind::ALL
+            .into_iter()
+            .filter(|k| !is_vision_side(*k))
+            .collect(),
         other => match ParamKind::parse(other) {
             Some(kind) => vec![kind],
-            None => {
-                let names = KIND_NAMES.iter().copied().chain(KIND_ALIASES.iter().map(|(a, _)| *a));
-                let best = closest(&lower, names, 1);
-                let aliases: Vec<String> = KIND_ALIASES.iter().map(|(a, m)| format!("`{a}` ({m})")).collect();
-                bail!(
-                    "trainable.kinds: unknown kind `{term}`{}; valid kinds are {}; aliases are {}",
-                    best.first().map(|b| format!(" (did you mean `{b}`?)")).unwrap_or_default(),
-                    quoted_list(KIND_NAMES.iter().copied()),
-                    aliases.join(", "),
-                );
-            }
+            None => return Err(unknown_kind(term, &lower)),
         },
-    };
-    Ok(kinds)
+    })
+}
+
+/// The error for a name that is neither a kind nor an alias.
+fn unknown_kind(term: &str, lower: &str) -> anyhow::Error {
+    let names = KIND_NAMES
+        .iter()
+        .copied()
+        .chain(KIND_ALIASES.iter().map(|(a, _)| *a));
+    let suggestion = closest(lower, names, 1)
+        .first()
+        .map(|b| format!(" (did you mean `{b}`?)"))
+        .unwrap_or_default();
+    let aliases: Vec<String> = KIND_ALIASES
+        .iter()
+        .map(|(a, m)| format!("`{a}` ({m})"))
+        .collect();
+    anyhow!(
+        "trainable.kinds: unknown kind `{term}`{suggestion}; valid kinds are {}; aliases are {}",
+        quoted_list(KIND_NAMES.iter().copied()),
+        aliases.join(", "),
+    )
 }
 
 /// The last meaningful segment of a parameter name (`q_proj` in `...q_proj.weight`).
@@ -92,7 +108,11 @@ pub fn resolve(spec: &TrainableSpec, map: &ModuleMap) -> Result<Selection> {
         .filter_map(|p| p.layer)
         .max()
         .map_or(0, |l| l + 1);
-    let allowed = spec.layers.as_ref().map(|l| l.resolve(decoder_layers)).transpose()?;
+    let allowed = spec
+        .layers
+        .as_ref()
+        .map(|l| l.resolve(decoder_layers))
+        .transpose()?;
     let passes_layer = |p: &ParamEntry| match (p.layer, &allowed) {
         (Some(layer), Some(allowed)) if !is_vision_side(p.kind) => allowed.contains(&layer),
         _ => true,
@@ -112,7 +132,11 @@ pub fn resolve(spec: &TrainableSpec, map: &ModuleMap) -> Result<Selection> {
     let mut selected: BTreeSet<String> = BTreeSet::new();
     for (term, kinds) in &terms {
         let mut matched = false;
-        for p in map.params.iter().filter(|p| kinds.contains(&p.kind) && passes_layer(p)) {
+        for p in map
+            .params
+            .iter()
+            .filter(|p| kinds.contains(&p.kind) && passes_layer(p))
+        {
             matched = true;
             selected.insert(p.name.clone());
         }
@@ -121,7 +145,11 @@ pub fn resolve(spec: &TrainableSpec, map: &ModuleMap) -> Result<Selection> {
         }
     }
 
-    for (pattern, key) in includes.iter().map(|p| (p, "include")).chain(excludes.iter().map(|p| (p, "exclude"))) {
+    for (pattern, key) in includes
+        .iter()
+        .map(|p| (p, "include"))
+        .chain(excludes.iter().map(|p| (p, "exclude")))
+    {
         let mut any = false;
         for p in map.params.iter().filter(|p| pattern.is_match(&p.name)) {
             any = true;
@@ -132,7 +160,8 @@ pub fn resolve(spec: &TrainableSpec, map: &ModuleMap) -> Result<Selection> {
         if !any {
             let near = closest(&pattern.text, map.params.iter().map(|p| p.name.as_str()), 3);
             bail!(
-                "trainable.{key}: pattern `{}` matches no parameter; closest parameter names: {} (globs match the whole dotted name; prefix `re:` for a regex)",
+                "trainable.{key}: pattern `{}` matches no parameter; closest parameter names: {} \
+                 (globs match the whole dotted name; prefix `re:` for a regex)",
                 pattern.text,
                 quoted_list(near)
             );
@@ -143,7 +172,9 @@ pub fn resolve(spec: &TrainableSpec, map: &ModuleMap) -> Result<Selection> {
     // Biases follow their weights (or are dropped), unless a pattern names them.
     let all_names: HashSet<&str> = map.params.iter().map(|p| p.name.as_str()).collect();
     for p in map.params.iter().filter(|p| p.is_bias) {
-        if excludes.iter().any(|x| x.is_match(&p.name)) || includes.iter().any(|x| x.is_match(&p.name)) {
+        if excludes.iter().any(|x| x.is_match(&p.name))
+            || includes.iter().any(|x| x.is_match(&p.name))
+        {
             continue;
         }
         if !spec.biases {
@@ -172,11 +203,17 @@ pub fn resolve(spec: &TrainableSpec, map: &ModuleMap) -> Result<Selection> {
 }
 
 /// The error for a kind (or alias) that matches no parameter.
-fn unmatched_kind(term: &str, kinds: &[ParamKind], spec: &TrainableSpec, map: &ModuleMap) -> anyhow::Error {
+fn unmatched_kind(
+    term: &str,
+    kinds: &[ParamKind],
+    spec: &TrainableSpec,
+    map: &ModuleMap,
+) -> anyhow::Error {
     let has = |k: ParamKind| map.params.iter().any(|p| p.kind == k);
     if kinds == [ParamKind::LmHead] && !has(ParamKind::LmHead) && has(ParamKind::Embed) {
         return anyhow!(
-            "trainable.kinds: `{term}` matches no parameter: this model ties its output head to the input embeddings (there is no lm_head tensor); use `embed` to train the shared matrix"
+            "trainable.kinds: `{term}` matches no parameter: this model ties its output head to \
+             the input embeddings (there is no lm_head tensor); use `embed` to train the shared matrix"
         );
     }
     if kinds.iter().any(|k| has(*k)) {
@@ -186,10 +223,15 @@ fn unmatched_kind(term: &str, kinds: &[ParamKind], spec: &TrainableSpec, map: &M
             .filter(|p| kinds.contains(&p.kind))
             .filter_map(|p| p.layer)
             .collect();
-        let shown = spec.layers.as_ref().map(|l| l.to_string()).unwrap_or_default();
+        let shown = spec
+            .layers
+            .as_ref()
+            .map(|l| l.to_string())
+            .unwrap_or_default();
         let at: Vec<String> = layers.iter().map(|l| l.to_string()).collect();
         return anyhow!(
-            "trainable.kinds: `{term}` matches no parameter in layers {shown:?}; its parameters are in layers {}; widen `layers`",
+            "trainable.kinds: `{term}` matches no parameter in layers {shown:?}; its parameters are \
+             in layers {}; widen `layers`",
             at.join(",")
         );
     }
@@ -216,7 +258,8 @@ fn unmatched_kind(term: &str, kinds: &[ParamKind], spec: &TrainableSpec, map: &M
         }
     }
     anyhow!(
-        "trainable.kinds: `{term}` matches no parameter of this model; it has kinds {}; closest parameter names: {}",
+        "trainable.kinds: `{term}` matches no parameter of this model; it has kinds {}; \
+         closest parameter names: {}",
         quoted_list(present),
         quoted_list(near)
     )

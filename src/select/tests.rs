@@ -25,7 +25,10 @@ fn map(layers: usize, vision: bool) -> ModuleMap {
     add("model.norm.weight".into(), &[4]);
     if vision {
         for l in 0..3 {
-            add(format!("vision_tower.encoder.layers.{l}.fc.weight"), &[2, 2]);
+            add(
+                format!("vision_tower.encoder.layers.{l}.fc.weight"),
+                &[2, 2],
+            );
         }
         add("multi_modal_projector.linear.weight".into(), &[4, 2]);
         add("multi_modal_projector.linear.bias".into(), &[4]);
@@ -48,7 +51,10 @@ fn attn_follows_biases_and_counts() {
     assert_eq!(sel.len(), 14);
     assert_eq!(sel.trainable_numel(&m), 2 * (4 * 16 + 3 * 4));
     assert_eq!(sel.numel_by_kind(&m)[&ParamKind::Q], 2 * 20);
-    assert_eq!(sel.numel_by_layer(&m), [(0, 76), (1, 76)].into_iter().collect());
+    assert_eq!(
+        sel.numel_by_layer(&m),
+        [(0, 76), (1, 76)].into_iter().collect()
+    );
     assert_eq!(sel.lowest_layer(&m), Some(0));
     assert!(sel.fraction(&m) > 0.0 && sel.fraction(&m) < 1.0);
     assert_eq!(sel.to_hash_set().len(), 14);
@@ -82,14 +88,21 @@ fn layer_filter_spares_unlayered_and_vision() {
             "vision_tower.encoder.layers.2.fc.weight",
         ]
     );
-    assert_eq!(sel.lowest_layer(&m), None, "vision trains: graph starts at the bottom");
+    assert_eq!(
+        sel.lowest_layer(&m),
+        None,
+        "vision trains: graph starts at the bottom"
+    );
 }
 
 #[test]
 fn llm_alias_leaves_vision_out() {
     let m = map(1, true);
     let sel = resolve(&preset("full-llm").unwrap(), &m).unwrap();
-    assert!(sel.names.iter().all(|n| !n.starts_with("vision") && !n.starts_with("multi_modal")));
+    assert!(sel
+        .names
+        .iter()
+        .all(|n| !n.starts_with("vision") && !n.starts_with("multi_modal")));
     assert_eq!(sel.len(), 1 + 2 + 4 + 3 + 3 + 1);
     assert_eq!(sel.lowest_layer(&m), None, "embeddings train");
     let sel = resolve(&preset("projector").unwrap(), &m).unwrap();
@@ -125,14 +138,20 @@ fn bias_rules() {
         biases: false,
         ..Default::default()
     };
-    assert_eq!(names(&resolve(&spec, &m).unwrap()), vec!["model.layers.0.self_attn.k_proj.bias"]);
+    assert_eq!(
+        names(&resolve(&spec, &m).unwrap()),
+        vec!["model.layers.0.self_attn.k_proj.bias"]
+    );
     // A bias named by exclude stays out although its weight trains.
     let spec = TrainableSpec {
         kinds: vec!["q".into()],
         exclude: vec!["*.q_proj.bias".into()],
         ..Default::default()
     };
-    assert_eq!(names(&resolve(&spec, &m).unwrap()), vec!["model.layers.0.self_attn.q_proj.weight"]);
+    assert_eq!(
+        names(&resolve(&spec, &m).unwrap()),
+        vec!["model.layers.0.self_attn.q_proj.weight"]
+    );
     // A weight included by pattern brings its bias.
     let spec = TrainableSpec {
         include: vec!["re:.*v_proj\\.weight".into()],
@@ -145,11 +164,19 @@ fn bias_rules() {
 fn error_messages() {
     let m = map(2, false);
     let e = err(&TrainableSpec::from_kinds(&["atn"]), &m);
-    assert!(e.contains("unknown kind `atn`") && e.contains("did you mean `attn`") && e.contains("lm_head"), "{e}");
+    assert!(
+        e.contains("unknown kind `atn`")
+            && e.contains("did you mean `attn`")
+            && e.contains("lm_head"),
+        "{e}"
+    );
     let e = err(&TrainableSpec::from_kinds(&["lm_head"]), &m);
     assert!(e.contains("ties") && e.contains("`embed`"), "{e}");
     let e = err(&TrainableSpec::from_kinds(&["vision"]), &m);
-    assert!(e.contains("`vision` matches no parameter") && e.contains("closest parameter names"), "{e}");
+    assert!(
+        e.contains("`vision` matches no parameter") && e.contains("closest parameter names"),
+        "{e}"
+    );
     let e = err(&TrainableSpec::default(), &m);
     assert!(e.contains("the trainable selection is empty"), "{e}");
     let spec = TrainableSpec {
@@ -179,8 +206,12 @@ fn yaml_kinds_may_be_one_string() {
     assert_eq!(spec.kinds, vec!["q", "k", "v"]);
     assert_eq!(spec.layers.unwrap().to_string(), "1");
     assert!(spec.biases);
-    let bad = serde_yaml::from_str::<TrainableSpec>("kinds: [q]\nlayer: 1\n").unwrap_err().to_string();
+    let bad = serde_yaml::from_str::<TrainableSpec>("kinds: [q]\nlayer: 1\n")
+        .unwrap_err()
+        .to_string();
     assert!(bad.contains("layer"), "{bad}");
-    let bad = serde_yaml::from_str::<TrainableSpec>("layers: \"0..x\"\n").unwrap_err().to_string();
+    let bad = serde_yaml::from_str::<TrainableSpec>("layers: \"0..x\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(bad.contains("\"0..x\""), "{bad}");
 }

@@ -39,9 +39,23 @@ pub enum TrainEvent {
         used_chat_template: bool,
     },
     Step(StepMetrics),
-    Checkpoint { step: usize, path: PathBuf },
-    CheckpointFailed { step: usize, error: String },
-    Stopped { step: usize },
-    Finished { step: usize, final_dir: PathBuf },
-    Failed { step: usize, reason: String },
+    Checkpoint {
+        step: usize,
+        path: PathBuf,
+    },
+    CheckpointFailed {
+        step: usize,
+        error: String,
+    },
+    Stopped {
+        step: usize,
+    },
+    Finished {
+        step: usize,
+        final_dir: PathBuf,
+    },
+    Failed {
+        step: usize,
+        reason: String,
+    },
 }

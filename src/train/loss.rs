@@ -25,7 +25,12 @@ pub fn label_positions(labels: &[Vec<i64>]) -> (Vec<u32>, Vec<u32>) {
 }
 
 /// Sum of the negative log-likelihood over labelled positions (an f32 scalar tensor).
-pub fn summed_nll(decoder: &Decoder, input_ids: &Tensor, attention_mask: &Tensor, labels: &[Vec<i64>]) -> Result<Tensor> {
+pub fn summed_nll(
+    decoder: &Decoder,
+    input_ids: &Tensor,
+    attention_mask: &Tensor,
+    labels: &[Vec<i64>],
+) -> Result<Tensor> {
     let (positions, targets) = label_positions(labels);
     let device = decoder.device();
     let hidden = decoder.hidden_states(input_ids, Some(attention_mask))?;

@@ -17,7 +17,14 @@ pub struct MemoryEstimate {
 }
 
 /// Estimates one training step's memory with `batch` sequences of `seq` tokens in `dtype_bytes`.
-pub fn estimate(config: &ModelConfig, map: &ModuleMap, selection: &Selection, batch: usize, seq: usize, dtype_bytes: usize) -> MemoryEstimate {
+pub fn estimate(
+    config: &ModelConfig,
+    map: &ModuleMap,
+    selection: &Selection,
+    batch: usize,
+    seq: usize,
+    dtype_bytes: usize,
+) -> MemoryEstimate {
     let total_params = map.total() as u64;
     let trainable = selection.trainable_numel(map) as u64;
     let weights = total_params * dtype_bytes as u64;
@@ -34,7 +41,11 @@ pub fn estimate(config: &ModelConfig, map: &ModuleMap, selection: &Selection, ba
     let heads = config.num_attention_heads as u64;
     let tokens = (batch * seq) as u64;
     let per_token_per_layer = 6 * h + 4 * q + 4 * kv + 4 * i + 3 * heads * seq as u64;
-    let layer_activations = if trainable > 0 { layers_with_graph * tokens * per_token_per_layer * dtype_bytes as u64 } else { 0 };
+    let layer_activations = if trainable > 0 {
+        layers_with_graph * tokens * per_token_per_layer * dtype_bytes as u64
+    } else {
+        0
+    };
     // Logits, log-probabilities and their gradient at labelled positions (at most every token), f32.
     let head_activations = tokens * config.vocab_size as u64 * 4 * 3;
     let activations = layer_activations + head_activations;

@@ -33,7 +33,11 @@ impl AdamW {
         let mut slots = BTreeMap::new();
         for (name, var) in vars {
             let t = var.as_tensor();
-            let master = if t.dtype() == DType::F32 { None } else { Some(t.to_dtype(DType::F32)?) };
+            let master = if t.dtype() == DType::F32 {
+                None
+            } else {
+                Some(t.to_dtype(DType::F32)?)
+            };
             slots.insert(
                 name.clone(),
                 Slot {
@@ -44,7 +48,11 @@ impl AdamW {
                 },
             );
         }
-        Ok(Self { spec: spec.clone(), slots, step: 0 })
+        Ok(Self {
+            spec: spec.clone(),
+            slots,
+            step: 0,
+        })
     }
 
     /// Applies one update with learning rate `lr`; `grads` are f32, by parameter name.
@@ -55,7 +63,9 @@ impl AdamW {
         let bias1 = 1.0 - b1.powi(t);
         let bias2 = 1.0 - b2.powi(t);
         for (name, slot) in self.slots.iter_mut() {
-            let grad = grads.get(name).with_context(|| format!("no gradient for {name}"))?;
+            let grad = grads
+                .get(name)
+                .with_context(|| format!("no gradient for {name}"))?;
             slot.m = ((&slot.m * b1)? + (grad * (1.0 - b1))?)?;
             slot.v = ((&slot.v * b2)? + (grad.sqr()? * (1.0 - b2))?)?;
             let denom = ((&slot.v / bias2)?.sqrt()? + self.spec.eps)?;
@@ -98,9 +108,15 @@ impl AdamW {
     pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, step: usize) -> Result<()> {
         for (name, slot) in self.slots.iter_mut() {
             let get = |key: String| -> Result<Tensor> {
-                let t = tensors.get(&key).with_context(|| format!("optimizer state lacks {key}"))?;
+                let t = tensors
+                    .get(&key)
+                    .with_context(|| format!("optimizer state lacks {key}"))?;
                 if t.shape() != slot.var.shape() {
-                    bail!("optimizer state {key} has shape {:?}, expected {:?}", t.dims(), slot.var.dims());
+                    bail!(
+                        "optimizer state {key} has shape {:?}, expected {:?}",
+                        t.dims(),
+                        slot.var.dims()
+                    );
                 }
                 Ok(t.to_device(slot.var.device())?.to_dtype(DType::F32)?)
             };
@@ -126,7 +142,11 @@ impl AdamW {
         let slot = self.slots.get(name)?;
         Some(match &slot.master {
             Some(master) => Ok(master.clone()),
-            None => slot.var.as_tensor().to_dtype(DType::F32).map_err(anyhow::Error::from),
+            None => slot
+                .var
+                .as_tensor()
+                .to_dtype(DType::F32)
+                .map_err(anyhow::Error::from),
         })
     }
 }
@@ -143,13 +163,24 @@ mod tests {
         let var = Var::from_tensor(&Tensor::new(&[1.0f32, -2.0, 3.0], &dev).unwrap()).unwrap();
         let mut vars = BTreeMap::new();
         vars.insert("w".to_string(), var.clone());
-        let spec = OptimizerSpec { lr: 0.1, weight_decay: 0.5, ..OptimizerSpec::default() };
+        let spec = OptimizerSpec {
+            lr: 0.1,
+            weight_decay: 0.5,
+            ..OptimizerSpec::default()
+        };
         let mut opt = AdamW::new(&vars, &spec).unwrap();
         let mut grads = HashMap::new();
-        grads.insert("w".to_string(), Tensor::new(&[0.5f32, -0.25, 0.0], &dev).unwrap());
+        grads.insert(
+            "w".to_string(),
+            Tensor::new(&[0.5f32, -0.25, 0.0], &dev).unwrap(),
+        );
         opt.update(&grads, 0.1).unwrap();
         let got = var.as_tensor().to_vec1::<f32>().unwrap();
-        let expected = [1.0 * (1.0 - 0.05) - 0.1, -2.0 * (1.0 - 0.05) + 0.1, 3.0 * (1.0 - 0.05)];
+        let expected = [
+            1.0 * (1.0 - 0.05) - 0.1,
+            -2.0 * (1.0 - 0.05) + 0.1,
+            3.0 * (1.0 - 0.05),
+        ];
         for (g, e) in got.iter().zip(expected) {
             assert!((g - e).abs() < 1e-5, "{got:?} vs {expected:?}");
         }

@@ -41,7 +41,9 @@ impl LrSchedule {
         match self.kind {
             ScheduleKind::Constant => self.base,
             ScheduleKind::Linear => self.base * (1.0 - progress),
-            ScheduleKind::Cosine => self.base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+            ScheduleKind::Cosine => {
+                self.base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
         }
     }
 }
@@ -52,7 +54,11 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine_matches_hand_values() {
-        let spec = ScheduleSpec { kind: ScheduleKind::Cosine, warmup_ratio: 0.1, warmup_steps: None };
+        let spec = ScheduleSpec {
+            kind: ScheduleKind::Cosine,
+            warmup_ratio: 0.1,
+            warmup_steps: None,
+        };
         let s = LrSchedule::new(&spec, 1.0, 100);
         assert_eq!(s.warmup_steps(), 10);
         assert_eq!(s.lr(0), 0.0);
@@ -64,9 +70,25 @@ mod tests {
 
     #[test]
     fn linear_and_constant() {
-        let lin = LrSchedule::new(&ScheduleSpec { kind: ScheduleKind::Linear, warmup_ratio: 0.0, warmup_steps: None }, 2.0, 10);
+        let lin = LrSchedule::new(
+            &ScheduleSpec {
+                kind: ScheduleKind::Linear,
+                warmup_ratio: 0.0,
+                warmup_steps: None,
+            },
+            2.0,
+            10,
+        );
         assert!((lin.lr(5) - 1.0).abs() < 1e-12);
-        let constant = LrSchedule::new(&ScheduleSpec { kind: ScheduleKind::Constant, warmup_ratio: 0.0, warmup_steps: Some(2) }, 3.0, 10);
+        let constant = LrSchedule::new(
+            &ScheduleSpec {
+                kind: ScheduleKind::Constant,
+                warmup_ratio: 0.0,
+                warmup_steps: Some(2),
+            },
+            3.0,
+            10,
+        );
         assert!((constant.lr(1) - 1.5).abs() < 1e-12);
         assert_eq!(constant.lr(9), 3.0);
     }

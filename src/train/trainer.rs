@@ -54,7 +54,10 @@ pub fn spawn_training(
     run: RunDir,
     resume: bool,
     control: TrainControl,
-) -> (std::thread::JoinHandle<Result<TrainOutcome>>, mpsc::Receiver<TrainEvent>) {
+) -> (
+    std::thread::JoinHandle<Result<TrainOutcome>>,
+    mpsc::Receiver<TrainEvent>,
+) {
     let (tx, rx) = mpsc::channel();
     let handle = std::thread::spawn(move || {
         run_training(&recipe, &run, resume, &control, &mut |event| {
@@ -79,13 +82,16 @@ pub fn run_training(
         _ => Status::new(&recipe.name, recipe.model.as_deref().unwrap_or(""), 0),
     };
     status.pid = Some(std::process::id());
-    let result = Session::prepare(recipe, run, resume, &mut status).and_then(|mut session| session.train(control, &mut status, on_event));
+    let result = Session::prepare(recipe, run, resume, &mut status)
+        .and_then(|mut session| session.train(control, &mut status, on_event));
     if let Err(error) = &result {
         status.state = RunState::Failed;
         status.last_error = Some(format!("{error:#}"));
         status.touch();
         let _ = run.write_status(&status);
-        let _ = run.append_metric(&json!({"kind": "failed", "step": status.step, "reason": format!("{error:#}")}));
+        let _ = run.append_metric(
+            &json!({"kind": "failed", "step": status.step, "reason": format!("{error:#}")}),
+        );
     }
     result
 }
@@ -110,10 +116,16 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn prepare(recipe: &'a Recipe, run: &'a RunDir, resume: bool, status: &mut Status) -> Result<Self> {
+    fn prepare(
+        recipe: &'a Recipe,
+        run: &'a RunDir,
+        resume: bool,
+        status: &mut Status,
+    ) -> Result<Self> {
         let model = Model::open(&recipe.model_spec()?)?;
         let map = model.module_map();
-        let selection = select::resolve(&recipe.trainable, &map).context("in the recipe's `trainable` section")?;
+        let selection = select::resolve(&recipe.trainable, &map)
+            .context("in the recipe's `trainable` section")?;
         let device = parse_device(&recipe.device)?;
         let dtype = parse_dtype(&recipe.dtype)?;
         let records = data::read_records(&recipe.data_path()?)?;
@@ -126,7 +138,11 @@ impl<'a> Session<'a> {
             tracing::info!("the model has no chat template: prompts and responses are concatenated as plain text");
         }
         if data.truncated > 0 {
-            tracing::warn!("{} examples were longer than max_length {} and were cut", data.truncated, recipe.max_length);
+            tracing::warn!(
+                "{} examples were longer than max_length {} and were cut",
+                data.truncated,
+                recipe.max_length
+            );
         }
         let decoder = model.decoder(&selection.to_hash_set(), dtype, &device)?;
         let batches_per_epoch = data::batches_per_epoch(data.examples.len(), recipe.batch_size);
@@ -135,15 +151,14 @@ impl<'a> Session<'a> {
         let mut optimizer = AdamW::new(decoder.vars(), &recipe.optimizer)?;
         let schedule = LrSchedule::new(&recipe.schedule, recipe.optimizer.lr, total_steps);
         let (start_step, micro_batches, losses) = if resume {
-            let step = run
-                .latest_checkpoint()
-                .with_context(|| format!("{} has no checkpoint to resume from", run.path().display()))?;
+            let step = run.latest_checkpoint().with_context(|| {
+                format!("{} has no checkpoint to resume from", run.path().display())
+            })?;
             let ckpt = run.load_checkpoint(step, &device)?;
             for (name, var) in decoder.vars() {
-                let value = ckpt
-                    .trained
-                    .get(name)
-                    .with_context(|| format!("checkpoint step-{step} lacks trained tensor {name}"))?;
+                let value = ckpt.trained.get(name).with_context(|| {
+                    format!("checkpoint step-{step} lacks trained tensor {name}")
+                })?;
                 var.set(&value.to_dtype(var.dtype())?)?;
             }
             optimizer.load_state(&ckpt.optimizer, ckpt.state.step)?;
@@ -174,7 +189,12 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn train(&mut self, control: &TrainControl, status: &mut Status, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<TrainOutcome> {
+    fn train(
+        &mut self,
+        control: &TrainControl,
+        status: &mut Status,
+        on_event: &mut dyn FnMut(&TrainEvent),
+    ) -> Result<TrainOutcome> {
         let run = self.run;
         status.state = RunState::Running;
         status.last_checkpoint = run.latest_checkpoint();
@@ -192,7 +212,11 @@ impl<'a> Session<'a> {
             used_chat_template: self.data.used_chat_template,
         };
         let mut record = serde_json::to_value(&started)?;
-        record["kind"] = json!(if self.start_step > 0 { "resume" } else { "start" });
+        record["kind"] = json!(if self.start_step > 0 {
+            "resume"
+        } else {
+            "start"
+        });
         record["step"] = json!(self.start_step);
         run.append_metric(&record)?;
         on_event(&started);
@@ -207,23 +231,42 @@ impl<'a> Session<'a> {
                     let index = self.micro_batches + k;
                     let epoch = index / self.batches_per_epoch;
                     if order_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                        order_cache = Some((epoch, data::epoch_order(self.data.examples.len(), self.recipe.seed, epoch)));
+                        order_cache = Some((
+                            epoch,
+                            data::epoch_order(self.data.examples.len(), self.recipe.seed, epoch),
+                        ));
                     }
                     let order = &order_cache.as_ref().expect("filled above").1;
-                    data::make_batch(&self.data, order, index % self.batches_per_epoch, self.recipe.batch_size, self.pad_id)
+                    data::make_batch(
+                        &self.data,
+                        order,
+                        index % self.batches_per_epoch,
+                        self.recipe.batch_size,
+                        self.pad_id,
+                    )
                 })
                 .collect();
             let epoch = self.micro_batches / self.batches_per_epoch;
-            let label_total: usize = batches.iter().map(|b| b.label_count()).sum::<usize>().max(1);
+            let label_total: usize = batches
+                .iter()
+                .map(|b| b.label_count())
+                .sum::<usize>()
+                .max(1);
             let tokens: usize = batches.iter().map(|b| b.token_count()).sum();
             let mut step_loss = 0f64;
             let mut grads: HashMap<String, Tensor> = HashMap::new();
             for batch in &batches {
                 let (ids, _labels, mask) = batch.to_tensors(self.decoder.device())?;
-                let loss = (summed_nll(&self.decoder, &ids, &mask, &batch.labels)? / label_total as f64)?;
+                let loss =
+                    (summed_nll(&self.decoder, &ids, &mask, &batch.labels)? / label_total as f64)?;
                 let value = loss.to_scalar::<f32>()? as f64;
                 if !value.is_finite() {
-                    return self.fail(status, step, format!("loss is {value} at step {}", step + 1), on_event);
+                    return self.fail(
+                        status,
+                        step,
+                        format!("loss is {value} at step {}", step + 1),
+                        on_event,
+                    );
                 }
                 step_loss += value;
                 let store = loss.backward()?;
@@ -232,7 +275,9 @@ impl<'a> Session<'a> {
                     grads_checked = true;
                 }
                 for (name, var) in self.decoder.vars() {
-                    let Some(g) = store.get(var.as_tensor()) else { continue };
+                    let Some(g) = store.get(var.as_tensor()) else {
+                        continue;
+                    };
                     let g = g.to_dtype(DType::F32)?;
                     let sum = match grads.remove(name) {
                         Some(acc) => (acc + g)?,
@@ -244,7 +289,12 @@ impl<'a> Session<'a> {
             self.micro_batches += self.recipe.grad_accum;
             let grad_norm = global_norm(&grads)?;
             if !grad_norm.is_finite() {
-                return self.fail(status, step, format!("gradient norm is {grad_norm} at step {}", step + 1), on_event);
+                return self.fail(
+                    status,
+                    step,
+                    format!("gradient norm is {grad_norm} at step {}", step + 1),
+                    on_event,
+                );
             }
             if let Some(max) = self.recipe.optimizer.max_grad_norm {
                 if grad_norm > max {
@@ -280,7 +330,8 @@ impl<'a> Session<'a> {
 
             let done = step + 1 == self.total_steps;
             let stop = control.stop_requested();
-            let periodic = self.recipe.checkpoint_every > 0 && (step + 1) % self.recipe.checkpoint_every == 0;
+            let periodic =
+                self.recipe.checkpoint_every > 0 && (step + 1) % self.recipe.checkpoint_every == 0;
             if periodic || stop || done {
                 self.checkpoint(status, on_event)?;
             }
@@ -299,24 +350,44 @@ impl<'a> Session<'a> {
         status.state = RunState::Finished;
         status.touch();
         run.write_status(status)?;
-        run.append_metric(&json!({"kind": "finished", "step": self.total_steps, "final_dir": run.final_dir()}))?;
-        on_event(&TrainEvent::Finished { step: self.total_steps, final_dir: run.final_dir() });
+        run.append_metric(
+            &json!({"kind": "finished", "step": self.total_steps, "final_dir": run.final_dir()}),
+        )?;
+        on_event(&TrainEvent::Finished {
+            step: self.total_steps,
+            final_dir: run.final_dir(),
+        });
         Ok(self.outcome(RunState::Finished, self.total_steps, None))
     }
 
     fn outcome(&self, state: RunState, step: usize, reason: Option<String>) -> TrainOutcome {
-        TrainOutcome { state, step, run_dir: self.run.path().to_path_buf(), reason }
+        TrainOutcome {
+            state,
+            step,
+            run_dir: self.run.path().to_path_buf(),
+            reason,
+        }
     }
 
     /// Records a numeric failure; the last good checkpoint stays as it is.
-    fn fail(&self, status: &mut Status, step: usize, reason: String, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<TrainOutcome> {
+    fn fail(
+        &self,
+        status: &mut Status,
+        step: usize,
+        reason: String,
+        on_event: &mut dyn FnMut(&TrainEvent),
+    ) -> Result<TrainOutcome> {
         status.state = RunState::Failed;
         status.step = step;
         status.last_error = Some(reason.clone());
         status.touch();
         self.run.write_status(status)?;
-        self.run.append_metric(&json!({"kind": "failed", "step": step + 1, "reason": reason}))?;
-        on_event(&TrainEvent::Failed { step: step + 1, reason: reason.clone() });
+        self.run
+            .append_metric(&json!({"kind": "failed", "step": step + 1, "reason": reason}))?;
+        on_event(&TrainEvent::Failed {
+            step: step + 1,
+            reason: reason.clone(),
+        });
         Ok(self.outcome(RunState::Failed, step, Some(reason)))
     }
 
@@ -324,7 +395,12 @@ impl<'a> Session<'a> {
     fn trained_tensors(&self) -> Result<HashMap<String, Tensor>> {
         self.optimizer
             .names()
-            .map(|name| Ok((name.clone(), self.optimizer.weights_f32(name).expect("known name")?)))
+            .map(|name| {
+                Ok((
+                    name.clone(),
+                    self.optimizer.weights_f32(name).expect("known name")?,
+                ))
+            })
             .collect()
     }
 
@@ -338,19 +414,30 @@ impl<'a> Session<'a> {
             losses: self.losses.clone(),
         };
         let trained = self.trained_tensors()?;
-        match self.run.save_checkpoint(&state, &trained, &self.optimizer.state_tensors(), self.recipe.keep_checkpoints) {
+        match self.run.save_checkpoint(
+            &state,
+            &trained,
+            &self.optimizer.state_tensors(),
+            self.recipe.keep_checkpoints,
+        ) {
             Ok(()) => {
                 status.last_checkpoint = Some(step);
                 let path = self.run.checkpoint_dir(step);
-                self.run.append_metric(&json!({"kind": "checkpoint", "step": step, "path": path}))?;
+                self.run
+                    .append_metric(&json!({"kind": "checkpoint", "step": step, "path": path}))?;
                 on_event(&TrainEvent::Checkpoint { step, path });
             }
             Err(error) => {
                 let message = format!("{error:#}");
                 tracing::warn!("{message}");
                 status.last_error = Some(message.clone());
-                self.run.append_metric(&json!({"kind": "checkpoint_failed", "step": step, "error": message}))?;
-                on_event(&TrainEvent::CheckpointFailed { step, error: message });
+                self.run.append_metric(
+                    &json!({"kind": "checkpoint_failed", "step": step, "error": message}),
+                )?;
+                on_event(&TrainEvent::CheckpointFailed {
+                    step,
+                    error: message,
+                });
             }
         }
         status.touch();

@@ -14,7 +14,9 @@ pub fn parse_device(name: &str) -> Result<Device> {
     }
     if let Some(rest) = name.strip_prefix("cuda") {
         let ordinal = match rest.strip_prefix(':') {
-            Some(n) => n.parse::<usize>().map_err(|_| anyhow::anyhow!("device `{name}`: expected cuda:N"))?,
+            Some(n) => n
+                .parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("device `{name}`: expected cuda:N"))?,
             None if rest.is_empty() => 0,
             None => bail!("device `{name}`: expected cuda:N"),
         };
