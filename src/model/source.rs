@@ -31,7 +31,9 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
         return from_dir(path);
     }
     if looks_like_hub_id(spec) {
-        return from_hub(spec);
+        return from_hub(spec).with_context(|| {
+            format!("`{spec}` is not a directory here, so it was looked up as a hub id")
+        });
     }
     bail!("model `{spec}` is neither a directory nor a hub id of the form org/name[@revision]")
 }
