@@ -5,9 +5,11 @@
 
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod model;
 pub mod recipe;
 pub mod run;
 pub mod select;
 pub mod train;
 pub mod util;
+pub mod world;

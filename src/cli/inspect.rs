@@ -16,6 +16,9 @@ pub struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Show the tokenizer's numeric tokens (count and a sample) instead of the module map.
+    #[arg(long)]
+    numeric: bool,
     /// Tree depth to print (text mode); 0 prints the whole tree.
     #[arg(long, default_value_t = 0)]
     depth: usize,
@@ -23,6 +26,9 @@ pub struct InspectArgs {
 
 pub fn run(args: InspectArgs) -> Result<()> {
     let model = Model::open(&args.model)?;
+    if args.numeric {
+        return print_numeric(&model, args.json);
+    }
     let map = model.module_map();
     if args.json {
         let out = json!({
@@ -112,4 +118,34 @@ fn write_node(out: &mut String, map: &ModuleMap, node: &ModuleNode, level: usize
     for child in &node.children {
         write_node(out, map, child, level + 1, depth);
     }
+}
+
+fn print_numeric(model: &Model, json: bool) -> Result<()> {
+    let numeric = crate::eval::numeric::NumericVocab::new(
+        &model.tokenizer.tokenizer,
+        model.config.vocab_size,
+    );
+    let sample: Vec<String> = numeric
+        .ids
+        .iter()
+        .filter_map(|&id| model.tokenizer.tokenizer.id_to_token(id))
+        .take(40)
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"count": numeric.len(), "vocab_size": model.config.vocab_size, "ids": numeric.ids, "sample": sample})
+            )?
+        );
+    } else {
+        println!(
+            "{} numeric tokens of {} ({:.2}%)",
+            numeric.len(),
+            model.config.vocab_size,
+            100.0 * numeric.len() as f64 / model.config.vocab_size.max(1) as f64
+        );
+        println!("sample: {}", sample.join(" "));
+    }
+    Ok(())
 }

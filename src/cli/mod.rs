@@ -1,9 +1,12 @@
 //! The headless command-line front end.
 
+mod eval;
 mod generate;
 mod inspect;
+mod make_assets;
 mod make_tiny;
 mod plan;
+mod probe;
 mod quickstart;
 mod runs;
 mod train;
@@ -28,6 +31,8 @@ pub enum Command {
     MakeTiny(make_tiny::MakeTinyArgs),
     /// Generate text from a model (chat template applied), streaming tokens.
     Generate(generate::GenerateArgs),
+    /// Numeric-token drift probe of a model against its base (held-out and target prompts).
+    Probe(probe::ProbeArgs),
     /// Show what a recipe would train (counts per kind and layer) and a memory estimate.
     Plan(plan::PlanArgs),
     /// Train per a recipe, recording a run directory; or resume a stopped run.
@@ -36,6 +41,10 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// Offline tour: tiny model, sample data, plan and a short sa-proj run (the default command).
     Quickstart(quickstart::QuickstartArgs),
+    /// Score a model on task files (lm-evaluation-harness conventions).
+    Eval(eval::EvalArgs),
+    /// Generate the synthetic world's data sets (training data, tasks, probe prompts) from a seed.
+    MakeAssets(make_assets::MakeAssetsArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -55,8 +64,11 @@ pub fn run() -> Result<()> {
         Command::MakeTiny(args) => make_tiny::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Probe(args) => probe::run(args),
         Command::Train(args) => train::run(args),
         Command::Runs(args) => runs::run(args),
+        Command::MakeAssets(args) => make_assets::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }
 

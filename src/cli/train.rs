@@ -133,6 +133,33 @@ pub fn run(args: TrainArgs) -> Result<()> {
                     None => eprintln!("{line}"),
                 }
             }
+            TrainEvent::Monitor {
+                step,
+                heldout_numeric_mass_delta,
+                delta_learning,
+                delta_heldout,
+                seconds,
+            } => {
+                let fmt = |v: &Option<f64>, unit: &str| {
+                    v.map_or("-".to_string(), |v| format!("{v:+.4}{unit}"))
+                };
+                let line = format!(
+                    "eval at step {step}: Δ held-out numeric mass {} Δ learning {} Δ held-out {} ({seconds:.1}s)",
+                    fmt(heldout_numeric_mass_delta, ""),
+                    fmt(delta_learning, " pp"),
+                    fmt(delta_heldout, " pp")
+                );
+                match &bar {
+                    Some(pb) => pb.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+            TrainEvent::Guard { step, reason, stop } => {
+                eprintln!(
+                    "drift guard at step {step}: {reason}{}",
+                    if *stop { "; stopping" } else { "" }
+                )
+            }
             TrainEvent::CheckpointFailed { step, error } => {
                 eprintln!("warning: checkpoint at step {step} failed: {error}")
             }

@@ -87,6 +87,32 @@ struct Layer {
     down: Linear,
 }
 
+impl Layer {
+    /// The same layer with every parameter passed through `f`.
+    fn map(&self, f: &impl Fn(&Param) -> Result<Param>) -> Result<Self> {
+        let lin = |l: &Linear| -> Result<Linear> {
+            Ok(Linear {
+                weight: f(&l.weight)?,
+                bias: l.bias.as_ref().map(f).transpose()?,
+            })
+        };
+        Ok(Self {
+            input_norm: f(&self.input_norm)?,
+            q: lin(&self.q)?,
+            k: lin(&self.k)?,
+            v: lin(&self.v)?,
+            o: lin(&self.o)?,
+            post_norm: f(&self.post_norm)?,
+            gate: lin(&self.gate)?,
+            up: lin(&self.up)?,
+            down: lin(&self.down)?,
+        })
+    }
+}
+
+/// Each layer's attention and MLP contributions to the residual stream, `(B, T, H)` each.
+pub type BlockOutputs = Vec<(Tensor, Tensor)>;
+
 /// Per-layer keys and values of the tokens seen so far, for generation.
 #[derive(Debug, Clone)]
 pub struct KvCache {
@@ -214,6 +240,87 @@ impl Decoder {
     /// The trainable parameters by name.
     pub fn vars(&self) -> &BTreeMap<String, Var> {
         &self.vars
+    }
+
+    /// A copy in which every parameter is frozen, holding the current values of the trainable
+    /// ones (copied, so later updates do not reach it); frozen tensors are shared, not copied.
+    pub fn frozen_snapshot(&self) -> Result<Decoder> {
+        let freeze = |p: &Param| -> Result<Param> {
+            Ok(match p {
+                Param::Trainable(var) => Param::Frozen(var.as_tensor().copy()?),
+                Param::Frozen(t) => Param::Frozen(t.clone()),
+            })
+        };
+        let mut copies: std::collections::HashMap<candle_core::TensorId, Param> =
+            Default::default();
+        let mut memo = |p: &Param| -> Result<Param> {
+            let id = p.tensor().id();
+            if let Some(done) = copies.get(&id) {
+                return Ok(done.clone());
+            }
+            let frozen = freeze(p)?;
+            copies.insert(id, frozen.clone());
+            Ok(frozen)
+        };
+        // Shared parameters (tied embeddings) stay shared in the copy.
+        let embed = memo(&self.embed)?;
+        let norm = memo(&self.norm)?;
+        let lm_head = Linear {
+            weight: memo(&self.lm_head.weight)?,
+            bias: self.lm_head.bias.as_ref().map(&mut memo).transpose()?,
+        };
+        let cell = std::cell::RefCell::new(memo);
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| l.map(&|p: &Param| (cell.borrow_mut())(p)))
+            .collect::<Result<Vec<_>>>()?;
+        let params = self
+            .params
+            .iter()
+            .map(|(name, p)| Ok((name.clone(), (cell.borrow_mut())(p)?)))
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        Ok(Decoder {
+            config: self.config.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+            inv_freq: self.inv_freq.clone(),
+            vars: BTreeMap::new(),
+            params,
+            dtype: self.dtype,
+            device: self.device.clone(),
+        })
+    }
+
+    /// The unembedding matrix `W_U` `(V, H)` (the embeddings when tied).
+    pub fn unembedding(&self) -> &Tensor {
+        self.lm_head.weight.tensor()
+    }
+
+    /// Every layer's attention and MLP residual contributions for a full sequence.
+    pub fn block_outputs(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<BlockOutputs> {
+        let (batch, seq) = input_ids.dims2()?;
+        let valid = match attention_mask {
+            Some(mask) => mask_rows(mask, batch, seq)?,
+            None => vec![vec![true; seq]; batch],
+        };
+        let positions = positions_from_valid(&valid, &vec![0; batch]);
+        let bias = self.attention_bias(&valid, &valid, 0)?;
+        let (cos, sin) = self.rope_tables(&positions)?;
+        let mut x = self.embed_ids(input_ids)?;
+        let mut outputs = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let (next, attn, mlp) = self.layer_parts(layer, &x, &cos, &sin, &bias, None)?;
+            outputs.push((attn, mlp));
+            x = next;
+        }
+        Ok(outputs)
     }
 
     /// Every parameter the decoder uses, by Hugging Face name.
@@ -397,15 +504,28 @@ impl Decoder {
         bias: &Tensor,
         kv: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
+        Ok(self.layer_parts(layer, x, cos, sin, bias, kv)?.0)
+    }
+
+    /// One layer: the new residual stream, and the attention and MLP contributions to it.
+    fn layer_parts(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: &Tensor,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let eps = self.config.rms_norm_eps;
         let h = rms_norm(x, layer.input_norm.tensor(), eps)?;
         let attn = self.attention(layer, &h, cos, sin, bias, kv)?;
-        let x = (x + attn)?;
+        let x = (x + &attn)?;
         let h = rms_norm(&x, layer.post_norm.tensor(), eps)?;
-        let mlp = layer
-            .down
-            .forward(&(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?)?;
-        Ok((x + mlp)?)
+        let gated = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+        let mlp = layer.down.forward(&gated)?;
+        let out = (x + &mlp)?;
+        Ok((out, attn, mlp))
     }
 
     fn attention(

@@ -71,6 +71,71 @@ impl Default for OptimizerSpec {
     }
 }
 
+/// The drift probe during training (`probe:`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeSpec {
+    /// Probe every N optimizer steps (0: only at step 0 and at the end).
+    pub every_steps: usize,
+    /// Target-task probe prompts (JSONL of `{"prompt": ...}`).
+    pub target: Option<String>,
+    /// Held-out probe prompts (JSONL of `{"prompt": ...}`).
+    pub heldout: Option<String>,
+    pub max_new_tokens: usize,
+    /// At most this many prompts from each set.
+    pub max_prompts: Option<usize>,
+    /// Tokens kept in each histogram snapshot.
+    pub top_k: usize,
+    /// Also record per-layer drift of attention and MLP contributions.
+    pub layer_drift: bool,
+}
+
+impl Default for ProbeSpec {
+    fn default() -> Self {
+        Self {
+            every_steps: 0,
+            target: None,
+            heldout: None,
+            max_new_tokens: 16,
+            max_prompts: Some(64),
+            top_k: 20,
+            layer_drift: true,
+        }
+    }
+}
+
+/// Task evaluation during training (`eval:`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSpec {
+    /// Evaluate every N optimizer steps (0: only at step 0 and at the end).
+    pub every_steps: usize,
+    /// Task headers (YAML); each says whether it is the target or a held-out task.
+    pub tasks: Vec<String>,
+    /// At most this many items per task.
+    pub max_items: Option<usize>,
+}
+
+/// What the drift guard does when a bound is crossed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardAction {
+    #[default]
+    Warn,
+    Stop,
+}
+
+/// Bounds on drift (`guard:`): flag or stop a run that drifts past them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardSpec {
+    /// Largest allowed rise of the held-out numeric mass over the base model.
+    pub max_numeric_mass_delta: Option<f64>,
+    /// Largest allowed drop of the mean held-out score, in percentage points.
+    pub max_heldout_drop: Option<f64>,
+    pub action: GuardAction,
+}
+
 /// A complete training recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -107,6 +172,12 @@ pub struct Recipe {
     pub checkpoint_every: usize,
     /// Checkpoints kept on disk (oldest removed first).
     pub keep_checkpoints: usize,
+    /// Drift probe settings; absent: no probe.
+    pub probe: Option<ProbeSpec>,
+    /// Task evaluation settings; absent: no evaluation.
+    pub eval: Option<EvalSpec>,
+    /// Drift guard; absent: no guard.
+    pub guard: Option<GuardSpec>,
 }
 
 impl Default for Recipe {
@@ -131,6 +202,9 @@ impl Default for Recipe {
             output_dir: "runs".into(),
             checkpoint_every: 0,
             keep_checkpoints: 3,
+            probe: None,
+            eval: None,
+            guard: None,
         }
     }
 }

@@ -43,6 +43,20 @@ pub enum TrainEvent {
         step: usize,
         path: PathBuf,
     },
+    /// A probe/evaluation pass finished (its records are in metrics.jsonl).
+    Monitor {
+        step: usize,
+        heldout_numeric_mass_delta: Option<f64>,
+        delta_learning: Option<f64>,
+        delta_heldout: Option<f64>,
+        seconds: f64,
+    },
+    /// The drift guard's bound was crossed.
+    Guard {
+        step: usize,
+        reason: String,
+        stop: bool,
+    },
     CheckpointFailed {
         step: usize,
         error: String,

@@ -5,6 +5,7 @@
 pub mod events;
 pub mod loss;
 pub mod memory;
+pub mod monitor;
 pub mod optimizer;
 pub mod schedule;
 mod trainer;

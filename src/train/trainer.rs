@@ -12,11 +12,12 @@ use serde_json::json;
 
 use super::events::{StepMetrics, TrainEvent};
 use super::loss::summed_nll;
+use super::monitor::{check_guard, Monitor};
 use super::optimizer::AdamW;
 use super::schedule::LrSchedule;
 use crate::data::{self, TokenizeOptions};
 use crate::model::{Decoder, Model};
-use crate::recipe::Recipe;
+use crate::recipe::{GuardAction, Recipe};
 use crate::run::{CheckpointState, RunDir, RunState, Status};
 use crate::select;
 use crate::util::device::{parse_device, parse_dtype};
@@ -113,6 +114,7 @@ struct Session<'a> {
     pad_id: u32,
     trainable: usize,
     total_params: usize,
+    monitor: Option<Monitor>,
 }
 
 impl<'a> Session<'a> {
@@ -148,6 +150,13 @@ impl<'a> Session<'a> {
         let batches_per_epoch = data::batches_per_epoch(data.examples.len(), recipe.batch_size);
         let steps_per_epoch = batches_per_epoch.div_ceil(recipe.grad_accum).max(1);
         let total_steps = recipe.max_steps.unwrap_or(recipe.epochs * steps_per_epoch);
+        // The base model for probes and evaluation: the weights before any update (shared
+        // tensors for frozen parameters, a copy of the trainable ones).
+        let monitor = if recipe.probe.is_some() || recipe.eval.is_some() {
+            Monitor::new(recipe, decoder.frozen_snapshot()?, &model.tokenizer)?
+        } else {
+            None
+        };
         let mut optimizer = AdamW::new(decoder.vars(), &recipe.optimizer)?;
         let schedule = LrSchedule::new(&recipe.schedule, recipe.optimizer.lr, total_steps);
         let (start_step, micro_batches, losses) = if resume {
@@ -186,6 +195,7 @@ impl<'a> Session<'a> {
             micro_batches,
             losses,
             pad_id,
+            monitor,
         })
     }
 
@@ -221,7 +231,11 @@ impl<'a> Session<'a> {
         run.append_metric(&record)?;
         on_event(&started);
 
-        let clock = Instant::now();
+        let mut train_seconds = 0f64;
+        let mut guard_stop: Option<String> = None;
+        if self.start_step == 0 {
+            guard_stop = self.monitor_pass(0, status, on_event)?;
+        }
         let mut order_cache: Option<(usize, Vec<usize>)> = None;
         let mut grads_checked = false;
         for step in self.start_step..self.total_steps {
@@ -309,6 +323,7 @@ impl<'a> Session<'a> {
             self.losses.push(step_loss);
 
             let seconds = step_start.elapsed().as_secs_f64();
+            train_seconds += seconds;
             let metrics = StepMetrics {
                 step: step + 1,
                 total_steps: self.total_steps,
@@ -317,7 +332,7 @@ impl<'a> Session<'a> {
                 lr,
                 grad_norm,
                 tokens_per_s: tokens as f64 / seconds.max(1e-9),
-                elapsed: clock.elapsed().as_secs_f64(),
+                elapsed: train_seconds + seconds,
                 tokens,
             };
             let mut record = serde_json::to_value(&metrics)?;
@@ -328,8 +343,11 @@ impl<'a> Session<'a> {
             run.write_status(status)?;
             on_event(&TrainEvent::Step(metrics));
 
+            if guard_stop.is_none() {
+                guard_stop = self.monitor_pass(step + 1, status, on_event)?;
+            }
             let done = step + 1 == self.total_steps;
-            let stop = control.stop_requested();
+            let stop = control.stop_requested() || guard_stop.is_some();
             let periodic =
                 self.recipe.checkpoint_every > 0 && (step + 1) % self.recipe.checkpoint_every == 0;
             if periodic || stop || done {
@@ -337,6 +355,9 @@ impl<'a> Session<'a> {
             }
             if stop && !done {
                 status.state = RunState::Stopped;
+                if let Some(reason) = &guard_stop {
+                    status.last_error = Some(format!("stopped by the drift guard: {reason}"));
+                }
                 status.touch();
                 run.write_status(status)?;
                 run.append_metric(&json!({"kind": "stopped", "step": step + 1}))?;
@@ -358,6 +379,42 @@ impl<'a> Session<'a> {
             final_dir: run.final_dir(),
         });
         Ok(self.outcome(RunState::Finished, self.total_steps, None))
+    }
+
+    /// Runs the probe and evaluation when due after `step` updates; returns the guard's reason
+    /// when it asks the run to stop.
+    fn monitor_pass(
+        &self,
+        step: usize,
+        status: &mut Status,
+        on_event: &mut dyn FnMut(&TrainEvent),
+    ) -> Result<Option<String>> {
+        let Some(monitor) = &self.monitor else {
+            return Ok(None);
+        };
+        if !monitor.due(step, self.total_steps) {
+            return Ok(None);
+        }
+        let report = monitor.run(step, self.total_steps, &self.decoder, self.run)?;
+        on_event(&TrainEvent::Monitor {
+            step,
+            heldout_numeric_mass_delta: report.heldout_numeric_mass_delta,
+            delta_learning: report.delta_learning,
+            delta_heldout: report.delta_heldout,
+            seconds: report.seconds,
+        });
+        let Some(trip) = check_guard(self.recipe, &report) else {
+            return Ok(None);
+        };
+        let stop = trip.action == GuardAction::Stop;
+        self.run.append_metric(&json!({"kind": "guard", "step": step, "reason": trip.reason, "action": if stop { "stop" } else { "warn" }}))?;
+        on_event(&TrainEvent::Guard {
+            step,
+            reason: trip.reason.clone(),
+            stop,
+        });
+        status.last_error = Some(format!("drift guard: {}", trip.reason));
+        Ok(stop.then_some(trip.reason))
     }
 
     fn outcome(&self, state: RunState, step: usize, reason: Option<String>) -> TrainOutcome {

@@ -1,0 +1,140 @@
+//! `tunescope probe`: the numeric-token drift probe of a model against a base model.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::eval::drift::layer_drift;
+use crate::eval::numeric::NumericVocab;
+use crate::eval::probe::{load_prompts, probe_set, BaseReference, ProbeOptions, SetReport};
+use crate::model::Model;
+use crate::util::device::{parse_device, parse_dtype};
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The model to probe (e.g. a checkpoint exported by any trainer).
+    model: String,
+    /// The base model it is compared with.
+    #[arg(long)]
+    base: String,
+    /// Held-out probe prompts (JSONL of {"prompt": ...}).
+    #[arg(long, alias = "heldout")]
+    prompts: PathBuf,
+    /// Target-task probe prompts (JSONL of {"prompt": ...}).
+    #[arg(long)]
+    target: Option<PathBuf>,
+    /// New tokens decoded per prompt.
+    #[arg(long, default_value_t = 16)]
+    max_new_tokens: usize,
+    /// At most this many prompts per set.
+    #[arg(long)]
+    max_prompts: Option<usize>,
+    /// Tokens in the histogram.
+    #[arg(long, default_value_t = 20)]
+    top_k: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+pub fn run(args: ProbeArgs) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let model = Model::open(&args.model)?;
+    let base_model = Model::open(&args.base)?;
+    anyhow::ensure!(
+        model.config.vocab_size == base_model.config.vocab_size,
+        "{} and {} have different vocabularies",
+        args.model,
+        args.base
+    );
+    let current = model.decoder(&Default::default(), dtype, &device)?;
+    let base = base_model.decoder(&Default::default(), dtype, &device)?;
+    let tok = &model.tokenizer;
+    let numeric = NumericVocab::new(&tok.tokenizer, model.config.vocab_size);
+    let options = ProbeOptions {
+        max_new_tokens: args.max_new_tokens,
+        top_k: args.top_k,
+        ..ProbeOptions::default()
+    };
+    let mut sets: Vec<(&str, PathBuf)> = vec![("heldout", args.prompts.clone())];
+    if let Some(target) = &args.target {
+        sets.push(("target", target.clone()));
+    }
+    let mut reports = serde_json::Map::new();
+    let mut drift = None;
+    for (name, path) in &sets {
+        let prompts = load_prompts(path, tok, args.max_prompts)?;
+        let reference = BaseReference::compute(&base, prompts, &numeric, &tok.stop_ids, &options)?;
+        let report = probe_set(&base, &current, &reference, tok, &numeric, &options)?;
+        if *name == "heldout" {
+            drift = Some(layer_drift(
+                &base,
+                &current,
+                &reference.prompts,
+                &reference.stats.continuations,
+                &options,
+            )?);
+        }
+        if !args.json {
+            print_report(name, &report);
+        }
+        reports.insert(name.to_string(), serde_json::to_value(&report)?);
+    }
+    if args.json {
+        reports.insert("layer_drift".into(), serde_json::to_value(&drift)?);
+        reports.insert("numeric_tokens".into(), numeric.len().into());
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else if let Some(drift) = drift {
+        println!("\nper-layer drift (logit-space size of the block's change, held-out answers):");
+        println!("  layer        attn         mlp");
+        for d in drift {
+            println!("  {:>5} {:>11.4} {:>11.4}", d.layer, d.attn, d.mlp);
+        }
+    }
+    Ok(())
+}
+
+fn print_report(name: &str, r: &SetReport) {
+    println!("{name} prompts ({}):", r.now.prompts);
+    println!("                          base          now");
+    println!(
+        "  numeric mass       {:>10.4}   {:>10.4} (±{:.4})  Δ {:+.4}",
+        r.base.numeric_mass.mean,
+        r.now.numeric_mass.mean,
+        r.now.numeric_mass.std,
+        r.numeric_mass_delta
+    );
+    println!(
+        "  max numeric prob   {:>10.4}   {:>10.4}",
+        r.base.max_numeric_prob.mean, r.now.max_numeric_prob.mean
+    );
+    println!(
+        "  first token numeric {:>9.1}%  {:>9.1}%",
+        100.0 * r.base.first_token_numeric,
+        100.0 * r.now.first_token_numeric
+    );
+    println!(
+        "  entropy (nats)     {:>10.4}   {:>10.4}",
+        r.divergence.base_entropy.mean, r.divergence.entropy.mean
+    );
+    println!(
+        "  KL(base ‖ now)                   {:>10.4}",
+        r.divergence.kl.mean
+    );
+    println!("  first-step distribution, top {}:", r.histogram.len());
+    for e in &r.histogram {
+        println!(
+            "    {:<16} {:>8.4} {:>8.4}{}",
+            format!("{:?}", e.token),
+            e.base,
+            e.now,
+            if e.numeric { "  #" } else { "" }
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! Live evaluation during training: the drift probe, task scores and per-layer drift, run at
+//! step 0 (the base model), every N steps and at the end. Base-model results are computed once.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::eval::drift::layer_drift;
+use crate::eval::numeric::NumericVocab;
+use crate::eval::probe::{load_prompts, probe_set, BaseReference, ProbeOptions};
+use crate::eval::tasks::{deltas, evaluate, Task, TaskScore};
+use crate::model::{Decoder, ModelTokenizer};
+use crate::recipe::{GuardAction, Recipe};
+use crate::run::RunDir;
+use crate::util::fs::write_json_atomic;
+
+/// What one monitoring pass found, for the drift guard and front ends.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MonitorReport {
+    pub heldout_numeric_mass_delta: Option<f64>,
+    pub delta_learning: Option<f64>,
+    pub delta_heldout: Option<f64>,
+    pub seconds: f64,
+}
+
+/// A guard bound that was crossed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardTrip {
+    pub reason: String,
+    pub action: GuardAction,
+}
+
+/// Holds the frozen base model and its cached results.
+pub struct Monitor {
+    base: Decoder,
+    tok: ModelTokenizer,
+    numeric: NumericVocab,
+    options: ProbeOptions,
+    probe_sets: Vec<(&'static str, BaseReference)>,
+    layer_drift: bool,
+    tasks: Vec<Task>,
+    max_items: Option<usize>,
+    base_scores: Vec<TaskScore>,
+    probe_every: Option<usize>,
+    eval_every: Option<usize>,
+}
+
+impl Monitor {
+    /// Prepares probe prompts, tasks and base results; `None` when the recipe asks for neither.
+    pub fn new(recipe: &Recipe, base: Decoder, tok: &ModelTokenizer) -> Result<Option<Self>> {
+        if recipe.probe.is_none() && recipe.eval.is_none() {
+            return Ok(None);
+        }
+        let numeric = NumericVocab::new(&tok.tokenizer, base.config().vocab_size);
+        let mut options = ProbeOptions::default();
+        let mut probe_sets = Vec::new();
+        let mut layer_drift = false;
+        if let Some(spec) = &recipe.probe {
+            options.max_new_tokens = spec.max_new_tokens;
+            options.top_k = spec.top_k;
+            layer_drift = spec.layer_drift;
+            for (name, path) in [("target", &spec.target), ("heldout", &spec.heldout)] {
+                let Some(path) = path else { continue };
+                let prompts = load_prompts(&PathBuf::from(path), tok, spec.max_prompts)
+                    .with_context(|| format!("in the recipe's probe.{name}"))?;
+                probe_sets.push((
+                    name,
+                    BaseReference::compute(&base, prompts, &numeric, &tok.stop_ids, &options)?,
+                ));
+            }
+            anyhow::ensure!(!probe_sets.is_empty(), "the recipe's `probe` section names no prompts: set probe.heldout and/or probe.target");
+        }
+        let mut tasks = Vec::new();
+        let mut max_items = None;
+        if let Some(spec) = &recipe.eval {
+            max_items = spec.max_items;
+            for path in &spec.tasks {
+                tasks.push(
+                    Task::load(&PathBuf::from(path))
+                        .with_context(|| format!("in the recipe's eval.tasks ({path})"))?,
+                );
+            }
+            anyhow::ensure!(
+                !tasks.is_empty(),
+                "the recipe's `eval` section lists no tasks"
+            );
+        }
+        let base_scores = tasks
+            .iter()
+            .map(|t| evaluate(&base, tok, t, max_items))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Self {
+            base,
+            tok: tok.clone(),
+            numeric,
+            options,
+            probe_sets,
+            layer_drift,
+            tasks,
+            max_items,
+            base_scores,
+            probe_every: recipe.probe.as_ref().map(|p| p.every_steps),
+            eval_every: recipe.eval.as_ref().map(|e| e.every_steps),
+        }))
+    }
+
+    /// Whether anything is due after `step` updates (step 0 and the last step always are).
+    pub fn due(&self, step: usize, total: usize) -> bool {
+        let due = |every: Option<usize>| {
+            every.is_some_and(|n| step == 0 || step == total || (n > 0 && step % n == 0))
+        };
+        due(self.probe_every) || due(self.eval_every)
+    }
+
+    /// Probes and evaluates `current` after `step` updates, recording everything in `run`.
+    pub fn run(
+        &self,
+        step: usize,
+        total: usize,
+        current: &Decoder,
+        run: &RunDir,
+    ) -> Result<MonitorReport> {
+        let started = Instant::now();
+        let mut report = MonitorReport::default();
+        let due = |every: Option<usize>| {
+            every.is_some_and(|n| step == 0 || step == total || (n > 0 && step % n == 0))
+        };
+        if due(self.probe_every) {
+            let mut record = json!({"kind": "probe", "step": step});
+            let mut snapshot = json!({"step": step});
+            for (name, reference) in &self.probe_sets {
+                let set = probe_set(
+                    &self.base,
+                    current,
+                    reference,
+                    &self.tok,
+                    &self.numeric,
+                    &self.options,
+                )?;
+                if *name == "heldout" {
+                    report.heldout_numeric_mass_delta = Some(set.numeric_mass_delta);
+                }
+                snapshot[*name] = json!({"histogram": set.histogram, "numeric_mass": set.now.numeric_mass, "base_numeric_mass": set.base.numeric_mass});
+                let mut summary = serde_json::to_value(&set)?;
+                if let Some(map) = summary.as_object_mut() {
+                    map.remove("histogram");
+                }
+                record[*name] = summary;
+            }
+            record["seconds"] = json!(started.elapsed().as_secs_f64());
+            run.append_metric(&record)?;
+            let dir = run.path().join("probe");
+            std::fs::create_dir_all(&dir)?;
+            write_json_atomic(&dir.join(format!("step-{step}.json")), &snapshot)?;
+            if self.layer_drift {
+                if let Some((_, reference)) = self
+                    .probe_sets
+                    .iter()
+                    .find(|(n, _)| *n == "heldout")
+                    .or(self.probe_sets.first())
+                {
+                    let layers = layer_drift(
+                        &self.base,
+                        current,
+                        &reference.prompts,
+                        &reference.stats.continuations,
+                        &self.options,
+                    )?;
+                    run.append_metric(
+                        &json!({"kind": "layer_drift", "step": step, "layers": layers}),
+                    )?;
+                }
+            }
+        }
+        if due(self.eval_every) {
+            let eval_start = Instant::now();
+            let scores = if step == 0 {
+                self.base_scores.clone()
+            } else {
+                self.tasks
+                    .iter()
+                    .map(|t| evaluate(current, &self.tok, t, self.max_items))
+                    .collect::<Result<Vec<_>>>()?
+            };
+            let (learning, heldout) = deltas(&scores, &self.base_scores);
+            report.delta_learning = learning;
+            report.delta_heldout = heldout;
+            run.append_metric(&json!({
+                "kind": "eval",
+                "step": step,
+                "tasks": scores,
+                "base": self.base_scores,
+                "delta_learning": learning,
+                "delta_heldout": heldout,
+                "seconds": eval_start.elapsed().as_secs_f64(),
+            }))?;
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+/// Checks a report against the recipe's guard.
+pub fn check_guard(recipe: &Recipe, report: &MonitorReport) -> Option<GuardTrip> {
+    let guard = recipe.guard.as_ref()?;
+    if let (Some(bound), Some(delta)) = (
+        guard.max_numeric_mass_delta,
+        report.heldout_numeric_mass_delta,
+    ) {
+        if delta > bound {
+            return Some(GuardTrip {
+                reason: format!("held-out numeric mass rose by {delta:.4} (bound {bound})"),
+                action: guard.action,
+            });
+        }
+    }
+    if let (Some(bound), Some(delta)) = (guard.max_heldout_drop, report.delta_heldout) {
+        if -delta > bound {
+            return Some(GuardTrip {
+                reason: format!(
+                    "held-out score fell by {:.2} points (bound {bound})",
+                    -delta
+                ),
+                action: guard.action,
+            });
+        }
+    }
+    None
+}
