@@ -6,10 +6,13 @@
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod model;
 pub mod recipe;
 pub mod run;
 pub mod select;
 pub mod train;
+pub mod tui;
 pub mod util;
+pub mod watch;
 pub mod world;

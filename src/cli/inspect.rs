@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::model::module_map::{ModuleMap, ModuleNode};
 use crate::model::Model;
+pub use crate::util::format::group_digits;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -45,19 +46,6 @@ pub fn run(args: InspectArgs) -> Result<()> {
         print!("{}", render_text(&args.model, &map, args.depth));
     }
     Ok(())
-}
-
-/// Human-readable thousands grouping (`1,234,567`).
-pub fn group_digits(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The text report: totals by kind and layer, then the tree.

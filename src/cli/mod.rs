@@ -1,6 +1,7 @@
 //! The headless command-line front end.
 
 mod eval;
+mod export;
 mod generate;
 mod inspect;
 mod make_assets;
@@ -10,6 +11,8 @@ mod probe;
 mod quickstart;
 mod runs;
 mod train;
+mod ui;
+mod watch;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -39,19 +42,35 @@ pub enum Command {
     Train(train::TrainArgs),
     /// List run directories with state and last metrics.
     Runs(runs::RunsArgs),
+    /// Open the terminal workbench on a recipe or model (default: the demo).
+    Ui(ui::UiArgs),
+    /// Open the workbench's dashboard on a run directory (running or finished).
+    Attach(ui::AttachArgs),
     /// Offline tour: tiny model, sample data, plan and a short sa-proj run (the default command).
     Quickstart(quickstart::QuickstartArgs),
     /// Score a model on task files (lm-evaluation-harness conventions).
     Eval(eval::EvalArgs),
     /// Generate the synthetic world's data sets (training data, tasks, probe prompts) from a seed.
     MakeAssets(make_assets::MakeAssetsArgs),
+    /// Write a distributed trainer's config (axolotl, llama-factory, trl) for the same run.
+    Export(export::ExportArgs),
+    /// Follow another trainer's checkpoint folder, probing and evaluating each new checkpoint into a run directory.
+    Watch(watch::WatchArgs),
 }
 
 /// Parses the command line and runs the chosen command.
 pub fn run() -> Result<()> {
-    init_logging();
     let cli = Cli::parse();
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let ui = matches!(cli.command, Some(Command::Ui(_)) | Some(Command::Attach(_)))
+        || (cli.command.is_none() && interactive);
+    if !ui {
+        init_logging();
+    }
     let Some(command) = cli.command else {
+        if interactive {
+            return ui::run(ui::UiArgs::default_args());
+        }
         return quickstart::run(quickstart::QuickstartArgs {
             model: "models/tiny-qwen2".into(),
             runs: "runs".into(),
@@ -59,6 +78,8 @@ pub fn run() -> Result<()> {
         });
     };
     match command {
+        Command::Ui(args) => ui::run(args),
+        Command::Attach(args) => ui::attach(args),
         Command::Quickstart(args) => quickstart::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::MakeTiny(args) => make_tiny::run(args),
@@ -69,6 +90,8 @@ pub fn run() -> Result<()> {
         Command::Runs(args) => runs::run(args),
         Command::MakeAssets(args) => make_assets::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Watch(args) => watch::run(args),
     }
 }
 

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::inspect::group_digits;
 use crate::model::Model;
 use crate::recipe::Recipe;
 use crate::select;
 use crate::train::memory::{estimate, human_bytes};
+use crate::util::format::group_digits;
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {

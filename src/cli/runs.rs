@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::run::{list_runs, RunState};
+use crate::util::process::pid_alive;
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
@@ -15,15 +16,6 @@ pub struct RunsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-/// Whether a process with this pid is alive (Linux: /proc; elsewhere assumed alive).
-pub fn pid_alive(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
-        std::path::Path::new("/proc").join(pid.to_string()).exists()
-    } else {
-        true
-    }
 }
 
 pub fn run(args: RunsArgs) -> Result<()> {

@@ -12,6 +12,7 @@
 
 mod checkpoint;
 mod export;
+pub mod reader;
 mod status;
 
 pub use checkpoint::{CheckpointState, LoadedCheckpoint};

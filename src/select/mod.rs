@@ -13,6 +13,7 @@
 //! The `layers` filter counts decoder layers only: vision-tower and projector parameters
 //! selected by kind are taken whole (select parts of them with `include`/`exclude`).
 
+pub mod compact;
 pub mod layers;
 pub mod patterns;
 mod resolve;

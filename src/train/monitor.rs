@@ -108,10 +108,7 @@ impl Monitor {
 
     /// Whether anything is due after `step` updates (step 0 and the last step always are).
     pub fn due(&self, step: usize, total: usize) -> bool {
-        let due = |every: Option<usize>| {
-            every.is_some_and(|n| step == 0 || step == total || (n > 0 && step % n == 0))
-        };
-        due(self.probe_every) || due(self.eval_every)
+        is_due(self.probe_every, step, total) || is_due(self.eval_every, step, total)
     }
 
     /// Probes and evaluates `current` after `step` updates, recording everything in `run`.
@@ -124,9 +121,7 @@ impl Monitor {
     ) -> Result<MonitorReport> {
         let started = Instant::now();
         let mut report = MonitorReport::default();
-        let due = |every: Option<usize>| {
-            every.is_some_and(|n| step == 0 || step == total || (n > 0 && step % n == 0))
-        };
+        let due = |every: Option<usize>| is_due(every, step, total);
         if due(self.probe_every) {
             let mut record = json!({"kind": "probe", "step": step});
             let mut snapshot = json!({"step": step});
@@ -200,6 +195,11 @@ impl Monitor {
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
+}
+
+/// A pass configured every `every` steps is due at step 0, at the end, and at multiples of `every`.
+fn is_due(every: Option<usize>, step: usize, total: usize) -> bool {
+    every.is_some_and(|n| step == 0 || step == total || (n > 0 && step.is_multiple_of(n)))
 }
 
 /// Checks a report against the recipe's guard.

@@ -1,5 +1,7 @@
 //! Small helpers shared by the engine.
 
 pub mod device;
+pub mod format;
 pub mod fs;
+pub mod process;
 pub mod rng;

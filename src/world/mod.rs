@@ -154,15 +154,19 @@ impl World {
     pub fn new(seed: u64) -> Self {
         let mut rng = SeededRng::new(split::derive_seed(seed, "world"));
         let fixed = fixed_words();
-        let objects = names::invent(&mut rng, OBJECTS, &fixed)
-            .into_iter()
-            .map(|name| Object {
+        let names = names::invent(&mut rng, OBJECTS, &fixed);
+        let mut objects = Vec::with_capacity(OBJECTS);
+        for name in names {
+            let colour = *sampling::pick(&mut rng, lexicon::COLOURS);
+            let shape = *sampling::pick(&mut rng, lexicon::SHAPES);
+            let size = *sampling::pick(&mut rng, lexicon::SIZES);
+            objects.push(Object {
                 name,
-                colour: *sampling::pick(&mut rng, lexicon::COLOURS),
-                shape: *sampling::pick(&mut rng, lexicon::SHAPES),
-                size: *sampling::pick(&mut rng, lexicon::SIZES),
-            })
-            .collect();
+                colour,
+                shape,
+                size,
+            });
+        }
         Self { seed, objects }
     }
 

@@ -1,0 +1,73 @@
+//! The terminal workbench (ratatui): browse modules, toggle trainability, edit recipes, launch
+//! detached runs and watch their drift live. It only reads and writes run directories and
+//! recipes; the engine knows nothing of it.
+//!
+//! Terminal safety: ratatui's `init` installs a panic hook that restores the terminal before
+//! the panic message prints; SIGTERM and SIGHUP end the loop and restore it too; nothing is
+//! printed to stdout or stderr while the alternate screen is up (logging is off in the UI).
+
+pub mod app;
+pub mod keymap;
+pub mod launch;
+pub mod model_state;
+pub mod panes;
+pub mod recipe_form;
+pub mod theme;
+pub mod ui;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use ratatui::crossterm::event::{self, Event, KeyEventKind};
+
+pub use app::App;
+
+/// How often run directories are re-read.
+const REFRESH: Duration = Duration::from_millis(250);
+/// Longest wait for input before the next refresh check.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Runs the workbench until the user quits (or SIGTERM/SIGHUP arrives).
+pub fn run(mut app: App) -> Result<()> {
+    let terminate = Arc::new(AtomicBool::new(false));
+    {
+        let terminate = terminate.clone();
+        let _ = ctrlc::set_handler(move || terminate.store(true, Ordering::SeqCst));
+    }
+    let mut terminal = ratatui::try_init()?;
+    let result = event_loop(&mut terminal, &mut app, &terminate);
+    ratatui::restore();
+    result
+}
+
+fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut App,
+    terminate: &AtomicBool,
+) -> Result<()> {
+    let mut dirty = true;
+    let mut last_refresh: Option<Instant> = None;
+    while !app.should_quit && !terminate.load(Ordering::SeqCst) {
+        if last_refresh.is_none_or(|t| t.elapsed() >= REFRESH) {
+            dirty |= app.refresh();
+            last_refresh = Some(Instant::now());
+        }
+        if dirty {
+            terminal.draw(|frame| ui::draw(frame, app))?;
+            dirty = false;
+        }
+        if event::poll(POLL)? {
+            match event::read()? {
+                Event::Key(key) if key.kind != KeyEventKind::Release => {
+                    app.handle_key(key);
+                    dirty = true;
+                }
+                Event::Resize(_, _) => dirty = true,
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! Pure rendering functions of the workbench's panes: each draws plain data with a theme.
+
+pub mod compare;
+pub mod dashboard;
+pub mod model;
+pub mod recipe;
+pub mod runs;
+pub mod widgets;
