@@ -1,5 +1,6 @@
 //! The headless command-line front end.
 
+mod demo;
 mod eval;
 mod export;
 mod generate;
@@ -56,6 +57,10 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Follow another trainer's checkpoint folder, probing and evaluating each new checkpoint into a run directory.
     Watch(watch::WatchArgs),
+    /// Train the demo model from scratch on the synthetic world's mixture and score it per skill.
+    PretrainDemo(demo::PretrainArgs),
+    /// Run every demo recipe with the same seed and data and print the learning vs forgetting table.
+    DemoReport(demo::ReportArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -92,6 +97,8 @@ pub fn run() -> Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::run(args),
         Command::Watch(args) => watch::run(args),
+        Command::PretrainDemo(args) => demo::pretrain(args),
+        Command::DemoReport(args) => demo::report(args),
     }
 }
 

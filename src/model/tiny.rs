@@ -116,8 +116,14 @@ pub fn build_tokenizer(vocab_size: usize) -> Result<Tokenizer> {
 
 /// Writes a random model described by `spec` into `out` (created if missing).
 pub fn make_tiny(spec: &TinySpec, out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let tokenizer = build_tokenizer(spec.vocab_size)?;
+    make_tiny_with_tokenizer(spec, &tokenizer, out)
+}
+
+/// Like [`make_tiny`] with a given tokenizer (which must hold the ChatML special tokens);
+/// `spec.vocab_size` is ignored, the tokenizer's size is used.
+pub fn make_tiny_with_tokenizer(spec: &TinySpec, tokenizer: &Tokenizer, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let vocab_size = tokenizer.get_vocab_size(true);
     let token_id = |t: &str| tokenizer.token_to_id(t).context("special token missing");
     let (eos, bos, pad) = (

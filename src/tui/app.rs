@@ -311,18 +311,18 @@ impl App {
     /// Applies an action to the current pane.
     pub fn apply(&mut self, action: Action) {
         match action {
-            Action::Quit => {
-                match self.launched_still_running() {
-                    Some(path) => self.dialog = Some(Dialog::Confirm {
+            Action::Quit => match self.launched_still_running() {
+                Some(path) => {
+                    self.dialog = Some(Dialog::Confirm {
                         message: format!(
                             "{} is still training and keeps running after you quit. Quit? (y/n)",
                             run_name(&path)
                         ),
                         yes: Confirmed::Quit,
-                    }),
-                    None => self.should_quit = true,
+                    })
                 }
-            }
+                None => self.should_quit = true,
+            },
             Action::Help => self.help = true,
             Action::Escape => {
                 self.dash_zoom = None;

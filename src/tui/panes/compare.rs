@@ -132,6 +132,9 @@ fn render_table(
     selected: usize,
     theme: &Theme,
 ) {
+    // Under 100 columns the state column goes, leaving room for run and recipe names.
+    let with_state = area.width >= 100;
+    let keep = |column: usize| with_state || column != 3;
     let right = |text: String| Cell::from(Line::from(text).right_aligned());
     let body: Vec<Row> = rows
         .iter()
@@ -145,7 +148,7 @@ fn render_table(
                 (Some(b), Some(e)) if (e - b).abs() > 0.05 * b.abs().max(0.01) => theme.warn(),
                 _ => theme.text(),
             };
-            Row::new(vec![
+            let cells = vec![
                 Cell::from(format!("{}", i + 1)).style(theme.muted()),
                 Cell::from(r.run.clone()).style(theme.text()),
                 Cell::from(r.recipe.clone()).style(theme.text()),
@@ -155,7 +158,14 @@ fn render_table(
                 right(fmt_signed(r.delta_heldout, 1)).style(delta_style(r.delta_heldout, theme)),
                 right(mass).style(mass_style),
                 right(fmt_rate(r.tokens_per_s).replace(" tok/s", "")).style(theme.text()),
-            ])
+            ];
+            Row::new(
+                cells
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(c, _)| keep(*c))
+                    .map(|(_, cell)| cell),
+            )
         })
         .collect();
     let header = Row::new(
@@ -164,6 +174,7 @@ fn render_table(
         ]
         .into_iter()
         .enumerate()
+        .filter(|(c, _)| keep(*c))
         .map(|(i, h)| {
             if i >= 4 {
                 Cell::from(Line::from(h).right_aligned())
@@ -175,7 +186,7 @@ fn render_table(
     .style(theme.muted().add_modifier(Modifier::BOLD));
     let widths = [
         Constraint::Length(2),
-        Constraint::Fill(2),
+        Constraint::Fill(if with_state { 2 } else { 1 }),
         Constraint::Fill(1),
         Constraint::Length(8),
         Constraint::Length(6),
@@ -183,7 +194,11 @@ fn render_table(
         Constraint::Length(7),
         Constraint::Length(13),
         Constraint::Length(6),
-    ];
+    ]
+    .into_iter()
+    .enumerate()
+    .filter(|(c, _)| keep(*c))
+    .map(|(_, w)| w);
     let table = Table::new(body, widths)
         .header(header)
         .column_spacing(1)

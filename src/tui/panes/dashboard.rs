@@ -638,35 +638,47 @@ fn render_mass(frame: &mut Frame, area: Rect, snap: &RunSnapshot, theme: &Theme)
     let heldout_style = Style::default().fg(theme.now);
     let target_style = Style::default().fg(theme.numeric);
     let base_style = Style::default().fg(theme.base);
-    let lines = [
-        Line::from(vec![
-            Span::styled("━ held-out ", heldout_style),
-            Span::styled(
-                fmt_prob(last.and_then(|p| p.heldout_mass)),
-                theme.text().add_modifier(Modifier::BOLD),
-            ),
-            Span::styled(" base ", theme.muted()),
-            Span::styled(fmt_prob(heldout_base), base_style),
-            Span::styled("   ━ target ", target_style),
-            Span::styled(
-                fmt_prob(last.and_then(|p| p.target_mass)),
-                theme.text().add_modifier(Modifier::BOLD),
-            ),
-            Span::styled(" base ", theme.muted()),
-            Span::styled(fmt_prob(target_base), base_style),
-        ]),
-        Line::from(vec![
-            Span::styled("KL ", theme.muted()),
-            Span::styled(fmt_num(last.and_then(|p| p.kl), 4), theme.text()),
-            Span::styled("  entropy ", theme.muted()),
-            Span::styled(fmt_num(last.and_then(|p| p.entropy), 3), theme.text()),
-            Span::styled("  1st-token numeric ", theme.muted()),
-            Span::styled(
-                fmt_prob(last.and_then(|p| p.first_token_numeric)),
-                theme.text(),
-            ),
-        ]),
+    let heldout_spans = vec![
+        Span::styled("━ held-out ", heldout_style),
+        Span::styled(
+            fmt_prob(last.and_then(|p| p.heldout_mass)),
+            theme.text().add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(" base ", theme.muted()),
+        Span::styled(fmt_prob(heldout_base), base_style),
     ];
+    let target_spans = vec![
+        Span::styled("━ target ", target_style),
+        Span::styled(
+            fmt_prob(last.and_then(|p| p.target_mass)),
+            theme.text().add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(" base ", theme.muted()),
+        Span::styled(fmt_prob(target_base), base_style),
+    ];
+    let divergence = Line::from(vec![
+        Span::styled("KL ", theme.muted()),
+        Span::styled(fmt_num(last.and_then(|p| p.kl), 4), theme.text()),
+        Span::styled("  entropy ", theme.muted()),
+        Span::styled(fmt_num(last.and_then(|p| p.entropy), 3), theme.text()),
+        Span::styled("  1st-token numeric ", theme.muted()),
+        Span::styled(
+            fmt_prob(last.and_then(|p| p.first_token_numeric)),
+            theme.text(),
+        ),
+    ]);
+    let both: Line = [
+        heldout_spans.clone(),
+        vec![Span::raw("   ")],
+        target_spans.clone(),
+    ]
+    .concat()
+    .into();
+    let lines = if both.width() <= area.width as usize || area.height < 9 {
+        vec![both, divergence]
+    } else {
+        vec![heldout_spans.into(), target_spans.into(), divergence]
+    };
     let mut y = area.y;
     for line in &lines {
         put_line(frame.buffer_mut(), area, y, line);
@@ -938,7 +950,10 @@ fn render_drift(frame: &mut Frame, area: Rect, snap: &RunSnapshot, theme: &Theme
     let bar_w = rest_w.saturating_sub(2 * value_w + 1) / 2;
     if with_header {
         let header = Line::from(vec![
-            Span::styled(pad("layer", label_w + 1), theme.muted()),
+            Span::styled(
+                pad(if label_w >= 5 { "layer" } else { "" }, label_w + 1),
+                theme.muted(),
+            ),
             Span::styled(
                 pad("attn", bar_w + value_w + 1),
                 attn_style.add_modifier(Modifier::BOLD),

@@ -220,12 +220,12 @@ pub fn bounds(values: impl IntoIterator<Item = f64>, pad_fraction: f64) -> [f64;
     } else {
         lo.abs().max(1.0) * 0.5
     };
-    let out = [lo - pad, hi + pad];
-    if out[0].is_finite() && out[1].is_finite() && out[1] > out[0] {
-        out
-    } else {
-        [0.0, 1.0]
+    for out in [[lo - pad, hi + pad], [lo, hi]] {
+        if out[0].is_finite() && out[1].is_finite() && out[1] > out[0] {
+            return out;
+        }
     }
+    [0.0, 1.0]
 }
 
 /// `values` averaged into `n` buckets (or returned as is when there are at most `n`).

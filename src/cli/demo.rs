@@ -1,0 +1,130 @@
+//! `tunescope pretrain-demo` (train the demo model from scratch) and `tunescope demo-report`
+//! (run every demo recipe and print the learning vs forgetting table).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::demo::{self, PretrainOptions};
+
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// Directory the trained model is written to (its files are replaced).
+    #[arg(long, default_value = "assets/demo-model")]
+    out: PathBuf,
+    /// Seed of the initial weights, the extra examples and the data order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Optimizer steps (default: --epochs passes over the data).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Passes over the data when --steps is not given.
+    #[arg(long, default_value_t = PretrainOptions::default().epochs)]
+    epochs: usize,
+    /// Peak learning rate (warmup, then cosine decay).
+    #[arg(long, default_value_t = PretrainOptions::default().lr)]
+    lr: f64,
+    /// Examples per step.
+    #[arg(long, default_value_t = PretrainOptions::default().batch_size)]
+    batch_size: usize,
+    /// Hidden size.
+    #[arg(long, default_value_t = PretrainOptions::default().hidden_size)]
+    hidden: usize,
+    /// MLP size.
+    #[arg(long, default_value_t = PretrainOptions::default().intermediate_size)]
+    intermediate: usize,
+    /// Decoder layers.
+    #[arg(long, default_value_t = PretrainOptions::default().num_layers)]
+    layers: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = PretrainOptions::default().num_heads)]
+    heads: usize,
+    /// Key/value heads (grouped-query attention).
+    #[arg(long, default_value_t = PretrainOptions::default().num_kv_heads)]
+    kv_heads: usize,
+    /// Training-split examples drawn in code per skill, on top of the shipped mixture.
+    #[arg(long, default_value_t = PretrainOptions::default().extra_per_skill)]
+    extra_per_skill: usize,
+    /// Counting gets this many times --extra-per-skill.
+    #[arg(long, default_value_t = PretrainOptions::default().counting_shares)]
+    counting_shares: usize,
+    /// Seed of the world; must be the seed `assets/` was made with.
+    #[arg(long, default_value_t = 0)]
+    world_seed: u64,
+    /// The shipped mixture.
+    #[arg(long, default_value = "assets/train/mixture.jsonl")]
+    mixture: PathBuf,
+    /// The shipped tasks the model is scored on.
+    #[arg(long, default_value = "assets/tasks")]
+    tasks: PathBuf,
+    /// Directory for the pretraining run directory.
+    #[arg(long, default_value = "runs")]
+    runs: PathBuf,
+}
+
+pub fn pretrain(args: PretrainArgs) -> Result<()> {
+    let defaults = PretrainOptions::default();
+    let opts = PretrainOptions {
+        seed: args.seed,
+        world_seed: args.world_seed,
+        steps: args.steps,
+        epochs: args.epochs,
+        lr: args.lr,
+        batch_size: args.batch_size,
+        hidden_size: args.hidden,
+        intermediate_size: args.intermediate,
+        num_layers: args.layers,
+        num_heads: args.heads,
+        num_kv_heads: args.kv_heads,
+        extra_per_skill: args.extra_per_skill,
+        counting_shares: args.counting_shares,
+        mixture: args.mixture,
+        tasks_dir: args.tasks,
+        runs: args.runs,
+        ..defaults
+    };
+    let command = format!(
+        "tunescope {}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
+    let summary = demo::pretrain(&opts, &args.out, &command, &mut |line| eprintln!("{line}"))?;
+    print!("{}", demo::pretrain::scores_table(&summary.scores));
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Recipes to compare (default: recipes/demo-*.yaml).
+    #[arg(long, num_args = 1..)]
+    recipes: Vec<PathBuf>,
+    /// Directory for the run directories.
+    #[arg(long, default_value = "runs")]
+    runs: PathBuf,
+    /// Read the newest finished run of each recipe under --runs instead of training.
+    #[arg(long)]
+    reuse: bool,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn report(args: ReportArgs) -> Result<()> {
+    let paths = if args.recipes.is_empty() {
+        demo::report::default_recipes(std::path::Path::new("recipes"))?
+    } else {
+        args.recipes
+    };
+    let recipes = demo::report::load_recipes(&paths, &args.runs)?;
+    let rows = if args.reuse {
+        demo::report::reuse_runs(&recipes)?
+    } else {
+        demo::report::run_all(&recipes, &mut |line| eprintln!("{line}"))?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", demo::table(&rows));
+    }
+    Ok(())
+}
