@@ -3,11 +3,13 @@
 //! Data flows one way: recipe → selection → trainer → run directory → views. The engine
 //! (`model`, and later selection, data, training and evaluation) knows nothing of the terminal.
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod demo;
 pub mod eval;
 pub mod export;
+pub mod gguf;
 pub mod model;
 pub mod recipe;
 pub mod run;

@@ -842,4 +842,9 @@ fn dump() {
     for panel in DashPanel::ALL {
         println!("{}\n", screen(&dashboard(80, 24, &snapshot(), Some(panel))));
     }
+    println!("{}\n", screen(&dashboard(160, 48, &nan_snapshot(), None)));
+    println!(
+        "{}\n",
+        screen(&dashboard(80, 24, &RunSnapshot::default(), None))
+    );
 }

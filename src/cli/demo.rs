@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::demo::{self, PretrainOptions};
@@ -43,12 +43,10 @@ pub struct PretrainArgs {
     /// Key/value heads (grouped-query attention).
     #[arg(long, default_value_t = PretrainOptions::default().num_kv_heads)]
     kv_heads: usize,
-    /// Training-split examples drawn in code per skill, on top of the shipped mixture.
-    #[arg(long, default_value_t = PretrainOptions::default().extra_per_skill)]
-    extra_per_skill: usize,
-    /// Counting gets this many times --extra-per-skill.
-    #[arg(long, default_value_t = PretrainOptions::default().counting_shares)]
-    counting_shares: usize,
+    /// Training-split examples drawn in code for a skill, on top of the shipped mixture
+    /// (repeatable, e.g. --extra counting=10000; unnamed skills keep their default).
+    #[arg(long, value_name = "SKILL=N")]
+    extra: Vec<String>,
     /// Seed of the world; must be the seed `assets/` was made with.
     #[arg(long, default_value_t = 0)]
     world_seed: u64,
@@ -65,6 +63,19 @@ pub struct PretrainArgs {
 
 pub fn pretrain(args: PretrainArgs) -> Result<()> {
     let defaults = PretrainOptions::default();
+    let mut extra = defaults.extra.clone();
+    for item in &args.extra {
+        let (skill, n) = item
+            .split_once('=')
+            .context("--extra takes SKILL=N, e.g. --extra counting=10000")?;
+        if crate::world::Skill::from_name(skill).is_none() {
+            bail!("--extra: unknown skill `{skill}` (counting, attributes, category, antonyms, copy, reverse)");
+        }
+        let n: usize = n
+            .parse()
+            .with_context(|| format!("--extra {item}: N must be a whole number"))?;
+        extra.insert(skill.to_string(), n);
+    }
     let opts = PretrainOptions {
         seed: args.seed,
         world_seed: args.world_seed,
@@ -77,8 +88,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
         num_layers: args.layers,
         num_heads: args.heads,
         num_kv_heads: args.kv_heads,
-        extra_per_skill: args.extra_per_skill,
-        counting_shares: args.counting_shares,
+        extra,
         mixture: args.mixture,
         tasks_dir: args.tasks,
         runs: args.runs,

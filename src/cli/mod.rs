@@ -1,9 +1,11 @@
 //! The headless command-line front end.
 
+mod bench;
 mod demo;
 mod eval;
 mod export;
 mod generate;
+mod import_gguf;
 mod inspect;
 mod make_assets;
 mod make_tiny;
@@ -61,6 +63,10 @@ pub enum Command {
     PretrainDemo(demo::PretrainArgs),
     /// Run every demo recipe with the same seed and data and print the learning vs forgetting table.
     DemoReport(demo::ReportArgs),
+    /// Convert a GGUF file (llama.cpp) into a Hugging Face model directory.
+    ImportGguf(import_gguf::ImportGgufArgs),
+    /// Measure training step time, throughput, memory and probe speed per recipe.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -99,6 +105,8 @@ pub fn run() -> Result<()> {
         Command::Watch(args) => watch::run(args),
         Command::PretrainDemo(args) => demo::pretrain(args),
         Command::DemoReport(args) => demo::report(args),
+        Command::ImportGguf(args) => import_gguf::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

@@ -23,22 +23,14 @@ pub struct QuickstartArgs {
     pub steps: usize,
 }
 
-/// Seeded "how many X : X X X" → "N" examples, one JSON object per line.
+/// Seeded counting examples from the synthetic world, one JSON object per line.
 pub fn counting_jsonl(n: usize, seed: u64) -> String {
-    let mut rng = crate::util::rng::SeededRng::new(seed);
-    let words = [
-        "apple", "banana", "cherry", "red", "green", "blue", "circle", "square", "triangle",
-    ];
-    let mut out = String::new();
-    for _ in 0..n {
-        let word = words[rng.below(words.len())];
-        let count = 1 + rng.below(9);
-        let items = vec![word; count].join(" ");
-        let record = serde_json::json!({"prompt": format!("how many {word} : {items}"), "response": count.to_string()});
-        out.push_str(&record.to_string());
-        out.push('\n');
-    }
-    out
+    use crate::world::{Skill, Split, World};
+    World::new(seed)
+        .examples(Skill::Counting, Split::Train, n, seed)
+        .into_iter()
+        .map(|e| serde_json::json!({"prompt": e.prompt, "response": e.response}).to_string() + "\n")
+        .collect()
 }
 
 pub fn run(args: QuickstartArgs) -> Result<()> {

@@ -5,6 +5,7 @@ pub mod decoder;
 pub mod generate;
 pub mod linear;
 pub mod module_map;
+pub mod ops;
 pub mod source;
 pub mod tiny;
 pub mod tokenizer;

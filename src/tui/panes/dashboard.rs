@@ -283,7 +283,13 @@ fn render_loss(frame: &mut Frame, area: Rect, snap: &RunSnapshot, theme: &Theme)
             Style::default().fg(theme.now),
         ),
         sep(),
-        Span::styled(fmt_rate(snap.tokens_per_s), theme.text()),
+        Span::styled(
+            match finite(snap.tokens_per_s) {
+                Some(rate) => fmt_rate(Some(rate)),
+                None => "– tok/s".to_string(),
+            },
+            theme.text(),
+        ),
         sep(),
         Span::styled("ETA ", theme.muted()),
         Span::styled(fmt_duration(snap.eta_seconds()), theme.text()),
@@ -930,8 +936,16 @@ fn render_drift(frame: &mut Frame, area: Rect, snap: &RunSnapshot, theme: &Theme
             } else {
                 format!("L{first}-{last}")
             };
-            let attn = finite_max(chunk.iter().map(|l| l.attn));
-            let mlp = finite_max(chunk.iter().map(|l| l.mlp));
+            // NaN when the group has no finite value: no bar, "–".
+            let group_max = |values: Vec<f64>| {
+                values
+                    .into_iter()
+                    .filter(|v| v.is_finite())
+                    .reduce(f64::max)
+                    .unwrap_or(f64::NAN)
+            };
+            let attn = group_max(chunk.iter().map(|l| l.attn).collect());
+            let mlp = group_max(chunk.iter().map(|l| l.mlp).collect());
             (label, attn, mlp)
         })
         .collect();

@@ -1,0 +1,171 @@
+//! `tunescope bench`: training-step time, throughput, memory and probe speed per recipe.
+//!
+//! Each recipe runs in a fresh child process of this binary (`bench MODEL --single RECIPE`),
+//! because the peak resident set size is process-wide.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::bench::{self, BenchConfig, BenchReport, RecipeResult};
+
+/// Marker in front of the child's JSON result line.
+const RESULT_MARKER: &str = "TUNESCOPE_BENCH_RESULT ";
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Model directory or hub id.
+    model: String,
+    /// Preset recipes to measure, comma separated (see recipes/).
+    #[arg(long, default_value = "sa-proj,mlp-gate-up,mlp,full-llm")]
+    recipes: String,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Tokens per sequence (random ids; every position is labelled).
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Compute dtype: f32 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Device: cpu, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Seed of the synthetic batches.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Prompts decoded by the probe measurement (0 skips it).
+    #[arg(long, default_value_t = 8)]
+    probe_prompts: usize,
+    /// Prompt length of the probe measurement.
+    #[arg(long, default_value_t = 32)]
+    probe_prompt_len: usize,
+    /// Tokens generated per probe prompt.
+    #[arg(long, default_value_t = 16)]
+    probe_new_tokens: usize,
+    /// Use the explicit op compositions instead of the fused CPU ops (for comparison).
+    #[arg(long)]
+    composed: bool,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Measure one recipe in this process and print its result line (used by the parent).
+    #[arg(long, hide = true)]
+    single: Option<String>,
+}
+
+impl BenchArgs {
+    fn config(&self) -> BenchConfig {
+        BenchConfig {
+            batch: self.batch,
+            seq: self.seq,
+            steps: self.steps,
+            warmup: self.warmup,
+            dtype: self.dtype.clone(),
+            device: self.device.clone(),
+            seed: self.seed,
+            probe_prompts: self.probe_prompts,
+            probe_prompt_len: self.probe_prompt_len,
+            probe_new_tokens: self.probe_new_tokens,
+            fused: !self.composed,
+            ..BenchConfig::new(&self.model)
+        }
+    }
+
+    /// The command line of the child measuring `recipe`.
+    fn child_args(&self, recipe: &str) -> Vec<String> {
+        let mut args = vec![
+            "bench".to_string(),
+            self.model.clone(),
+            "--single".into(),
+            recipe.into(),
+        ];
+        let pairs: [(&str, String); 10] = [
+            ("--batch", self.batch.to_string()),
+            ("--seq", self.seq.to_string()),
+            ("--steps", self.steps.to_string()),
+            ("--warmup", self.warmup.to_string()),
+            ("--dtype", self.dtype.clone()),
+            ("--device", self.device.clone()),
+            ("--seed", self.seed.to_string()),
+            ("--probe-prompts", self.probe_prompts.to_string()),
+            ("--probe-prompt-len", self.probe_prompt_len.to_string()),
+            ("--probe-new-tokens", self.probe_new_tokens.to_string()),
+        ];
+        for (flag, value) in pairs {
+            args.push(flag.into());
+            args.push(value);
+        }
+        if self.composed {
+            args.push("--composed".into());
+        }
+        args
+    }
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let config = args.config();
+    if let Some(recipe) = &args.single {
+        let result = bench::run_single(&config, recipe)?;
+        println!("{RESULT_MARKER}{}", serde_json::to_string(&result)?);
+        return Ok(());
+    }
+    let recipes: Vec<&str> = args
+        .recipes
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .collect();
+    if recipes.is_empty() {
+        bail!("--recipes names no recipe");
+    }
+    for recipe in &recipes {
+        if crate::select::preset(recipe).is_none() {
+            bail!(
+                "unknown recipe `{recipe}`; expected one of {}",
+                crate::select::PRESETS.join(", ")
+            );
+        }
+    }
+    let exe = std::env::current_exe().context("cannot locate the tunescope binary")?;
+    let mut results = Vec::new();
+    for recipe in recipes {
+        if !args.json {
+            eprintln!("measuring {recipe} …");
+        }
+        let output = Command::new(&exe)
+            .args(args.child_args(recipe))
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        if !output.status.success() {
+            bail!("measuring {recipe} failed ({})", output.status);
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(RESULT_MARKER))
+            .with_context(|| format!("the {recipe} measurement printed no result"))?;
+        let result: RecipeResult = serde_json::from_str(line)
+            .with_context(|| format!("the {recipe} measurement printed a bad result"))?;
+        results.push(result);
+    }
+    let report = BenchReport {
+        config,
+        threads: bench::threads(),
+        results,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", bench::render_table(&report));
+    }
+    Ok(())
+}
