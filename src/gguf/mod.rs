@@ -377,8 +377,14 @@ fn write_weights(
             weight_map.insert(p.hf.clone(), json!(file_name));
             tensors.insert(p.hf.clone(), t);
         }
-        candle_core::safetensors::save(&tensors, dir.join(file_name))
-            .with_context(|| format!("cannot write {}", dir.join(file_name).display()))?;
+        let target = dir.join(file_name);
+        candle_core::safetensors::save(&tensors, &target)
+            .map_err(read::plain)
+            .with_context(|| format!("cannot write {}", target.display()))?;
+        // The safetensors writer creates private files; give them the same mode as config.json.
+        if let Ok(meta) = std::fs::metadata(dir.join("config.json")) {
+            let _ = std::fs::set_permissions(&target, meta.permissions());
+        }
     }
     if count > 1 {
         write_json_atomic(

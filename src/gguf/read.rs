@@ -113,6 +113,7 @@ impl GgufFile {
         let content = match Content::read(&mut reader) {
             Ok(content) => content,
             Err(e) => {
+                let e = plain(e);
                 // candle reports an unknown tensor type by number only; find the tensor and name both.
                 if let Ok(Some((tensor, id))) = first_unknown_type(path) {
                     let kind = ggml_type_name(id)
@@ -295,6 +296,7 @@ impl GgufFile {
             .content
             .tensor(&mut self.reader, name, &Device::Cpu)
             .and_then(|q| q.dequantize(&Device::Cpu))
+            .map_err(plain)
             .with_context(|| {
                 format!(
                     "cannot read tensor {name} ({}) from {}",
@@ -303,6 +305,23 @@ impl GgufFile {
                 )
             })?;
         Ok(qtensor)
+    }
+}
+
+/// A candle error without the backtrace candle attaches when `RUST_BACKTRACE` is set, so the
+/// message stays one line.
+pub fn plain(e: candle_core::Error) -> candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => plain(*inner),
+        candle_core::Error::Context { inner, context } => candle_core::Error::Context {
+            inner: Box::new(plain(*inner)),
+            context,
+        },
+        candle_core::Error::WithPath { inner, path } => candle_core::Error::WithPath {
+            inner: Box::new(plain(*inner)),
+            path,
+        },
+        other => other,
     }
 }
 

@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 
 use super::config::ModelConfig;
 use super::linear::{Linear, Param};
+use super::ops;
 use super::weights::WeightStore;
 
 /// Additive mask value for hidden keys; finite so fully padded rows stay NaN-free.
@@ -522,7 +523,7 @@ impl Decoder {
         let attn = self.attention(layer, &h, cos, sin, bias, kv)?;
         let x = (x + &attn)?;
         let h = rms_norm(&x, layer.post_norm.tensor(), eps)?;
-        let gated = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+        let gated = ops::swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
         let mlp = layer.down.forward(&gated)?;
         let out = (x + &mlp)?;
         Ok((out, attn, mlp))
@@ -566,9 +567,7 @@ impl Decoder {
         let k = repeat_kv(&k, groups)?;
         let v = repeat_kv(&v, groups)?;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
-        let probs = candle_nn::ops::softmax(&scores.to_dtype(DType::F32)?, D::Minus1)?
-            .to_dtype(self.dtype)?;
+        let probs = ops::masked_softmax(&q.matmul(&k.t()?)?, bias, scale)?;
         let out = probs.matmul(&v)?;
         let out = out.transpose(1, 2)?.reshape((batch, seq, c.q_dim()))?;
         layer.o.forward(&out)
@@ -610,18 +609,14 @@ fn positions_from_valid(valid: &[Vec<bool>], offsets: &[u32]) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// RMS norm computed in f32, composed of ops that have a backward.
+/// RMS norm computed in f32 (fused on the CPU, see [`ops::rms_norm`]).
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    Ok(candle_nn::ops::rms_norm_slow(x, weight, eps as f32)?)
+    Ok(ops::rms_norm(x, weight, eps)?)
 }
 
-/// Rotary embedding (non-interleaved halves), with per-row positions.
+/// Rotary embedding (non-interleaved halves), with per-row positions (see [`ops::rope`]).
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let half = x.dim(D::Minus1)? / 2;
-    let x1 = x.narrow(D::Minus1, 0, half)?;
-    let x2 = x.narrow(D::Minus1, half, half)?;
-    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+    Ok(ops::rope(x, cos, sin)?)
 }
 
 /// Repeats each key/value head `groups` times for grouped-query attention.

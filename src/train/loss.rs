@@ -41,9 +41,8 @@ pub fn summed_nll(
     let index = Tensor::new(positions.as_slice(), device)?;
     let picked = hidden.reshape((b * t, h))?.index_select(&index, 0)?;
     let logits = decoder.logits(&picked)?;
-    let log_probs = candle_nn::ops::log_softmax(&logits, 1)?;
-    let targets = Tensor::new(targets.as_slice(), device)?.unsqueeze(1)?;
-    Ok(log_probs.gather(&targets, 1)?.sum_all()?.neg()?)
+    let targets = Tensor::new(targets.as_slice(), device)?;
+    Ok(crate::model::ops::cross_entropy_sum(&logits, &targets)?)
 }
 
 #[cfg(test)]

@@ -3,20 +3,42 @@
 //! candle-nn's `AdamW` keeps its moments private, so a resumed run could not continue the same
 //! trajectory; this one exposes its state. Moments and (for bf16/f16 weights) a master copy of
 //! the weights are kept in f32.
+//!
+//! On the CPU (with the fused ops on, see [`crate::model::ops::set_fused`]) the moments and the
+//! master copy live in plain vectors and each parameter is updated in one pass that writes the
+//! weights in place ([`crate::model::ops::adamw_update`]); elsewhere the update is ~10 tensor ops
+//! per parameter. Both compute the same f32 arithmetic.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Tensor, Var};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, DType, Layout, Tensor, Var, WithDType};
 
+use crate::model::ops::{self, AdamWStep};
 use crate::recipe::OptimizerSpec;
+
+/// Optimizer state of one parameter.
+enum State {
+    /// Tensors updated with tensor ops (any device).
+    Tensors {
+        /// f32 master weights when the var is in a lower precision.
+        master: Option<Tensor>,
+        m: Tensor,
+        v: Tensor,
+    },
+    /// Host vectors updated in one fused pass (CPU).
+    Host {
+        master: Option<Vec<f32>>,
+        m: Vec<f32>,
+        v: Vec<f32>,
+    },
+}
 
 struct Slot {
     var: Var,
-    /// f32 master weights when the var is in a lower precision.
-    master: Option<Tensor>,
-    m: Tensor,
-    v: Tensor,
+    state: State,
 }
 
 /// Decoupled-weight-decay Adam (Loshchilov & Hutter), as PyTorch's `AdamW`.
@@ -27,24 +49,55 @@ pub struct AdamW {
     pub step: usize,
 }
 
+fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
 impl AdamW {
-    /// An optimizer over `vars` with zeroed moments.
+    /// An optimizer over `vars` with zeroed moments; the fused CPU update when the fused ops
+    /// are on ([`ops::fused`]).
     pub fn new(vars: &BTreeMap<String, Var>, spec: &OptimizerSpec) -> Result<Self> {
+        Self::with_fused(vars, spec, ops::fused())
+    }
+
+    /// As [`AdamW::new`], choosing the update: `fused` uses the one-pass CPU update for vars
+    /// on the CPU, otherwise tensor ops.
+    pub fn with_fused(
+        vars: &BTreeMap<String, Var>,
+        spec: &OptimizerSpec,
+        fused: bool,
+    ) -> Result<Self> {
         let mut slots = BTreeMap::new();
         for (name, var) in vars {
             let t = var.as_tensor();
-            let master = if t.dtype() == DType::F32 {
-                None
+            let low_precision = t.dtype() != DType::F32;
+            let state = if fused && t.device().is_cpu() {
+                let n = t.elem_count();
+                State::Host {
+                    master: if low_precision {
+                        Some(host_f32(t)?)
+                    } else {
+                        None
+                    },
+                    m: vec![0f32; n],
+                    v: vec![0f32; n],
+                }
             } else {
-                Some(t.to_dtype(DType::F32)?)
+                State::Tensors {
+                    master: if low_precision {
+                        Some(t.to_dtype(DType::F32)?)
+                    } else {
+                        None
+                    },
+                    m: t.zeros_like()?.to_dtype(DType::F32)?,
+                    v: t.zeros_like()?.to_dtype(DType::F32)?,
+                }
             };
             slots.insert(
                 name.clone(),
                 Slot {
                     var: var.clone(),
-                    master,
-                    m: t.zeros_like()?.to_dtype(DType::F32)?,
-                    v: t.zeros_like()?.to_dtype(DType::F32)?,
+                    state,
                 },
             );
         }
@@ -62,30 +115,60 @@ impl AdamW {
         let (b1, b2) = (self.spec.beta1, self.spec.beta2);
         let bias1 = 1.0 - b1.powi(t);
         let bias2 = 1.0 - b2.powi(t);
+        let step = AdamWStep {
+            lr,
+            beta1: b1,
+            beta2: b2,
+            eps: self.spec.eps,
+            weight_decay: self.spec.weight_decay,
+            bias1,
+            bias2,
+        };
         for (name, slot) in self.slots.iter_mut() {
             let grad = grads
                 .get(name)
                 .with_context(|| format!("no gradient for {name}"))?;
-            slot.m = ((&slot.m * b1)? + (grad * (1.0 - b1))?)?;
-            slot.v = ((&slot.v * b2)? + (grad.sqr()? * (1.0 - b2))?)?;
-            let denom = ((&slot.v / bias2)?.sqrt()? + self.spec.eps)?;
-            let step = ((&slot.m / bias1)? / denom)?;
-            let weights = match &slot.master {
-                Some(master) => master.clone(),
-                None => slot.var.as_tensor().clone(),
-            };
-            let decayed = if self.spec.weight_decay > 0.0 {
-                (weights * (1.0 - lr * self.spec.weight_decay))?
-            } else {
-                weights
-            };
-            let updated = (decayed - (step * lr)?)?;
-            match &mut slot.master {
-                Some(master) => {
-                    slot.var.set(&updated.to_dtype(slot.var.dtype())?)?;
-                    *master = updated;
+            if grad.shape() != slot.var.shape() {
+                bail!(
+                    "gradient of {name} has shape {:?}, expected {:?}",
+                    grad.dims(),
+                    slot.var.dims()
+                );
+            }
+            match &mut slot.state {
+                State::Host { master, m, v } => {
+                    let grad = grad.to_dtype(DType::F32)?.contiguous()?;
+                    let kernel = HostUpdate {
+                        master: RefCell::new(master.as_deref_mut()),
+                        m: RefCell::new(m),
+                        v: RefCell::new(v),
+                        step,
+                    };
+                    slot.var.as_tensor().inplace_op2(&grad, &kernel)?;
                 }
-                None => slot.var.set(&updated)?,
+                State::Tensors { master, m, v } => {
+                    *m = ((&*m * b1)? + (grad * (1.0 - b1))?)?;
+                    *v = ((&*v * b2)? + (grad.sqr()? * (1.0 - b2))?)?;
+                    let denom = ((&*v / bias2)?.sqrt()? + self.spec.eps)?;
+                    let update = ((&*m / bias1)? / denom)?;
+                    let weights = match master {
+                        Some(master) => master.clone(),
+                        None => slot.var.as_tensor().clone(),
+                    };
+                    let decayed = if self.spec.weight_decay > 0.0 {
+                        (weights * (1.0 - lr * self.spec.weight_decay))?
+                    } else {
+                        weights
+                    };
+                    let updated = (decayed - (update * lr)?)?;
+                    match master {
+                        Some(master) => {
+                            slot.var.set(&updated.to_dtype(slot.var.dtype())?)?;
+                            *master = updated;
+                        }
+                        None => slot.var.set(&updated)?,
+                    }
+                }
             }
         }
         Ok(())
@@ -95,10 +178,19 @@ impl AdamW {
     pub fn state_tensors(&self) -> HashMap<String, Tensor> {
         let mut out = HashMap::new();
         for (name, slot) in &self.slots {
-            out.insert(format!("m.{name}"), slot.m.clone());
-            out.insert(format!("v.{name}"), slot.v.clone());
-            if let Some(master) = &slot.master {
-                out.insert(format!("master.{name}"), master.clone());
+            let shape = slot.var.shape();
+            let device = slot.var.device();
+            let host = |values: &[f32]| {
+                Tensor::from_slice(values, shape, device).expect("state matches its var's shape")
+            };
+            let (m, v, master) = match &slot.state {
+                State::Tensors { master, m, v } => (m.clone(), v.clone(), master.clone()),
+                State::Host { master, m, v } => (host(m), host(v), master.as_deref().map(host)),
+            };
+            out.insert(format!("m.{name}"), m);
+            out.insert(format!("v.{name}"), v);
+            if let Some(master) = master {
+                out.insert(format!("master.{name}"), master);
             }
         }
         out
@@ -120,12 +212,25 @@ impl AdamW {
                 }
                 Ok(t.to_device(slot.var.device())?.to_dtype(DType::F32)?)
             };
-            slot.m = get(format!("m.{name}"))?;
-            slot.v = get(format!("v.{name}"))?;
-            if slot.master.is_some() {
-                let master = get(format!("master.{name}"))?;
-                slot.var.set(&master.to_dtype(slot.var.dtype())?)?;
-                slot.master = Some(master);
+            match &mut slot.state {
+                State::Tensors { master, m, v } => {
+                    *m = get(format!("m.{name}"))?;
+                    *v = get(format!("v.{name}"))?;
+                    if master.is_some() {
+                        let saved = get(format!("master.{name}"))?;
+                        slot.var.set(&saved.to_dtype(slot.var.dtype())?)?;
+                        *master = Some(saved);
+                    }
+                }
+                State::Host { master, m, v } => {
+                    *m = host_f32(&get(format!("m.{name}"))?)?;
+                    *v = host_f32(&get(format!("v.{name}"))?)?;
+                    if master.is_some() {
+                        let saved = get(format!("master.{name}"))?;
+                        slot.var.set(&saved.to_dtype(slot.var.dtype())?)?;
+                        *master = Some(host_f32(&saved)?);
+                    }
+                }
             }
         }
         self.step = step;
@@ -140,14 +245,95 @@ impl AdamW {
     /// The f32 value of a parameter (the master copy when there is one).
     pub fn weights_f32(&self, name: &str) -> Option<Result<Tensor>> {
         let slot = self.slots.get(name)?;
-        Some(match &slot.master {
-            Some(master) => Ok(master.clone()),
+        let master = match &slot.state {
+            State::Tensors { master, .. } => master.clone().map(Ok),
+            State::Host { master, .. } => master.as_deref().map(|values| {
+                Tensor::from_slice(values, slot.var.shape(), slot.var.device())
+                    .map_err(anyhow::Error::from)
+            }),
+        };
+        Some(match master {
+            Some(master) => master,
             None => slot
                 .var
                 .as_tensor()
                 .to_dtype(DType::F32)
                 .map_err(anyhow::Error::from),
         })
+    }
+}
+
+/// The one-pass update of one CPU parameter, run in place on the var's storage with the f32
+/// gradient as the source; the moments (and master copy) are borrowed from the slot.
+struct HostUpdate<'a> {
+    master: RefCell<Option<&'a mut [f32]>>,
+    m: RefCell<&'a mut Vec<f32>>,
+    v: RefCell<&'a mut Vec<f32>>,
+    step: AdamWStep,
+}
+
+impl HostUpdate<'_> {
+    /// Updates the master copy, then writes it rounded into the low-precision `weights`.
+    fn via_master<T: WithDType>(&self, weights: &mut [T], grad: &[f32]) -> candle_core::Result<()> {
+        let mut master = self.master.borrow_mut();
+        let Some(master) = master.as_deref_mut() else {
+            candle_core::bail!("adamw: low-precision weights without a master copy")
+        };
+        ops::adamw_update(
+            master,
+            grad,
+            &mut self.m.borrow_mut(),
+            &mut self.v.borrow_mut(),
+            &self.step,
+        );
+        for (w, &value) in weights.iter_mut().zip(master.iter()) {
+            *w = T::from_f64(value as f64);
+        }
+        Ok(())
+    }
+}
+
+impl candle_core::InplaceOp2 for HostUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        weights: &mut CpuStorage,
+        weights_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> candle_core::Result<()> {
+        let (Some((ws, we)), Some((gs, ge))) = (
+            weights_layout.contiguous_offsets(),
+            grad_layout.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("adamw: weights and gradient must be contiguous")
+        };
+        let CpuStorage::F32(grad) = grad else {
+            candle_core::bail!("adamw: the gradient must be f32")
+        };
+        let grad = &grad[gs..ge];
+        match weights {
+            CpuStorage::F32(w) => {
+                if self.master.borrow().is_some() {
+                    candle_core::bail!("adamw: f32 weights with a master copy");
+                }
+                ops::adamw_update(
+                    &mut w[ws..we],
+                    grad,
+                    &mut self.m.borrow_mut(),
+                    &mut self.v.borrow_mut(),
+                    &self.step,
+                );
+                Ok(())
+            }
+            CpuStorage::BF16(w) => self.via_master(&mut w[ws..we], grad),
+            CpuStorage::F16(w) => self.via_master(&mut w[ws..we], grad),
+            CpuStorage::F64(w) => self.via_master(&mut w[ws..we], grad),
+            other => candle_core::bail!("adamw: unsupported weight dtype {:?}", other.dtype()),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod theme;
 pub mod ui;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,32 @@ pub fn run(mut app: App) -> Result<()> {
     result
 }
 
+/// Reads terminal events on their own thread, so a terminal that hangs up (where reading
+/// can block or spin) never stalls the loop: the loop still sees the quit flag and exits.
+fn spawn_event_reader() -> mpsc::Receiver<Event> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        while let Ok(event) = event::read() {
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The process that started us; when it goes away (the terminal's shell died), we quit.
+fn parent_pid() -> u32 {
+    #[cfg(unix)]
+    {
+        std::os::unix::process::parent_id()
+    }
+    #[cfg(not(unix))]
+    {
+        0
+    }
+}
+
 fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     app: &mut App,
@@ -49,7 +76,9 @@ fn event_loop(
 ) -> Result<()> {
     let mut dirty = true;
     let mut last_refresh: Option<Instant> = None;
-    while !app.should_quit && !terminate.load(Ordering::SeqCst) {
+    let events = spawn_event_reader();
+    let parent = parent_pid();
+    while !app.should_quit && !terminate.load(Ordering::SeqCst) && parent_pid() == parent {
         if last_refresh.is_none_or(|t| t.elapsed() >= REFRESH) {
             dirty |= app.refresh();
             last_refresh = Some(Instant::now());
@@ -58,15 +87,15 @@ fn event_loop(
             terminal.draw(|frame| ui::draw(frame, app))?;
             dirty = false;
         }
-        if event::poll(POLL)? {
-            match event::read()? {
-                Event::Key(key) if key.kind != KeyEventKind::Release => {
-                    app.handle_key(key);
-                    dirty = true;
-                }
-                Event::Resize(_, _) => dirty = true,
-                _ => {}
+        match events.recv_timeout(POLL) {
+            Ok(Event::Key(key)) if key.kind != KeyEventKind::Release => {
+                app.handle_key(key);
+                dirty = true;
             }
+            Ok(Event::Resize(_, _)) => dirty = true,
+            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            // The reader stopped: the terminal is gone.
+            Err(RecvTimeoutError::Disconnected) => break,
         }
     }
     Ok(())

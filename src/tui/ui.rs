@@ -9,7 +9,7 @@ use ratatui::Frame;
 use super::app::{run_name, App, Dialog, Level, Tab};
 use super::keymap::{context_hints, Context, BINDINGS};
 use super::panes::compare::render_compare;
-use super::panes::dashboard::render_dashboard;
+use super::panes::dashboard::render_dashboard_focused;
 use super::panes::model::render_model;
 use super::panes::recipe::render_recipe;
 use super::panes::runs::render_runs;
@@ -47,7 +47,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Tab::Dashboard => match &app.attached {
             Some(reader) => {
                 let title = run_name(reader.run().path());
-                render_dashboard(frame, main, reader.snapshot(), &title, &theme, app.dash_zoom)
+                render_dashboard_focused(frame, main, reader.snapshot(), &title, &theme, app.dash_zoom, Some(app.dash_focus))
             }
             None => frame.render_widget(
                 Paragraph::new("No run attached. Launch one with L (Model or Recipe tab) or pick one on the Runs tab.")

@@ -215,7 +215,7 @@ fn render_panel(
     };
     let show_run = !ctx.title.is_empty() && (ctx.zoomed || panel == DashPanel::Loss);
     let title = if show_run {
-        format!(" {} · {name} ", ctx.title)
+        format!(" {} · {name} ", escape_line(ctx.title))
     } else {
         format!(" {name} ")
     };
@@ -442,11 +442,14 @@ fn render_sparkline(
     );
 }
 
+/// A named, styled series of (x, y) points.
+type Series<'a> = (&'a str, &'a [(f64, f64)], Style);
+
 /// A braille line chart of finite series with 2–3 labels per axis.
 fn render_series_chart(
     frame: &mut Frame,
     area: Rect,
-    series: &[(&str, &[(f64, f64)], Style)],
+    series: &[Series],
     theme: &Theme,
     fmt_y: fn(Option<f64>) -> String,
 ) {
@@ -468,7 +471,7 @@ fn render_series_chart(
 fn chart_with_bounds(
     frame: &mut Frame,
     area: Rect,
-    series: &[(&str, &[(f64, f64)], Style)],
+    series: &[Series],
     theme: &Theme,
     xs: [f64; 2],
     ys: [f64; 2],

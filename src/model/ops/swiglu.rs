@@ -1,0 +1,112 @@
+//! SwiGLU `silu(gate) ⊙ up`, computed in f32.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+use super::cpu::{for_each_row, storage_f32, storage_from_f32, tensor_from_f32, with_f32};
+
+/// `silu(gate) ⊙ up` for operands of one shape; fused on the CPU.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if !super::fused_for(&[gate, up]) || gate.shape() != up.shape() || gate.dtype() != up.dtype() {
+        return swiglu_composed(gate, up);
+    }
+    super::count_fused_call();
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
+/// The explicit composition.
+pub fn swiglu_composed(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::silu(gate)? * up
+}
+
+/// Row width used to spread the elementwise loops over threads.
+const CHUNK: usize = 4096;
+
+struct SwiGlu;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "fused-swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = storage_f32(s1, l1)?;
+        let u = storage_f32(s2, l2)?;
+        let mut out = vec![0f32; g.len()];
+        let n = g.len();
+        for_each_chunk(&mut out, |start, y| {
+            for (i, y) in y.iter_mut().enumerate() {
+                let gv = g[start + i];
+                *y = gv / (1.0 + (-gv).exp()) * u[start + i];
+            }
+        });
+        debug_assert_eq!(out.len(), n);
+        Ok((storage_from_f32(out, s1.dtype())?, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (want_g, want_u) = (gate.track_op(), up.track_op());
+        if !want_g && !want_u {
+            return Ok((None, None));
+        }
+        with_f32(gate, |g| {
+            with_f32(up, |u| {
+                with_f32(grad, |dy| {
+                    let dg = if want_g {
+                        let mut dg = vec![0f32; g.len()];
+                        for_each_chunk(&mut dg, |start, out| {
+                            for (i, o) in out.iter_mut().enumerate() {
+                                let gv = g[start + i];
+                                let s = 1.0 / (1.0 + (-gv).exp());
+                                *o = dy[start + i] * u[start + i] * s * (1.0 + gv * (1.0 - s));
+                            }
+                        });
+                        Some(tensor_from_f32(
+                            dg,
+                            gate.shape(),
+                            gate.dtype(),
+                            gate.device(),
+                        )?)
+                    } else {
+                        None
+                    };
+                    let du = if want_u {
+                        let mut du = vec![0f32; g.len()];
+                        for_each_chunk(&mut du, |start, out| {
+                            for (i, o) in out.iter_mut().enumerate() {
+                                let gv = g[start + i];
+                                *o = dy[start + i] * gv / (1.0 + (-gv).exp());
+                            }
+                        });
+                        Some(tensor_from_f32(du, up.shape(), up.dtype(), up.device())?)
+                    } else {
+                        None
+                    };
+                    Ok((dg, du))
+                })
+            })
+        })
+    }
+}
+
+/// Elementwise loop over `out` in chunks (the last one may be shorter), `f(start, chunk)`.
+fn for_each_chunk(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    let whole = out.len() / CHUNK * CHUNK;
+    let (head, tail) = out.split_at_mut(whole);
+    for_each_row(head, CHUNK, |r, chunk| f(r * CHUNK, chunk));
+    if !tail.is_empty() {
+        f(whole, tail);
+    }
+}
