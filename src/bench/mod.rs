@@ -52,6 +52,9 @@ pub struct BenchConfig {
     pub probe_new_tokens: usize,
     /// Whether the fused CPU ops are used (false: the explicit compositions).
     pub fused: bool,
+    /// `CANDLE_NUM_THREADS` of the measuring processes (None: not set).
+    #[serde(default)]
+    pub pool_threads: Option<usize>,
 }
 
 impl BenchConfig {
@@ -71,6 +74,7 @@ impl BenchConfig {
             probe_prompt_len: 32,
             probe_new_tokens: 16,
             fused: true,
+            pool_threads: None,
         }
     }
 }
@@ -471,6 +475,19 @@ fn count(n: usize) -> String {
     }
 }
 
+/// A positive number with about three significant digits.
+fn sig3(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else if x >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
 /// Seconds with a unit that keeps three significant digits.
 fn secs(s: f64) -> String {
     if s >= 1.0 {
@@ -484,13 +501,15 @@ fn secs(s: f64) -> String {
 pub fn render_table(report: &BenchReport) -> String {
     let c = &report.config;
     let mut out = format!(
-        "model {} · batch {} × seq {} · {} · {} · {} threads · median of {} steps after {} warm-up · {} ops\n\n",
+        "model {} · batch {} × seq {} · {} · {} · {} threads{} · median of {} steps after {} warm-up · {} ops\n\n",
         c.model,
         c.batch,
         c.seq,
         c.dtype,
         c.device,
         report.threads,
+        c.pool_threads
+            .map_or(String::new(), |n| format!(" (CANDLE_NUM_THREADS={n})")),
         c.steps,
         c.warmup,
         if c.fused { "fused" } else { "composed" }
@@ -510,7 +529,7 @@ pub fn render_table(report: &BenchReport) -> String {
             )
         });
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
             r.recipe,
             count(r.trainable_params),
             secs(r.times.step),
@@ -518,8 +537,8 @@ pub fn render_table(report: &BenchReport) -> String {
             secs(r.times.backward),
             secs(r.times.optimizer),
             r.tokens_per_s,
-            r.flops_per_step.total() / 1e9,
-            r.gflops_per_s,
+            sig3(r.flops_per_step.total() / 1e9),
+            sig3(r.gflops_per_s),
             rss,
             pps,
             tps

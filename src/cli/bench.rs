@@ -53,6 +53,11 @@ pub struct BenchArgs {
     /// Use the explicit op compositions instead of the fused CPU ops (for comparison).
     #[arg(long)]
     composed: bool,
+    /// Threads of candle's element-wise thread pool in the measuring processes (sets
+    /// CANDLE_NUM_THREADS for them; 1 runs element-wise ops on the calling thread). Default:
+    /// inherited from the environment.
+    #[arg(long)]
+    pool_threads: Option<usize>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -75,6 +80,11 @@ impl BenchArgs {
             probe_prompt_len: self.probe_prompt_len,
             probe_new_tokens: self.probe_new_tokens,
             fused: !self.composed,
+            pool_threads: self.pool_threads.or_else(|| {
+                std::env::var("CANDLE_NUM_THREADS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+            }),
             ..BenchConfig::new(&self.model)
         }
     }
@@ -140,7 +150,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if !args.json {
             eprintln!("measuring {recipe} …");
         }
-        let output = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        if let Some(threads) = args.pool_threads {
+            command.env("CANDLE_NUM_THREADS", threads.to_string());
+        }
+        let output = command
             .args(args.child_args(recipe))
             .stderr(std::process::Stdio::inherit())
             .output()

@@ -16,12 +16,9 @@ pub struct PretrainArgs {
     /// Seed of the initial weights, the extra examples and the data order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Optimizer steps (default: --epochs passes over the data).
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Passes over the data when --steps is not given.
-    #[arg(long, default_value_t = PretrainOptions::default().epochs)]
-    epochs: usize,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 2500)]
+    steps: usize,
     /// Peak learning rate (warmup, then cosine decay).
     #[arg(long, default_value_t = PretrainOptions::default().lr)]
     lr: f64,
@@ -79,8 +76,7 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
     let opts = PretrainOptions {
         seed: args.seed,
         world_seed: args.world_seed,
-        steps: args.steps,
-        epochs: args.epochs,
+        steps: Some(args.steps),
         lr: args.lr,
         batch_size: args.batch_size,
         hidden_size: args.hidden,
@@ -94,8 +90,12 @@ pub fn pretrain(args: PretrainArgs) -> Result<()> {
         runs: args.runs,
         ..defaults
     };
+    // The command as run, with the thread count when it was pinned (it changes float sums).
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .map(|n| format!("RAYON_NUM_THREADS={n} "))
+        .unwrap_or_default();
     let command = format!(
-        "tunescope {}",
+        "{threads}tunescope {}",
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     );
     let summary = demo::pretrain(&opts, &args.out, &command, &mut |line| eprintln!("{line}"))?;

@@ -67,13 +67,10 @@ pub fn run(args: ImportGgufArgs) -> Result<()> {
         }
     );
     println!(
-        "  tensors       {} ({} parameters), from {}",
+        "  tensors       {} ({}, {:.1}M parameters), from {}",
         report.tensors,
-        format!(
-            "{}, {:.1}M",
-            group_digits(report.parameters),
-            report.parameters as f64 / 1e6
-        ),
+        group_digits(report.parameters),
+        report.parameters as f64 / 1e6,
         types.join(", ")
     );
     println!(

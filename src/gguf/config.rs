@@ -266,3 +266,39 @@ pub fn check_vocab(file: &GgufFile, tokens: usize) -> Result<usize> {
     }
     Ok(tokens)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelConfig;
+
+    /// llama.cpp's `rope_freqs` for Llama 3.1 (base / scaled frequency), recovered exactly.
+    #[test]
+    fn llama3_scaling_is_recovered_from_rope_freqs() {
+        let config = |scaling: Value| {
+            ModelConfig::from_json(&json!({
+                "model_type": "llama", "vocab_size": 10, "hidden_size": 4096,
+                "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 32,
+                "rope_theta": 500000.0, "rope_scaling": scaling,
+            }))
+            .unwrap()
+        };
+        let scaled = config(
+            json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+        );
+        let base = config(Value::Null).rope_inv_freq();
+        let factors: Vec<f32> = base
+            .iter()
+            .zip(scaled.rope_inv_freq())
+            .map(|(b, s)| b / s)
+            .collect();
+        let got = llama3_scaling_from_factors(&factors, 500000.0, 128).unwrap();
+        assert_eq!(Some(got), scaled.rope_scaling);
+
+        let mut wrong = factors.clone();
+        wrong[40] *= 1.5;
+        assert!(llama3_scaling_from_factors(&wrong, 500000.0, 128).is_err());
+        assert!(llama3_scaling_from_factors(&factors[..10], 500000.0, 128).is_err());
+    }
+}

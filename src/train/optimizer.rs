@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, Context, Result};
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, DType, Layout, Tensor, Var, WithDType};
+use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
 
 use crate::model::ops::{self, AdamWStep};
 use crate::recipe::OptimizerSpec;
@@ -136,10 +136,22 @@ impl AdamW {
                 );
             }
             match &mut slot.state {
-                State::Host { master, m, v } => {
+                State::Host {
+                    master: Some(master),
+                    m,
+                    v,
+                } => {
+                    // Low-precision weights: update the f32 master copy, then round it into
+                    // the var exactly as the tensor-op version does.
+                    let grad = host_f32(grad)?;
+                    ops::adamw_update(master, &grad, m, v, &step);
+                    let updated = Tensor::from_slice(master, slot.var.shape(), slot.var.device())?;
+                    slot.var.set(&updated.to_dtype(slot.var.dtype())?)?;
+                }
+                State::Host { master: None, m, v } => {
+                    // f32 weights are updated in place in the var's own storage.
                     let grad = grad.to_dtype(DType::F32)?.contiguous()?;
                     let kernel = HostUpdate {
-                        master: RefCell::new(master.as_deref_mut()),
                         m: RefCell::new(m),
                         v: RefCell::new(v),
                         step,
@@ -263,34 +275,12 @@ impl AdamW {
     }
 }
 
-/// The one-pass update of one CPU parameter, run in place on the var's storage with the f32
-/// gradient as the source; the moments (and master copy) are borrowed from the slot.
+/// The one-pass update of one f32 CPU parameter, run in place on the var's storage with the
+/// f32 gradient as the source; the moments are borrowed from the slot.
 struct HostUpdate<'a> {
-    master: RefCell<Option<&'a mut [f32]>>,
     m: RefCell<&'a mut Vec<f32>>,
     v: RefCell<&'a mut Vec<f32>>,
     step: AdamWStep,
-}
-
-impl HostUpdate<'_> {
-    /// Updates the master copy, then writes it rounded into the low-precision `weights`.
-    fn via_master<T: WithDType>(&self, weights: &mut [T], grad: &[f32]) -> candle_core::Result<()> {
-        let mut master = self.master.borrow_mut();
-        let Some(master) = master.as_deref_mut() else {
-            candle_core::bail!("adamw: low-precision weights without a master copy")
-        };
-        ops::adamw_update(
-            master,
-            grad,
-            &mut self.m.borrow_mut(),
-            &mut self.v.borrow_mut(),
-            &self.step,
-        );
-        for (w, &value) in weights.iter_mut().zip(master.iter()) {
-            *w = T::from_f64(value as f64);
-        }
-        Ok(())
-    }
 }
 
 impl candle_core::InplaceOp2 for HostUpdate<'_> {
@@ -311,28 +301,22 @@ impl candle_core::InplaceOp2 for HostUpdate<'_> {
         ) else {
             candle_core::bail!("adamw: weights and gradient must be contiguous")
         };
-        let CpuStorage::F32(grad) = grad else {
-            candle_core::bail!("adamw: the gradient must be f32")
-        };
-        let grad = &grad[gs..ge];
-        match weights {
-            CpuStorage::F32(w) => {
-                if self.master.borrow().is_some() {
-                    candle_core::bail!("adamw: f32 weights with a master copy");
-                }
+        match (weights, grad) {
+            (CpuStorage::F32(w), CpuStorage::F32(g)) => {
                 ops::adamw_update(
                     &mut w[ws..we],
-                    grad,
+                    &g[gs..ge],
                     &mut self.m.borrow_mut(),
                     &mut self.v.borrow_mut(),
                     &self.step,
                 );
                 Ok(())
             }
-            CpuStorage::BF16(w) => self.via_master(&mut w[ws..we], grad),
-            CpuStorage::F16(w) => self.via_master(&mut w[ws..we], grad),
-            CpuStorage::F64(w) => self.via_master(&mut w[ws..we], grad),
-            other => candle_core::bail!("adamw: unsupported weight dtype {:?}", other.dtype()),
+            (w, g) => candle_core::bail!(
+                "adamw: in-place update needs f32 weights and gradient, got {:?} and {:?}",
+                w.dtype(),
+                g.dtype()
+            ),
         }
     }
 }

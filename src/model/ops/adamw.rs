@@ -93,7 +93,7 @@ impl Constants {
             inv_bias2: (1.0 / s.bias2) as f32,
             eps: s.eps as f32,
             lr: s.lr as f32,
-            decay: (s.weight_decay > 0.0).then(|| (1.0 - s.lr * s.weight_decay) as f32),
+            decay: (s.weight_decay > 0.0).then_some((1.0 - s.lr * s.weight_decay) as f32),
         }
     }
 
