@@ -95,6 +95,8 @@ fn one_recipe_in_process_reports_sane_numbers() {
     let probe = result.probe.unwrap();
     assert_eq!(probe.prompts, 2);
     assert!(probe.generated_tokens_per_s > 0.0);
+    assert!(probe.decode_tokens_per_s > 0.0 && probe.decode_tokens_per_s.is_finite());
+    assert!(probe.prefill_seconds > 0.0);
     if cfg!(target_os = "linux") {
         assert!(result.peak_rss_bytes.unwrap() > 1 << 20);
     }

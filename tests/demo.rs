@@ -82,8 +82,22 @@ fn demo_model_scores_match_its_readme() {
             "{name}: measured {:.1}%, scores.json says {expected:.1}%",
             now.score
         );
-        // Clearly above chance on every skill.
-        assert!(now.score > now.chance + 20.0, "{name} is near chance");
+        if *name == "counting" {
+            // The fine-tuning target is weak on purpose (few counting examples in pretraining):
+            // above guessing, with room left for the demo recipes to learn.
+            assert!(
+                now.score > now.baseline && now.score < 70.0,
+                "counting at {:.1}% (baseline {:.1}%)",
+                now.score,
+                now.baseline
+            );
+        } else {
+            // Clearly above guessing on every held-out skill.
+            assert!(
+                now.score > now.baseline + 20.0,
+                "{name} is near its baseline"
+            );
+        }
     }
 }
 

@@ -203,7 +203,14 @@ pub struct ProbeSpeed {
     pub new_tokens: usize,
     pub seconds: f64,
     pub prompts_per_s: f64,
+    /// Generated tokens over the whole probe pass (prefill and per-step statistics included).
     pub generated_tokens_per_s: f64,
+    /// Prefill of the batch of prompts alone (one forward over every prompt token).
+    #[serde(default)]
+    pub prefill_seconds: f64,
+    /// Generated tokens per second of the decoding steps alone (KV cache, batch of prompts).
+    #[serde(default)]
+    pub decode_tokens_per_s: f64,
 }
 
 /// Everything measured for one recipe.
@@ -384,6 +391,8 @@ fn probe_speed(model: &Model, decoder: &Decoder, config: &BenchConfig) -> Result
     sync(decoder.device())?;
     let seconds = start.elapsed().as_secs_f64();
     let generated: usize = stats.continuations.iter().map(Vec::len).sum();
+    let (prefill_seconds, decode_tokens_per_s) =
+        decode_speed(decoder, &prompts, options.max_new_tokens)?;
     Ok(ProbeSpeed {
         prompts: prompts.len(),
         prompt_len: config.probe_prompt_len,
@@ -391,7 +400,40 @@ fn probe_speed(model: &Model, decoder: &Decoder, config: &BenchConfig) -> Result
         seconds,
         prompts_per_s: prompts.len() as f64 / seconds.max(1e-12),
         generated_tokens_per_s: generated as f64 / seconds.max(1e-12),
+        prefill_seconds,
+        decode_tokens_per_s,
     })
+}
+
+/// Times the prefill of `prompts` (equal lengths, one batch) and then `new_tokens - 1` greedy
+/// decoding steps with the KV cache; returns (prefill seconds, decoded tokens per second).
+fn decode_speed(
+    decoder: &Decoder,
+    prompts: &[ProbePrompt],
+    new_tokens: usize,
+) -> Result<(f64, f64)> {
+    let device = decoder.device();
+    let rows = prompts.len();
+    let width = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+    let ids: Vec<u32> = prompts.iter().flat_map(|p| p.ids.clone()).collect();
+    if rows == 0 || ids.len() != rows * width {
+        bail!("decode_speed needs prompts of equal length");
+    }
+    let mut cache = decoder.new_cache(rows);
+    let start = Instant::now();
+    let input = Tensor::from_vec(ids, (rows, width), device)?;
+    let mut logits = decoder.forward_cached(&input, None, &mut cache)?;
+    let mut next = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+    let prefill = start.elapsed().as_secs_f64();
+    let steps = new_tokens.saturating_sub(1).max(1);
+    let start = Instant::now();
+    for _ in 0..steps {
+        let input = Tensor::from_vec(next, (rows, 1), device)?;
+        logits = decoder.forward_cached(&input, None, &mut cache)?;
+        next = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+    }
+    let decode = start.elapsed().as_secs_f64();
+    Ok((prefill, (steps * rows) as f64 / decode.max(1e-12)))
 }
 
 /// Measures one recipe in this process.
@@ -515,21 +557,24 @@ pub fn render_table(report: &BenchReport) -> String {
         if c.fused { "fused" } else { "composed" }
     );
     out.push_str(
-        "| recipe | trainable | step | forward | backward | optimizer | tokens/s | GFLOP/step | GFLOP/s | peak RSS | probe prompts/s | probe tok/s |\n",
+        "| recipe | trainable | step | forward | backward | optimizer | tokens/s | GFLOP/step | GFLOP/s | peak RSS | probe prompts/s | probe tok/s | decode tok/s |\n",
     );
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &report.results {
         let rss = r.peak_rss_bytes.map_or("n/a".to_string(), |b| {
             format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
         });
-        let (pps, tps) = r.probe.map_or(("n/a".into(), "n/a".into()), |p| {
-            (
-                format!("{:.2}", p.prompts_per_s),
-                format!("{:.1}", p.generated_tokens_per_s),
-            )
-        });
+        let (pps, tps, dps) = r
+            .probe
+            .map_or(("n/a".into(), "n/a".into(), "n/a".into()), |p| {
+                (
+                    format!("{:.2}", p.prompts_per_s),
+                    format!("{:.1}", p.generated_tokens_per_s),
+                    format!("{:.1}", p.decode_tokens_per_s),
+                )
+            });
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
             r.recipe,
             count(r.trainable_params),
             secs(r.times.step),
@@ -541,7 +586,8 @@ pub fn render_table(report: &BenchReport) -> String {
             sig3(r.gflops_per_s),
             rss,
             pps,
-            tps
+            tps,
+            dps
         ));
     }
     out

@@ -56,9 +56,18 @@ pub struct PretrainArgs {
     /// Directory for the pretraining run directory.
     #[arg(long, default_value = "runs")]
     runs: PathBuf,
+    /// Do not train: score the model already in --out again and rewrite its scores.json and
+    /// README.md.
+    #[arg(long)]
+    rescore: bool,
 }
 
 pub fn pretrain(args: PretrainArgs) -> Result<()> {
+    if args.rescore {
+        let summary = demo::pretrain::rescore(&args.out)?;
+        print!("{}", demo::pretrain::scores_table(&summary.scores));
+        return Ok(());
+    }
     let defaults = PretrainOptions::default();
     let mut extra = defaults.extra.clone();
     for item in &args.extra {
@@ -117,6 +126,10 @@ pub struct ReportArgs {
     /// Print the rows as JSON.
     #[arg(long)]
     json: bool,
+    /// Override a field of every recipe, e.g. `--set model=models/smollm2-135m-instruct`
+    /// (repeatable; the same syntax as `tunescope train --set`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
@@ -125,7 +138,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
     } else {
         args.recipes
     };
-    let recipes = demo::report::load_recipes(&paths, &args.runs)?;
+    let recipes = demo::report::load_recipes(&paths, &args.overrides, &args.runs)?;
     let rows = if args.reuse {
         demo::report::reuse_runs(&recipes)?
     } else {

@@ -58,12 +58,13 @@ pub fn default_recipes(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// Loads `paths` and checks they share what makes the comparison fair (model, data, seed,
-/// steps, batch); returns the recipes with their output directory set to `runs`.
-pub fn load_recipes(paths: &[PathBuf], runs: &Path) -> Result<Vec<Recipe>> {
+/// Loads `paths` with the `--set` `overrides` applied to each and checks they share what makes
+/// the comparison fair (model, data, seed, steps, batch); returns the recipes with their output
+/// directory set to `runs`.
+pub fn load_recipes(paths: &[PathBuf], overrides: &[String], runs: &Path) -> Result<Vec<Recipe>> {
     let mut recipes = Vec::new();
     for path in paths {
-        let mut recipe = Recipe::load(path, &[])?;
+        let mut recipe = Recipe::load(path, overrides)?;
         recipe.output_dir = runs.to_string_lossy().into_owned();
         recipes.push(recipe);
     }
