@@ -9,6 +9,7 @@ pub mod ops;
 pub mod source;
 pub mod tiny;
 pub mod tokenizer;
+pub mod vlm;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig};
@@ -49,6 +50,26 @@ impl Model {
     /// The module map of every parameter in the weight files.
     pub fn module_map(&self) -> ModuleMap {
         ModuleMap::from_store(&self.weights)
+    }
+
+    /// The image preprocessing of a vision-language model (`preprocessor_config.json`, else
+    /// CLIP defaults at the vision tower's image size); `None` for a text-only model.
+    pub fn image_processor(&self) -> Result<Option<vlm::ImageProcessor>> {
+        let Some(vision) = &self.config.vision else {
+            return Ok(None);
+        };
+        let size = vision.vision.image_size as u32;
+        let processor = match &self.files.preprocessor_config {
+            Some(path) => vlm::ImageProcessor::from_file(path, size)?,
+            None => vlm::ImageProcessor::clip(size),
+        };
+        if processor.output_size((size, size)) != (size, size) {
+            anyhow::bail!(
+                "preprocessor_config.json crops images to {:?} (height, width) but the vision tower takes {size}×{size}",
+                processor.crop_size
+            );
+        }
+        Ok(Some(processor))
     }
 
     /// Builds the decoder with `trainable` parameters as `Var`s.

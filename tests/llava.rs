@@ -1,0 +1,306 @@
+//! LLaVA models: the tiny generator's layout, our forward (differentiable CLIP vision tower,
+//! projector, image tokens spliced into the decoder) against a reference built from
+//! candle-transformers' CLIP vision transformer and Llama on the same weights, and the image
+//! preprocessing against hand-computed values.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_nn::VarBuilder;
+use common::max_abs_diff;
+use tunescope::model::vlm::tiny::{make_tiny_llava, TinyLlavaSpec};
+use tunescope::model::vlm::{FeatureSelect, ImageProcessor, IMAGE_TOKEN};
+use tunescope::model::{Model, ParamKind};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn tiny_llava(spec: &TinyLlavaSpec) -> (tempfile::TempDir, Model) {
+    let dir = tempfile::tempdir().unwrap();
+    make_tiny_llava(spec, dir.path()).unwrap();
+    let model = Model::open(dir.path().to_str().unwrap()).unwrap();
+    (dir, model)
+}
+
+#[test]
+fn tiny_llava_has_the_hugging_face_layout() {
+    let (dir, model) = tiny_llava(&TinyLlavaSpec::new(5));
+    let c = &model.config;
+    let v = c.vision.as_ref().expect("a llava config");
+    assert_eq!(c.weight_prefix, "language_model.");
+    assert_eq!(v.vision.num_patches(), 16);
+    assert_eq!(v.image_seq_len(), 16, "default strategy drops CLS");
+    assert_eq!(v.select, FeatureSelect::Default);
+    assert_eq!(v.feature_index(), 1, "-2 of [embeddings, layer 0, layer 1]");
+    let image_id = model.tokenizer.tokenizer.token_to_id(IMAGE_TOKEN).unwrap();
+    assert_eq!(image_id, v.image_token_index);
+    assert_eq!(
+        model
+            .tokenizer
+            .encode("look <image> here")
+            .unwrap()
+            .iter()
+            .filter(|&&t| t == image_id)
+            .count(),
+        1
+    );
+    for name in [
+        "vision_tower.vision_model.embeddings.patch_embedding.weight",
+        "vision_tower.vision_model.embeddings.class_embedding",
+        "vision_tower.vision_model.embeddings.position_embedding.weight",
+        "vision_tower.vision_model.pre_layrnorm.bias",
+        "vision_tower.vision_model.encoder.layers.1.self_attn.out_proj.bias",
+        "vision_tower.vision_model.encoder.layers.0.mlp.fc2.weight",
+        "vision_tower.vision_model.post_layernorm.weight",
+        "multi_modal_projector.linear_1.weight",
+        "multi_modal_projector.linear_2.bias",
+        "language_model.model.embed_tokens.weight",
+        "language_model.model.layers.1.self_attn.q_proj.weight",
+        "language_model.lm_head.weight",
+    ] {
+        assert!(model.weights.info(name).is_some(), "{name} missing");
+    }
+    let map = model.module_map();
+    assert_eq!(
+        map.num_layers(),
+        2,
+        "vision encoder layers are not decoder layers"
+    );
+    let kind = |n: &str| map.get(n).unwrap().kind;
+    assert_eq!(
+        kind("vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight"),
+        ParamKind::Vision
+    );
+    assert_eq!(
+        kind("multi_modal_projector.linear_1.bias"),
+        ParamKind::Projector
+    );
+    assert_eq!(
+        kind("language_model.model.layers.0.self_attn.q_proj.weight"),
+        ParamKind::Q
+    );
+    let processor = model.image_processor().unwrap().unwrap();
+    assert_eq!(processor.crop_size, (32, 32));
+    assert!(dir.path().join("preprocessor_config.json").is_file());
+}
+
+/// Deterministic pixel values `(n, 3, 32, 32)` in about [-2, 2].
+fn pixels(n: usize, dev: &Device) -> Tensor {
+    let values: Vec<f32> = (0..n * 3 * 32 * 32)
+        .map(|i| 2.0 * ((i as f32) * 0.37).sin() * ((i % 7) as f32 / 7.0))
+        .collect();
+    Tensor::from_vec(values, (n, 3, 32, 32), dev).unwrap()
+}
+
+/// Our logits for two right-padded image prompts equal a reference forward built from
+/// candle-transformers' components.
+fn check_parity(spec: &TinyLlavaSpec) -> f32 {
+    use candle_transformers::models::clip::text_model::Activation;
+    use candle_transformers::models::clip::vision_model::{
+        ClipVisionConfig, ClipVisionTransformer,
+    };
+    use candle_transformers::models::llama::{Cache, Llama, LlamaConfig};
+
+    let (dir, model) = tiny_llava(spec);
+    let dev = Device::Cpu;
+    let v = model.config.vision.clone().unwrap();
+    let n = v.image_seq_len();
+    let img = v.image_token_index;
+    let rows: Vec<Vec<u32>> = vec![
+        [vec![5, 17], vec![img; n], vec![42, 99, 3]].concat(),
+        [vec![8], vec![img; n], vec![77]].concat(),
+    ];
+    let width = rows.iter().map(Vec::len).max().unwrap();
+    let (mut ids, mut mask) = (Vec::new(), Vec::new());
+    for r in &rows {
+        ids.extend(
+            r.iter()
+                .copied()
+                .chain(std::iter::repeat_n(0, width - r.len())),
+        );
+        mask.extend((0..width).map(|t| u32::from(t < r.len())));
+    }
+    let ids_t = Tensor::from_vec(ids, (2, width), &dev).unwrap();
+    let mask_t = Tensor::from_vec(mask, (2, width), &dev).unwrap();
+    let px = pixels(2, &dev);
+    let decoder = model.decoder(&HashSet::new(), DType::F32, &dev).unwrap();
+    let ours = decoder
+        .forward_with_images(&ids_t, Some(&mask_t), Some(&px))
+        .unwrap();
+
+    // Reference: candle-transformers' CLIP, a candle-nn projector and candle-transformers' Llama.
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.path().join("model.safetensors")],
+            DType::F32,
+            &dev,
+        )
+        .unwrap()
+    };
+    let clip_cfg = ClipVisionConfig {
+        embed_dim: v.vision.hidden_size,
+        activation: Activation::QuickGelu,
+        intermediate_size: v.vision.intermediate_size,
+        num_hidden_layers: v.vision.num_hidden_layers,
+        num_attention_heads: v.vision.num_attention_heads,
+        projection_dim: v.vision.hidden_size,
+        num_channels: 3,
+        image_size: v.vision.image_size,
+        patch_size: v.vision.patch_size,
+    };
+    let clip = ClipVisionTransformer::new(vb.pp("vision_tower.vision_model"), &clip_cfg).unwrap();
+    let h = model.config.hidden_size;
+    let l1 = candle_nn::linear(
+        v.vision.hidden_size,
+        h,
+        vb.pp("multi_modal_projector.linear_1"),
+    )
+    .unwrap();
+    let l2 = candle_nn::linear(h, h, vb.pp("multi_modal_projector.linear_2")).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
+            .unwrap();
+    let llama_cfg: LlamaConfig = serde_json::from_value(config["text_config"].clone()).unwrap();
+    let llama_cfg = llama_cfg.into_config(false);
+    let llama = Llama::load(vb.pp("language_model"), &llama_cfg).unwrap();
+
+    // candle's output_hidden_states lists the layer outputs (not the embeddings) then the
+    // pooled output; Hugging Face's hidden_states[i] is the output of layer i - 1.
+    let hidden = clip.output_hidden_states(&px).unwrap();
+    let features = hidden[v.feature_index() - 1].clone();
+    let features = match v.select {
+        FeatureSelect::Default => features.i((.., 1..)).unwrap(),
+        FeatureSelect::Full => features,
+    };
+    let projected = l2
+        .forward(
+            &candle_nn::Activation::Gelu
+                .forward(&l1.forward(&features).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+    let mut worst = 0f32;
+    for (r, row) in rows.iter().enumerate() {
+        let ids_r = Tensor::new(row.as_slice(), &dev)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let mut embeds = llama.embed(&ids_r).unwrap().squeeze(0).unwrap();
+        let start = row.iter().position(|&t| t == img).unwrap();
+        let before = embeds.narrow(0, 0, start).unwrap();
+        let after = embeds.narrow(0, start + n, row.len() - start - n).unwrap();
+        embeds = Tensor::cat(&[&before, &projected.get(r).unwrap(), &after], 0).unwrap();
+        let mut cache = Cache::new(true, DType::F32, &llama_cfg, &dev).unwrap();
+        let reference: Vec<Tensor> = (0..row.len())
+            .map(|t| {
+                let x = embeds.narrow(0, t, 1).unwrap().unsqueeze(0).unwrap();
+                llama
+                    .forward_input_embed(&x, t, &mut cache)
+                    .unwrap()
+                    .squeeze(0)
+                    .unwrap()
+            })
+            .collect();
+        let reference = Tensor::stack(&reference, 0).unwrap();
+        let mine = ours.i((r, 0..row.len(), ..)).unwrap();
+        let diff = max_abs_diff(&mine, &reference);
+        worst = worst.max(diff);
+    }
+    // The image changes the logits: with other pixels they differ.
+    let other = decoder
+        .forward_with_images(&ids_t, Some(&mask_t), Some(&(px + 0.5).unwrap()))
+        .unwrap();
+    assert!(
+        max_abs_diff(&ours, &other) > 1e-3,
+        "the image does not reach the logits"
+    );
+    worst
+}
+
+#[test]
+fn logits_match_candle_transformers_components() {
+    let default = check_parity(&TinyLlavaSpec::new(11));
+    println!("default strategy, feature layer -2: max |Δ| = {default:.2e}");
+    assert!(default <= TOLERANCE, "max |Δ| {default} > {TOLERANCE}");
+    let full = check_parity(&TinyLlavaSpec {
+        select_strategy: "full".into(),
+        feature_layer: -1,
+        ..TinyLlavaSpec::new(12)
+    });
+    println!("full strategy, feature layer -1: max |Δ| = {full:.2e}");
+    assert!(full <= TOLERANCE, "max |Δ| {full} > {TOLERANCE}");
+}
+
+#[test]
+fn image_token_count_mismatch_is_an_error() {
+    let (_dir, model) = tiny_llava(&TinyLlavaSpec::new(3));
+    let dev = Device::Cpu;
+    let img = model.config.vision.as_ref().unwrap().image_token_index;
+    let ids = Tensor::new(&[[5u32, img, 7]], &dev).unwrap();
+    let decoder = model.decoder(&HashSet::new(), DType::F32, &dev).unwrap();
+    let e = format!(
+        "{:#}",
+        decoder
+            .forward_with_images(&ids, None, Some(&pixels(1, &dev)))
+            .unwrap_err()
+    );
+    assert!(
+        e.contains("1 image tokens") && e.contains("16 tokens each"),
+        "{e}"
+    );
+}
+
+fn write_png(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb(f(x, y)));
+    img.save(path).unwrap();
+}
+
+#[test]
+fn preprocessing_matches_hand_computed_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = ImageProcessor::clip(32);
+    // 40 wide, 32 high: the short side is already 32, so no resize; the crop drops 4 columns
+    // on each side, so output (y, x) is input (y, x + 4).
+    let path = dir.path().join("wide.png");
+    write_png(&path, 40, 32, |x, y| [(x * 6) as u8, (y * 7) as u8, 200]);
+    let values = p.load_file(&path).unwrap();
+    assert_eq!(values.len(), 3 * 32 * 32);
+    let at = |c: usize, y: usize, x: usize| values[c * 32 * 32 + y * 32 + x];
+    let expect = |v: f32, c: usize| (v / 255.0 - p.image_mean[c]) / p.image_std[c];
+    // (0, 0) ← input (x=4, y=0): red 24, green 0, blue 200.
+    assert!((at(0, 0, 0) - expect(24.0, 0)).abs() < 1e-6);
+    assert!((at(1, 0, 0) - expect(0.0, 1)).abs() < 1e-6);
+    assert!((at(2, 0, 0) - expect(200.0, 2)).abs() < 1e-6);
+    // (y=5, x=10) ← input (x=14, y=5): red 84, green 35.
+    assert!((at(0, 5, 10) - (84.0 / 255.0 - 0.481_454_66) / 0.268_629_54).abs() < 1e-6);
+    assert!((at(1, 5, 10) - expect(35.0, 1)).abs() < 1e-6);
+
+    // A uniform 64×48 image: resized to 42×32 (bicubic keeps a constant) and cropped.
+    assert_eq!(
+        tunescope::model::vlm::preprocess::resized_size(48, 64, 32),
+        (32, 42)
+    );
+    let path = dir.path().join("flat.png");
+    write_png(&path, 64, 48, |_, _| [10, 128, 250]);
+    let values = p.load_file(&path).unwrap();
+    for (c, v) in [(0, 10.0), (1, 128.0), (2, 250.0)] {
+        let plane = &values[c * 1024..(c + 1) * 1024];
+        assert!(
+            plane.iter().all(|x| (x - expect(v, c)).abs() < 1e-5),
+            "channel {c}"
+        );
+    }
+
+    // Unreadable files are named.
+    let bad = dir.path().join("broken.png");
+    std::fs::write(&bad, b"not a png").unwrap();
+    let e = format!("{:#}", p.load_file(&bad).unwrap_err());
+    assert!(e.contains("broken.png"), "{e}");
+    let e = format!(
+        "{:#}",
+        p.load_file(&dir.path().join("absent.png")).unwrap_err()
+    );
+    assert!(e.contains("absent.png"), "{e}");
+}
