@@ -304,3 +304,168 @@ fn preprocessing_matches_hand_computed_values() {
     );
     assert!(e.contains("absent.png"), "{e}");
 }
+
+#[test]
+fn selection_kinds_on_a_llava_model() {
+    use tunescope::select::{preset, resolve};
+    let (_dir, model) = tiny_llava(&TinyLlavaSpec::new(4));
+    let map = model.module_map();
+    // sa-proj: q/k/v/o of the language model only, never the vision tower's q/k/v/out_proj.
+    let sel = resolve(&preset("sa-proj").unwrap(), &map).unwrap();
+    assert_eq!(sel.len(), 2 * 4);
+    assert!(
+        sel.names
+            .iter()
+            .all(|n| n.starts_with("language_model.model.layers.") && n.contains(".self_attn.")),
+        "{:?}",
+        sel.names
+    );
+    assert!(map.params.iter().any(|p| p
+        .name
+        .contains("vision_model.encoder.layers.0.self_attn.q_proj")));
+    // projector: exactly the two linears with their biases.
+    let sel = resolve(&preset("projector").unwrap(), &map).unwrap();
+    assert_eq!(
+        sel.names.iter().map(String::as_str).collect::<Vec<_>>(),
+        vec![
+            "multi_modal_projector.linear_1.bias",
+            "multi_modal_projector.linear_1.weight",
+            "multi_modal_projector.linear_2.bias",
+            "multi_modal_projector.linear_2.weight",
+        ]
+    );
+    // vision: every vision-tower tensor, nothing else; llm: nothing of the vision side.
+    let sel = resolve(&preset("vision").unwrap(), &map).unwrap();
+    let vision_count = map
+        .params
+        .iter()
+        .filter(|p| p.name.starts_with("vision_tower."))
+        .count();
+    assert_eq!(sel.len(), vision_count);
+    let sel = resolve(&preset("full-llm").unwrap(), &map).unwrap();
+    assert!(sel.names.iter().all(|n| n.starts_with("language_model.")));
+    // The shipped projector recipe resolves to the same set.
+    let recipe = tunescope::recipe::Recipe::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/projector.yaml"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(resolve(&recipe.trainable, &map).unwrap().len(), 4);
+}
+
+#[test]
+fn model_grid_has_vision_and_projector_rows() {
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+    use tunescope::select::preset;
+    use tunescope::tui::model_state::ModelState;
+    use tunescope::tui::panes::model::render_model;
+    use tunescope::tui::theme::Theme;
+
+    let dir = tempfile::tempdir().unwrap();
+    make_tiny_llava(&TinyLlavaSpec::new(4), dir.path()).unwrap();
+    let spec = dir.path().to_str().unwrap();
+    let mut state = ModelState::open(spec, &preset("projector").unwrap(), 1, 64, 4).unwrap();
+    let labels: Vec<&str> = state.grid.rows.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(labels, vec!["0", "1", "model", "vision", "proj"]);
+    assert_eq!(state.grid.layers, 2);
+    let vision_cells: Vec<&str> = state.grid.rows[3]
+        .1
+        .iter()
+        .map(|c| c.label.as_str())
+        .collect();
+    assert_eq!(
+        vision_cells,
+        vec!["embed", "pre-norm", "L0", "L1", "post-norm"]
+    );
+    let proj = &state.grid.rows[4].1;
+    assert_eq!(proj.len(), 2);
+    assert!(proj.iter().all(|c| state
+        .selected
+        .is_superset(&c.names.iter().cloned().collect())));
+
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    terminal
+        .draw(|f| render_model(f, f.area(), Some(&state), None, &Theme::dark()))
+        .unwrap();
+    let buf = terminal.backend().buffer().clone();
+    let text: String = (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+                + "\n"
+        })
+        .collect();
+    println!("{text}");
+    let line = |label: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("{label} │")))
+            .unwrap_or_else(|| panic!("no {label} row:\n{text}"))
+            .to_string()
+    };
+    assert!(
+        line("proj").contains("■ linear_1") && line("proj").contains("■ linear_2"),
+        "{text}"
+    );
+    assert!(
+        line("vision").contains("· L0") && line("vision").contains("· embed"),
+        "{text}"
+    );
+
+    // Toggling the vision row's first cell selects the vision embeddings.
+    state.row = 3;
+    state.col = 0;
+    state.toggle_cell();
+    assert!(state
+        .selected
+        .contains("vision_tower.vision_model.embeddings.class_embedding"));
+}
+
+#[test]
+fn cli_make_tiny_llava_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny-llava");
+    let bin = env!("CARGO_BIN_EXE_tunescope");
+    let status = std::process::Command::new(bin)
+        .args(["make-tiny", "--arch", "llava", "--seed", "9", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let again = tempfile::tempdir().unwrap();
+    std::process::Command::new(bin)
+        .args(["make-tiny", "--arch", "llava", "--seed", "9", "--out"])
+        .arg(again.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        std::fs::read(again.path().join("model.safetensors")).unwrap(),
+        "same seed, same weights"
+    );
+    let inspect = std::process::Command::new(bin)
+        .arg("inspect")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    assert!(text.contains("2 layers"), "{text}");
+    let kind_line = |k: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{k} ")))
+            .unwrap_or_else(|| panic!("no {k} line:\n{text}"))
+            .to_string()
+    };
+    assert!(kind_line("vision").contains("23,936"), "{text}");
+    assert!(kind_line("projector").contains("6,272"), "{text}");
+}

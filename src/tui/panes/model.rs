@@ -83,9 +83,10 @@ fn render_grid(frame: &mut Frame, area: Rect, state: &ModelState, theme: &Theme)
         header.push(Span::styled(format!("{label:^col_width$}"), theme.accent()));
     }
     lines.push(Line::from(header));
-    let layer_rows = state.grid.rows.len().saturating_sub(1);
-    // Rows available for layers: header, global row and legend take three lines.
-    let visible = (area.height as usize).saturating_sub(3).max(1);
+    let layer_rows = state.grid.layers;
+    let extra_rows = state.grid.rows.len() - layer_rows;
+    // Rows available for layers: header, whole-model rows and legend take the rest.
+    let visible = (area.height as usize).saturating_sub(2 + extra_rows).max(1);
     let top = if state.row < layer_rows {
         state.row.saturating_sub(visible.saturating_sub(1))
     } else {
@@ -111,12 +112,12 @@ fn render_grid(frame: &mut Frame, area: Rect, state: &ModelState, theme: &Theme)
         }
         lines.push(Line::from(spans));
     }
-    if let Some((_, cells)) = state.grid.rows.last() {
-        let mut spans = vec![Span::styled(format!("{:>6} │ ", "model"), theme.muted())];
+    for (r, (label, cells)) in state.grid.rows.iter().enumerate().skip(layer_rows) {
+        let mut spans = vec![Span::styled(format!("{label:>6} │ "), theme.muted())];
         for (c, cell) in cells.iter().enumerate() {
             let cell_state = state.state_of(&cell.names);
             let mut style = cell_style(cell_state, theme);
-            if state.row == layer_rows && c == state.col {
+            if state.row == r && c == state.col {
                 style = style.patch(theme.selected());
             }
             spans.push(Span::styled(
