@@ -334,6 +334,16 @@ impl Decoder {
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
     ) -> Result<BlockOutputs> {
+        self.block_outputs_with_images(input_ids, attention_mask, None)
+    }
+
+    /// [`Decoder::block_outputs`] with images (see [`Decoder::hidden_states_with_images`]).
+    pub fn block_outputs_with_images(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        pixel_values: Option<&Tensor>,
+    ) -> Result<BlockOutputs> {
         let (batch, seq) = input_ids.dims2()?;
         let valid = match attention_mask {
             Some(mask) => mask_rows(mask, batch, seq)?,
@@ -342,7 +352,7 @@ impl Decoder {
         let positions = positions_from_valid(&valid, &vec![0; batch]);
         let bias = self.attention_bias(&valid, &valid, 0)?;
         let (cos, sin) = self.rope_tables(&positions)?;
-        let mut x = self.embed_ids(input_ids)?;
+        let mut x = self.embed_inputs(input_ids, pixel_values)?;
         let mut outputs = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             let (next, attn, mlp) = self.layer_parts(layer, &x, &cos, &sin, &bias, None)?;
@@ -513,6 +523,18 @@ impl Decoder {
         valid: Option<&[Vec<bool>]>,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
+        self.forward_cached_with_images(input_ids, valid, cache, None)
+    }
+
+    /// [`Decoder::forward_cached`] with images for the image tokens among the new tokens (see
+    /// [`Decoder::hidden_states_with_images`]); used for a prompt's prefill.
+    pub fn forward_cached_with_images(
+        &self,
+        input_ids: &Tensor,
+        valid: Option<&[Vec<bool>]>,
+        cache: &mut KvCache,
+        pixel_values: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (batch, seq) = input_ids.dims2()?;
         if cache.key_valid.len() != batch {
             bail!(
@@ -535,7 +557,7 @@ impl Decoder {
             row.extend_from_slice(new);
         }
         let bias = self.attention_bias(&new_valid, &cache.key_valid, past)?;
-        let x = self.embed_ids(input_ids)?;
+        let x = self.embed_inputs(input_ids, pixel_values)?;
         let x = self.run_layers(x, &positions, &bias, Some(cache))?;
         let last = x.narrow(1, seq - 1, 1)?.squeeze(1)?;
         let last = rms_norm(&last, self.norm.tensor(), self.config.rms_norm_eps)?;

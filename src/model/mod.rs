@@ -38,7 +38,8 @@ impl Model {
         let files = source::resolve(spec)?;
         let config = ModelConfig::from_file(&files.config)?;
         let weights = WeightStore::open(&files.weights)?;
-        let tokenizer = ModelTokenizer::load(&files)?;
+        let mut tokenizer = ModelTokenizer::load(&files)?;
+        tokenizer.images = vlm::ImageInputs::for_model(&config, &files)?;
         Ok(Self {
             files,
             config,
@@ -55,21 +56,7 @@ impl Model {
     /// The image preprocessing of a vision-language model (`preprocessor_config.json`, else
     /// CLIP defaults at the vision tower's image size); `None` for a text-only model.
     pub fn image_processor(&self) -> Result<Option<vlm::ImageProcessor>> {
-        let Some(vision) = &self.config.vision else {
-            return Ok(None);
-        };
-        let size = vision.vision.image_size as u32;
-        let processor = match &self.files.preprocessor_config {
-            Some(path) => vlm::ImageProcessor::from_file(path, size)?,
-            None => vlm::ImageProcessor::clip(size),
-        };
-        if processor.output_size((size, size)) != (size, size) {
-            anyhow::bail!(
-                "preprocessor_config.json crops images to {:?} (height, width) but the vision tower takes {size}×{size}",
-                processor.crop_size
-            );
-        }
-        Ok(Some(processor))
+        Ok(self.tokenizer.images.as_ref().map(|i| i.processor.clone()))
     }
 
     /// Builds the decoder with `trainable` parameters as `Var`s.
