@@ -469,3 +469,71 @@ fn cli_make_tiny_llava_and_inspect() {
     assert!(kind_line("vision").contains("23,936"), "{text}");
     assert!(kind_line("projector").contains("6,272"), "{text}");
 }
+
+#[test]
+fn vision_and_projector_gradients_agree_with_finite_differences() {
+    let dev = Device::Cpu;
+    let (_dir, model) = tiny_llava(&TinyLlavaSpec::new(31));
+    let v = model.config.vision.clone().unwrap();
+    let names = [
+        "multi_modal_projector.linear_1.weight",
+        "multi_modal_projector.linear_2.bias",
+        "vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight",
+        "vision_tower.vision_model.encoder.layers.0.mlp.fc1.bias",
+        "vision_tower.vision_model.embeddings.patch_embedding.weight",
+        "vision_tower.vision_model.embeddings.class_embedding",
+        "vision_tower.vision_model.pre_layrnorm.weight",
+    ];
+    let trainable: HashSet<String> = names.iter().map(|s| s.to_string()).collect();
+    let decoder = model.decoder(&trainable, DType::F32, &dev).unwrap();
+    let ids: Vec<u32> = [vec![5, 17], vec![v.image_token_index; 16], vec![42, 99, 3]].concat();
+    let input = Tensor::new(ids.as_slice(), &dev)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let px = pixels(1, &dev);
+    // A fixed linear read-out of the logits after the image.
+    let loss = || -> Tensor {
+        let logits = decoder
+            .forward_with_images(&input, None, Some(&px))
+            .unwrap();
+        let tail = logits.i((0, 18.., ..)).unwrap();
+        let n = tail.elem_count();
+        let w: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.013).sin()).collect();
+        let w = Tensor::from_vec(w, tail.shape(), &dev).unwrap();
+        (tail * w).unwrap().sum_all().unwrap()
+    };
+    let grads = loss().backward().unwrap();
+    for name in names {
+        let var = &decoder.vars()[name];
+        let grad: Vec<f32> = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let original = var.as_tensor().copy().unwrap();
+        let values: Vec<f32> = original.flatten_all().unwrap().to_vec1().unwrap();
+        let mut order: Vec<usize> = (0..grad.len()).collect();
+        order.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
+        for &index in order.iter().take(2) {
+            let eps = 1e-2f32;
+            let eval = |delta: f32| -> f64 {
+                let mut x = values.clone();
+                x[index] += delta;
+                var.set(&Tensor::from_vec(x, original.shape(), &dev).unwrap())
+                    .unwrap();
+                loss().to_scalar::<f32>().unwrap() as f64
+            };
+            let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
+            var.set(&original).unwrap();
+            let analytic = grad[index] as f64;
+            let rel = (numeric - analytic).abs() / analytic.abs().max(1e-6);
+            println!(
+                "{name}[{index}]: analytic {analytic:.5e} numeric {numeric:.5e} rel {rel:.1e}"
+            );
+            assert!(rel <= 2e-2, "{name}[{index}]: relative error {rel}");
+        }
+    }
+}

@@ -281,3 +281,36 @@ fn image_placeholder_expands_and_a_cut_through_it_drops_the_image() {
     assert!(ex.image.is_none());
     assert_eq!(data.truncated, 1);
 }
+
+#[test]
+fn vision_preset_trains_the_tower_up_to_the_feature_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("tiny-llava");
+    make_tiny_llava(&TinyLlavaSpec::new(21), &model_dir).unwrap();
+    let data = write_colour_data(tmp.path());
+    // `vision` is not a shipped recipe: start from projector.yaml and select the vision kind.
+    let r = recipe(
+        "projector",
+        &model_dir,
+        &data,
+        &[
+            "max_steps=20",
+            "optimizer.lr=0.01",
+            "trainable.kinds=vision",
+        ],
+    );
+    let (run, losses) = train(&r, &tmp.path().join("runs"));
+    println!("vision: {losses:.2?}");
+    assert!(losses.last().unwrap() < &losses[0], "{losses:?}");
+    let before = load(&model_dir.join("model.safetensors"));
+    let after = load(&run.final_dir().join("model.safetensors"));
+    for (name, b) in &before {
+        let same = bytes(b) == bytes(&after[name]);
+        // Feature layer -2 of a 2-layer tower: layer 1 and post_layernorm never reach the
+        // language model, so they stay as they were (a warning says so).
+        let used = name.starts_with("vision_tower.")
+            && !name.contains("encoder.layers.1.")
+            && !name.contains("post_layernorm");
+        assert_eq!(!same, used, "{name}: changed = {}", !same);
+    }
+}
