@@ -217,3 +217,41 @@ fn training_with_image_probe_and_eval_finishes() {
     assert_eq!(outcome.state, RunState::Finished, "{:?}", outcome.reason);
     assert_eq!(monitors, 2, "step 0 and the last step");
 }
+
+#[test]
+fn generation_with_an_image_follows_the_full_forward() {
+    use tunescope::model::generate::{generate_with_image, GenerateOptions};
+    let s = setup();
+    let prompts = load_prompts(
+        &s.shapes.join("probe/heldout.jsonl"),
+        &s.model.tokenizer,
+        Some(2),
+    )
+    .unwrap();
+    let decoder = s
+        .model
+        .decoder(&HashSet::new(), DType::F32, &Device::Cpu)
+        .unwrap();
+    for p in &prompts {
+        let px = pixel_tensor(p.pixel_values.as_ref().unwrap());
+        let options = GenerateOptions {
+            max_new_tokens: 3,
+            ..Default::default()
+        };
+        let out = generate_with_image(&decoder, &p.ids, Some(&px), &options, |_| Ok(())).unwrap();
+        // Each greedy token is the arg-max of a full forward over prompt + tokens so far.
+        let mut ids = p.ids.clone();
+        for &token in &out {
+            let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let logits = decoder
+                .forward_with_images(&input, None, Some(&px))
+                .unwrap();
+            let last = logits.get(0).unwrap().get(ids.len() - 1).unwrap();
+            assert_eq!(last.argmax(0).unwrap().to_scalar::<u32>().unwrap(), token);
+            ids.push(token);
+        }
+    }
+}
