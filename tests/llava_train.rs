@@ -314,3 +314,12 @@ fn vision_preset_trains_the_tower_up_to_the_feature_layer() {
         assert_eq!(!same, used, "{name}: changed = {}", !same);
     }
 }
+
+#[test]
+fn projector_recipe_on_text_only_records_is_refused() {
+    let e = prepare_error(r#"{"prompt": "how many ?", "response": "2"}"#, &[]);
+    assert!(
+        e.contains("no record of") && e.contains("has an image"),
+        "{e}"
+    );
+}

@@ -145,6 +145,18 @@ impl<'a> Session<'a> {
         if let Some(processor) = model.image_processor()? {
             data::load_images(&mut data, &processor, &data_path)?;
         }
+        let vision_side = selection
+            .names
+            .iter()
+            .filter_map(|n| map.get(n))
+            .any(|p| select::is_vision_side(p.kind));
+        if vision_side && data.examples.iter().all(|e| e.pixel_values.is_none()) {
+            anyhow::bail!(
+                "the selection trains vision-tower or projector tensors but no record of {} has an image \
+                 (add \"image\": \"path\" and an <image> placeholder to the records)",
+                data_path.display()
+            );
+        }
         if !data.used_chat_template {
             tracing::info!("the model has no chat template: prompts and responses are concatenated as plain text");
         }
