@@ -537,3 +537,67 @@ fn vision_and_projector_gradients_agree_with_finite_differences() {
         }
     }
 }
+
+#[test]
+fn a_llava_1_5_style_config_fills_llama_defaults() {
+    // The shape of llava-hf/llava-1.5-7b-hf's config.json: text_config lists only overrides.
+    let config = serde_json::json!({
+        "architectures": ["LlavaForConditionalGeneration"],
+        "ignore_index": -100,
+        "image_token_index": 32000,
+        "model_type": "llava",
+        "pad_token_id": 32001,
+        "projector_hidden_act": "gelu",
+        "text_config": {
+            "architectures": ["LlamaForCausalLM"],
+            "max_position_embeddings": 4096,
+            "model_type": "llama",
+            "rms_norm_eps": 1e-05,
+            "torch_dtype": "float16",
+            "vocab_size": 32064
+        },
+        "tie_word_embeddings": false,
+        "vision_config": {
+            "hidden_size": 1024,
+            "image_size": 336,
+            "intermediate_size": 4096,
+            "model_type": "clip_vision_model",
+            "num_attention_heads": 16,
+            "num_hidden_layers": 24,
+            "patch_size": 14,
+            "projection_dim": 768,
+            "vocab_size": 32000
+        },
+        "vision_feature_layer": -2,
+        "vision_feature_select_strategy": "default",
+        "vocab_size": 32064
+    });
+    let c = tunescope::model::ModelConfig::from_json(&config).unwrap();
+    assert_eq!(
+        (c.hidden_size, c.num_hidden_layers, c.num_attention_heads),
+        (4096, 32, 32)
+    );
+    assert_eq!(
+        (c.intermediate_size, c.vocab_size, c.max_position_embeddings),
+        (11008, 32064, 4096)
+    );
+    let v = c.vision.unwrap();
+    assert_eq!(v.image_seq_len(), 576);
+    assert_eq!(v.feature_index(), 23);
+    assert_eq!(v.image_token_index, 32000);
+    // Unsupported settings are named.
+    let mut bad = config.clone();
+    bad["vision_feature_select_strategy"] = serde_json::json!("pooled");
+    let e = format!(
+        "{:#}",
+        tunescope::model::ModelConfig::from_json(&bad).unwrap_err()
+    );
+    assert!(e.contains("vision_feature_select_strategy `pooled`"), "{e}");
+    let mut bad = config;
+    bad["vision_feature_layer"] = serde_json::json!([-2, -5]);
+    let e = format!(
+        "{:#}",
+        tunescope::model::ModelConfig::from_json(&bad).unwrap_err()
+    );
+    assert!(e.contains("vision_feature_layer"), "{e}");
+}

@@ -230,6 +230,20 @@ impl ModelConfig {
             .clone();
         text.entry("model_type")
             .or_insert_with(|| Value::String("llama".into()));
+        // Hugging Face LLaVA configs (llava-1.5) often list only what differs from
+        // `LlamaConfig`'s defaults in `text_config`: fill those in.
+        if text.get("model_type").and_then(Value::as_str) == Some("llama") {
+            for (key, value) in [
+                ("vocab_size", serde_json::json!(32000)),
+                ("hidden_size", serde_json::json!(4096)),
+                ("intermediate_size", serde_json::json!(11008)),
+                ("num_hidden_layers", serde_json::json!(32)),
+                ("num_attention_heads", serde_json::json!(32)),
+                ("max_position_embeddings", serde_json::json!(2048)),
+            ] {
+                text.entry(key).or_insert(value);
+            }
+        }
         for key in ["eos_token_id", "bos_token_id", "tie_word_embeddings"] {
             if let Some(v) = obj.get(key) {
                 text.entry(key).or_insert_with(|| v.clone());
