@@ -601,3 +601,45 @@ fn a_llava_1_5_style_config_fills_llama_defaults() {
     );
     assert!(e.contains("vision_feature_layer"), "{e}");
 }
+
+#[test]
+fn a_deep_vision_tower_row_wraps_to_the_pane() {
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+    use tunescope::select::preset;
+    use tunescope::tui::model_state::ModelState;
+    use tunescope::tui::panes::model::render_model;
+    use tunescope::tui::theme::Theme;
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinyLlavaSpec {
+        vision_layers: 14,
+        ..TinyLlavaSpec::new(4)
+    };
+    make_tiny_llava(&spec, dir.path()).unwrap();
+    let state = ModelState::open(
+        dir.path().to_str().unwrap(),
+        &preset("vision").unwrap(),
+        1,
+        64,
+        4,
+    )
+    .unwrap();
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    terminal
+        .draw(|f| render_model(f, f.area(), Some(&state), None, &Theme::dark()))
+        .unwrap();
+    let buf = terminal.backend().buffer().clone();
+    let text: String = (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+                + "\n"
+        })
+        .collect();
+    println!("{text}");
+    for label in ["■ L0", "■ L13", "■ post-norm", "■ embed", "· linear_2"] {
+        assert!(text.contains(label), "{label} not on screen:\n{text}");
+    }
+}
