@@ -5,8 +5,9 @@ use std::io::Write;
 use anyhow::Result;
 use clap::Args;
 
-use crate::model::generate::{generate, GenerateOptions};
+use crate::model::generate::{generate_with_image, GenerateOptions};
 use crate::model::tokenizer::ChatMessage;
+use crate::model::vlm::IMAGE_TOKEN;
 use crate::model::Model;
 use crate::util::device::{parse_device, parse_dtype};
 
@@ -17,6 +18,10 @@ pub struct GenerateArgs {
     /// The user message.
     #[arg(long)]
     prompt: String,
+    /// An image for a vision-language (LLaVA) model; `<image>` is put before the prompt unless
+    /// the prompt already holds it.
+    #[arg(long)]
+    image: Option<std::path::PathBuf>,
     /// Use the prompt as raw text, without the chat template.
     #[arg(long)]
     raw: bool,
@@ -45,22 +50,55 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let dtype = parse_dtype(&args.dtype)?;
     let model = Model::open(&args.model)?;
     let decoder = model.decoder(&Default::default(), dtype, &device)?;
+    let mut prompt = args.prompt.clone();
+    if args.image.is_some() && !prompt.contains(IMAGE_TOKEN) {
+        prompt = format!("{IMAGE_TOKEN}\n{prompt}");
+    }
     let text = if args.raw {
-        args.prompt.clone()
+        prompt.clone()
     } else {
         let messages = [ChatMessage {
             role: "user".into(),
-            content: args.prompt.clone(),
+            content: prompt.clone(),
         }];
         match model.tokenizer.render_chat(&messages, true)? {
             Some(rendered) => rendered,
             None => {
                 eprintln!("note: the model has no chat template; using the prompt as plain text");
-                args.prompt.clone()
+                prompt.clone()
             }
         }
     };
-    let prompt_ids = model.tokenizer.encode(&text)?;
+    let mut prompt_ids = model.tokenizer.encode(&text)?;
+    let pixel_values = match (&model.tokenizer.images, &args.image) {
+        (None, Some(_)) => anyhow::bail!(
+            "--image needs a vision-language model; {} is text-only",
+            args.model
+        ),
+        (Some(images), image) => {
+            let (ids, placeholders) = images.expand(&prompt_ids);
+            prompt_ids = ids;
+            match (image, placeholders) {
+                (Some(path), 1) => {
+                    let p = images.load_pixels(path)?;
+                    let (c, h, w) = p.dims;
+                    Some(candle_core::Tensor::from_slice(
+                        &p.values,
+                        (1, c, h, w),
+                        &device,
+                    )?)
+                }
+                (None, 0) => None,
+                (Some(_), n) => {
+                    anyhow::bail!("the prompt must hold exactly one {IMAGE_TOKEN}, found {n}")
+                }
+                (None, _) => anyhow::bail!(
+                    "the prompt holds {IMAGE_TOKEN}: pass the picture with --image PATH"
+                ),
+            }
+        }
+        (None, None) => None,
+    };
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -71,16 +109,22 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut stdout = std::io::stdout();
     let mut generated: Vec<u32> = Vec::new();
     let mut printed = 0;
-    generate(&decoder, &prompt_ids, &options, |token| {
-        generated.push(token);
-        let text = model.tokenizer.decode(&generated)?;
-        if text.len() > printed && text.is_char_boundary(printed) {
-            print!("{}", &text[printed..]);
-            stdout.flush()?;
-            printed = text.len();
-        }
-        Ok(())
-    })?;
+    generate_with_image(
+        &decoder,
+        &prompt_ids,
+        pixel_values.as_ref(),
+        &options,
+        |token| {
+            generated.push(token);
+            let text = model.tokenizer.decode(&generated)?;
+            if text.len() > printed && text.is_char_boundary(printed) {
+                print!("{}", &text[printed..]);
+                stdout.flush()?;
+                printed = text.len();
+            }
+            Ok(())
+        },
+    )?;
     println!();
     Ok(())
 }

@@ -6,12 +6,15 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 use crate::model::tiny::{make_tiny, TinySpec};
+use crate::model::vlm::tiny::{make_tiny_llava, TinyLlavaSpec};
 use crate::model::Architecture;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ArchArg {
     Llama,
     Qwen2,
+    /// LLaVA: a CLIP vision tower, a projector and a tiny Llama (32×32 images, 8×8 patches).
+    Llava,
 }
 
 #[derive(Debug, Args)]
@@ -47,7 +50,7 @@ pub struct MakeTinyArgs {
 
 pub fn run(args: MakeTinyArgs) -> Result<()> {
     let arch = match args.arch {
-        ArchArg::Llama => Architecture::Llama,
+        ArchArg::Llama | ArchArg::Llava => Architecture::Llama,
         ArchArg::Qwen2 => Architecture::Qwen2,
     };
     anyhow::ensure!(
@@ -66,6 +69,15 @@ pub fn run(args: MakeTinyArgs) -> Result<()> {
         tie_embeddings: args.tied,
         ..TinySpec::new(arch, args.seed)
     };
+    if matches!(args.arch, ArchArg::Llava) {
+        let spec = TinyLlavaSpec {
+            text: spec,
+            ..TinyLlavaSpec::new(args.seed)
+        };
+        make_tiny_llava(&spec, &args.out)?;
+        println!("wrote llava model to {}", args.out.display());
+        return Ok(());
+    }
     make_tiny(&spec, &args.out)?;
     println!(
         "wrote {} model to {}",

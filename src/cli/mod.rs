@@ -8,6 +8,7 @@ mod generate;
 mod import_gguf;
 mod inspect;
 mod make_assets;
+mod make_shapes;
 mod make_tiny;
 mod plan;
 mod probe;
@@ -55,6 +56,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Generate the synthetic world's data sets (training data, tasks, probe prompts) from a seed.
     MakeAssets(make_assets::MakeAssetsArgs),
+    /// Generate the coloured-shapes picture world (PNG scenes, counting data, word-answer tasks) from a seed.
+    MakeShapes(make_shapes::MakeShapesArgs),
     /// Write a distributed trainer's config (axolotl, llama-factory, trl) for the same run.
     Export(export::ExportArgs),
     /// Follow another trainer's checkpoint folder, probing and evaluating each new checkpoint into a run directory.
@@ -100,6 +103,7 @@ pub fn run() -> Result<()> {
         Command::Train(args) => train::run(args),
         Command::Runs(args) => runs::run(args),
         Command::MakeAssets(args) => make_assets::run(args),
+        Command::MakeShapes(args) => make_shapes::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Export(args) => export::run(args),
         Command::Watch(args) => watch::run(args),

@@ -6,15 +6,18 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use super::images::Pixels;
 use super::tokenize::{count_labels, TokenizedData, IGNORE_INDEX};
 
 /// Rows of examples right-padded to the longest row: ids with the pad id, labels with `-100`,
-/// attention mask 1 for real tokens and 0 for padding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// attention mask 1 for real tokens and 0 for padding, and the rows' images in row order.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub input_ids: Vec<Vec<u32>>,
     pub labels: Vec<Vec<i64>>,
     pub attention_mask: Vec<Vec<u32>>,
+    /// Images of the rows that have one, in row order (what the decoder takes).
+    pub pixel_values: Vec<Pixels>,
 }
 
 impl Batch {
@@ -40,6 +43,24 @@ impl Batch {
         let labels = Tensor::from_vec(self.labels.concat(), shape, device)?;
         let mask = Tensor::from_vec(self.attention_mask.concat(), shape, device)?;
         Ok((ids, labels, mask))
+    }
+
+    /// The batch's images stacked `(I, C, H, W)`, or `None` when no row has one.
+    pub fn pixel_tensor(&self, device: &Device) -> Result<Option<Tensor>> {
+        let Some(first) = self.pixel_values.first() else {
+            return Ok(None);
+        };
+        let (c, h, w) = first.dims;
+        let mut data = Vec::with_capacity(self.pixel_values.len() * c * h * w);
+        for p in &self.pixel_values {
+            anyhow::ensure!(p.dims == first.dims, "images of one batch differ in size");
+            data.extend_from_slice(&p.values);
+        }
+        Ok(Some(Tensor::from_vec(
+            data,
+            (self.pixel_values.len(), c, h, w),
+            device,
+        )?))
     }
 
     /// Labelled positions that have a previous token (`labels[t] != -100` for `t >= 1`): the
@@ -109,6 +130,7 @@ pub fn make_batch(
         input_ids: Vec::with_capacity(rows.len()),
         labels: Vec::with_capacity(rows.len()),
         attention_mask: Vec::with_capacity(rows.len()),
+        pixel_values: Vec::new(),
     };
     for &i in rows {
         let ex = &data.examples[i];
@@ -122,6 +144,9 @@ pub fn make_batch(
         batch.input_ids.push(ids);
         batch.labels.push(labels);
         batch.attention_mask.push(mask);
+        if let Some(pixels) = &ex.pixel_values {
+            batch.pixel_values.push(pixels.clone());
+        }
     }
     batch
 }
@@ -141,6 +166,8 @@ mod tests {
                 labels: (0..len as i64)
                     .map(|t| if t % 2 == 1 { 10 + t } else { IGNORE_INDEX })
                     .collect(),
+                image: None,
+                pixel_values: None,
             })
             .collect();
         TokenizedData {

@@ -1,7 +1,8 @@
 //! Training records read from JSONL: one JSON object per line, either
-//! `{"prompt": ..., "response": ...}` or `{"messages": [{"role": ..., "content": ...}, ...]}`.
+//! `{"prompt": ..., "response": ...}` or `{"messages": [{"role": ..., "content": ...}, ...]}`,
+//! optionally with `"image": "path"` (relative to the JSONL file) for vision-language models.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{Map, Value};
@@ -17,6 +18,8 @@ pub struct Record {
     pub line: usize,
     /// The conversation; a prompt/response record becomes `[user: prompt, assistant: response]`.
     pub messages: Vec<ChatMessage>,
+    /// The record's image, resolved against the JSONL file's folder (not checked to exist here).
+    pub image: Option<PathBuf>,
 }
 
 /// Reads every record of the JSONL file at `path`; blank lines are skipped.
@@ -33,11 +36,13 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
             continue;
         }
         let line_no = index + 1;
-        let messages =
-            parse_line(line).map_err(|e| anyhow!("{} line {line_no}: {e}", path.display()))?;
+        let (messages, image) = parse_record_line(line)
+            .map_err(|e| anyhow!("{} line {line_no}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new(""));
         records.push(Record {
             line: line_no,
             messages,
+            image: image.map(|i| base.join(i)),
         });
     }
     if records.is_empty() {
@@ -54,6 +59,11 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
 
 /// Parses one non-blank line into its conversation; the error says what is wrong (no location).
 pub fn parse_line(line: &str) -> Result<Vec<ChatMessage>> {
+    Ok(parse_record_line(line)?.0)
+}
+
+/// Parses one non-blank line into its conversation and its `image` path as written.
+pub fn parse_record_line(line: &str) -> Result<(Vec<ChatMessage>, Option<String>)> {
     let value: Value = serde_json::from_str(line).map_err(|e| {
         // serde's own position says "line 1"; the caller names the file's line.
         let text = e.to_string();
@@ -70,8 +80,16 @@ pub fn parse_line(line: &str) -> Result<Vec<ChatMessage>> {
             kind(&value)
         );
     };
+    let image = match obj.get("image") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) if !p.trim().is_empty() => Some(p.clone()),
+        Some(Value::String(_)) => {
+            bail!("\"image\" is empty; give the image's path relative to the JSONL file")
+        }
+        Some(v) => bail!("\"image\" must be a path string, found {}", kind(v)),
+    };
     let has_pair = obj.contains_key("prompt") || obj.contains_key("response");
-    match (obj.get("messages"), has_pair) {
+    let messages = match (obj.get("messages"), has_pair) {
         (Some(_), true) => bail!(
             "has both \"messages\" and \"prompt\"/\"response\"; keep only one of the two forms"
         ),
@@ -90,7 +108,8 @@ pub fn parse_line(line: &str) -> Result<Vec<ChatMessage>> {
                  {{\"prompt\": ..., \"response\": ...}} or a \"messages\" list"
             )
         }
-    }
+    }?;
+    Ok((messages, image))
 }
 
 fn parse_pair(obj: &Map<String, Value>) -> Result<Vec<ChatMessage>> {

@@ -1,7 +1,10 @@
 //! Records to token ids with loss labels: assistant replies carry labels, everything else `-100`.
 
+use std::path::PathBuf;
+
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::images::Pixels;
 use super::jsonl::Record;
 use crate::model::tokenizer::{ChatMessage, ModelTokenizer};
 
@@ -16,6 +19,10 @@ pub struct Example {
     pub line: usize,
     pub input_ids: Vec<u32>,
     pub labels: Vec<i64>,
+    /// The image whose tokens `input_ids` holds (vision-language models only).
+    pub image: Option<PathBuf>,
+    /// Its preprocessed pixels, once loaded (see [`super::images::load_images`]).
+    pub pixel_values: Option<Pixels>,
 }
 
 impl Example {
@@ -32,6 +39,14 @@ pub struct TokenizeOptions {
     pub max_length: usize,
     /// Label every token, the prompt included.
     pub train_on_prompt: bool,
+}
+
+/// How a vision-language model's image placeholder expands: the `<image>` token id and the
+/// number of image tokens it becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageTokens {
+    pub id: u32,
+    pub count: usize,
 }
 
 /// Tokenized training data and what happened on the way.
@@ -78,6 +93,19 @@ pub fn tokenize(
     tok: &ModelTokenizer,
     opts: &TokenizeOptions,
 ) -> Result<TokenizedData> {
+    tokenize_with_images(records, tok, opts, None)
+}
+
+/// Like [`tokenize`]; with `image` (a vision-language model) each record's one `<image>`
+/// placeholder expands to `image.count` unlabelled image tokens, and a record must have an
+/// `image` exactly when its text holds the placeholder. A cut through an image's tokens drops
+/// that image's tokens (and what follows). Without `image` the `image` field is ignored.
+pub fn tokenize_with_images(
+    records: &[Record],
+    tok: &ModelTokenizer,
+    opts: &TokenizeOptions,
+    image: Option<ImageTokens>,
+) -> Result<TokenizedData> {
     if opts.max_length == 0 {
         bail!("max_length is 0; set it to at least the length of a short example (e.g. 512)");
     }
@@ -122,19 +150,32 @@ pub fn tokenize(
 
         let mut input_ids = Vec::new();
         let mut labels = Vec::new();
+        let mut placeholders = 0;
         for segment in segments.iter().filter(|s| !s.text.is_empty()) {
             let ids = tok
                 .encode(&segment.text)
                 .with_context(|| format!("cannot tokenize the record on line {}", record.line))?;
             let labelled = segment.labelled || opts.train_on_prompt;
-            labels.extend(ids.iter().map(|&id| {
-                if labelled {
-                    i64::from(id)
-                } else {
-                    IGNORE_INDEX
+            for id in ids {
+                match image {
+                    Some(img) if id == img.id => {
+                        placeholders += 1;
+                        input_ids.extend(std::iter::repeat_n(id, img.count));
+                        labels.extend(std::iter::repeat_n(IGNORE_INDEX, img.count));
+                    }
+                    _ => {
+                        input_ids.push(id);
+                        labels.push(if labelled {
+                            i64::from(id)
+                        } else {
+                            IGNORE_INDEX
+                        });
+                    }
                 }
-            }));
-            input_ids.extend(ids);
+            }
+        }
+        if image.is_some() {
+            check_placeholders(record, placeholders)?;
         }
         if let Some((id, labelled)) = extra_eos {
             input_ids.push(id);
@@ -148,8 +189,18 @@ pub fn tokenize(
 
         longest = longest.max(input_ids.len());
         let cut = input_ids.len() > opts.max_length;
-        input_ids.truncate(opts.max_length);
-        labels.truncate(opts.max_length);
+        let mut keep = opts.max_length;
+        let mut with_image = image.is_some() && record.image.is_some();
+        if let Some(img) = image.filter(|_| cut && with_image) {
+            let first = input_ids.iter().position(|&t| t == img.id);
+            if let Some(first) = first.filter(|&f| f + img.count > keep) {
+                // The cut goes through the image's tokens: drop them all.
+                keep = first;
+                with_image = false;
+            }
+        }
+        input_ids.truncate(keep);
+        labels.truncate(keep);
         let label_count = count_labels(&labels);
         if label_count == 0 {
             data.dropped.push(record.line);
@@ -163,6 +214,8 @@ pub fn tokenize(
             line: record.line,
             input_ids,
             labels,
+            image: record.image.clone().filter(|_| with_image),
+            pixel_values: None,
         });
     }
 
@@ -189,6 +242,27 @@ pub fn tokenize(
         );
     }
     Ok(data)
+}
+
+/// A record needs exactly one `<image>` placeholder when it has an image, none otherwise.
+fn check_placeholders(record: &Record, placeholders: usize) -> Result<()> {
+    match (&record.image, placeholders) {
+        (Some(_), 1) | (None, 0) => Ok(()),
+        (Some(path), 0) => bail!(
+            "line {}: the record has an image ({}) but its text has no <image> placeholder; \
+             put <image> where the picture belongs, e.g. at the start of the prompt",
+            record.line,
+            path.display()
+        ),
+        (Some(_), n) => bail!(
+            "line {}: the text has {n} <image> placeholders; one image per record is supported",
+            record.line
+        ),
+        (None, n) => bail!(
+            "line {}: the text has {n} <image> placeholder(s) but the record has no \"image\" field",
+            record.line
+        ),
+    }
 }
 
 /// Labelled positions at `t >= 1` (position 0 is never predicted).
@@ -351,6 +425,7 @@ mod tests {
         assert!(segs[1].labelled);
 
         let rec = Record {
+            image: None,
             line: 5,
             messages: msgs.to_vec(),
         };
@@ -370,6 +445,7 @@ mod tests {
         let mut tok = tiny_tokenizer();
         tok.chat_template = Some("{{ raise_exception('roles must alternate') }}".into());
         let rec = Record {
+            image: None,
             line: 9,
             messages: vec![msg("user", "a"), msg("assistant", "b")],
         };
@@ -389,6 +465,7 @@ mod tests {
         let mut tok = tiny_tokenizer();
         tok.chat_template = None;
         let rec = Record {
+            image: None,
             line: 1,
             messages: vec![msg("user", "red"), msg("assistant", "blue")],
         };

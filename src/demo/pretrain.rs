@@ -431,6 +431,7 @@ pub fn copy_task(world: &World, n: usize) -> Task {
         regex: None,
         match_mode: MatchMode::Exact,
         items,
+        images: Vec::new(),
     }
 }
 

@@ -41,8 +41,10 @@ pub fn layer_drift(
         // Answer tokens sit one position after the positions that predict them.
         let flat: Vec<u32> = batch.positions.iter().flatten().map(|p| p + 1).collect();
         let index = Tensor::new(flat.as_slice(), base.device())?;
-        let outputs_base = base.block_outputs(&batch.ids, Some(&batch.mask))?;
-        let outputs_now = current.block_outputs(&batch.ids, Some(&batch.mask))?;
+        let pixels = batch.pixels.as_ref();
+        let outputs_base = base.block_outputs_with_images(&batch.ids, Some(&batch.mask), pixels)?;
+        let outputs_now =
+            current.block_outputs_with_images(&batch.ids, Some(&batch.mask), pixels)?;
         for (layer, ((attn_b, mlp_b), (attn_n, mlp_n))) in
             outputs_base.iter().zip(&outputs_now).enumerate()
         {

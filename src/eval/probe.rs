@@ -13,6 +13,7 @@ use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::numeric::NumericVocab;
+use crate::data::Pixels;
 use crate::model::tokenizer::ChatMessage;
 use crate::model::{Decoder, ModelTokenizer};
 
@@ -20,10 +21,38 @@ use crate::model::{Decoder, ModelTokenizer};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbePrompt {
     pub text: String,
+    /// Token ids, the image placeholder expanded to the image's tokens.
     pub ids: Vec<u32>,
+    /// The prompt's image (vision-language models).
+    pub pixel_values: Option<Pixels>,
 }
 
-/// Reads `{"prompt": ...}` lines and renders each as a user turn with the generation prompt.
+/// Stacks the images of `prompts` (those that have one) into `(I, C, H, W)`.
+pub(crate) fn stack_pixels<'a>(
+    prompts: impl IntoIterator<Item = &'a ProbePrompt>,
+    device: &candle_core::Device,
+) -> Result<Option<Tensor>> {
+    let pixels: Vec<&Pixels> = prompts
+        .into_iter()
+        .filter_map(|p| p.pixel_values.as_ref())
+        .collect();
+    let Some(first) = pixels.first() else {
+        return Ok(None);
+    };
+    let (c, h, w) = first.dims;
+    let mut data = Vec::with_capacity(pixels.len() * c * h * w);
+    for p in &pixels {
+        data.extend_from_slice(&p.values);
+    }
+    Ok(Some(Tensor::from_vec(
+        data,
+        (pixels.len(), c, h, w),
+        device,
+    )?))
+}
+
+/// Reads `{"prompt": ...}` lines (with `"image": "path"` relative to the file, for a
+/// vision-language model) and renders each as a user turn with the generation prompt.
 pub fn load_prompts(
     path: &Path,
     tok: &ModelTokenizer,
@@ -48,7 +77,29 @@ pub fn load_prompts(
                     index + 1
                 )
             })?;
-        prompts.push(render_prompt(prompt, tok)?);
+        let image = value.get("image").and_then(|i| i.as_str());
+        let mut rendered = render_prompt(prompt, tok)?;
+        if let Some(images) = &tok.images {
+            let at = || format!("{} line {}", path.display(), index + 1);
+            let (ids, placeholders) = images.expand(&rendered.ids);
+            match (image, placeholders) {
+                (Some(file), 1) => {
+                    let file = path.parent().unwrap_or(Path::new("")).join(file);
+                    rendered.pixel_values = Some(images.load_pixels(&file).with_context(at)?);
+                }
+                (None, 0) => {}
+                (Some(_), n) => bail!(
+                    "{}: a prompt with an image needs exactly one <image> placeholder, found {n}",
+                    at()
+                ),
+                (None, n) => bail!(
+                    "{}: the prompt has {n} <image> placeholder(s) but no \"image\" field",
+                    at()
+                ),
+            }
+            rendered.ids = ids;
+        }
+        prompts.push(rendered);
         if limit.is_some_and(|l| prompts.len() >= l) {
             break;
         }
@@ -72,7 +123,11 @@ pub fn render_prompt(prompt: &str, tok: &ModelTokenizer) -> Result<ProbePrompt> 
     if ids.is_empty() {
         bail!("probe prompt {prompt:?} tokenizes to nothing");
     }
-    Ok(ProbePrompt { text, ids })
+    Ok(ProbePrompt {
+        text,
+        ids,
+        pixel_values: None,
+    })
 }
 
 /// Probe settings.
@@ -163,7 +218,13 @@ pub fn greedy_stats(
         }
         let mut cache = decoder.new_cache(chunk.len());
         let input = Tensor::from_vec(ids, (chunk.len(), width), device)?;
-        let mut logits = decoder.forward_cached(&input, Some(&valid), &mut cache)?;
+        let pixels = stack_pixels(chunk, device)?;
+        let mut logits = decoder.forward_cached_with_images(
+            &input,
+            Some(&valid),
+            &mut cache,
+            pixels.as_ref(),
+        )?;
         let mut sums = vec![(0f64, 0f64, 0usize); chunk.len()];
         let mut done = vec![false; chunk.len()];
         let mut conts = vec![Vec::new(); chunk.len()];
@@ -232,6 +293,8 @@ pub struct Divergence {
 pub(crate) struct ForcedBatch {
     pub ids: Tensor,
     pub mask: Tensor,
+    /// The prompts' images, in row order.
+    pub pixels: Option<Tensor>,
     pub positions: Vec<Vec<u32>>,
 }
 
@@ -266,6 +329,7 @@ pub(crate) fn forced_batch(
         );
     }
     Ok(ForcedBatch {
+        pixels: stack_pixels(prompts.iter().copied(), device)?,
         ids: Tensor::from_vec(ids, (seqs.len(), width), device)?,
         mask: Tensor::from_vec(mask, (seqs.len(), width), device)?,
         positions,
@@ -274,7 +338,8 @@ pub(crate) fn forced_batch(
 
 /// Log-probabilities `(N, V)` of `decoder` at the flat `positions` of a forced batch.
 fn log_probs_at(decoder: &Decoder, batch: &ForcedBatch, flat: &[u32]) -> Result<Tensor> {
-    let hidden = decoder.hidden_states(&batch.ids, Some(&batch.mask))?;
+    let hidden =
+        decoder.hidden_states_with_images(&batch.ids, Some(&batch.mask), batch.pixels.as_ref())?;
     let (b, t, h) = hidden.dims3()?;
     let index = Tensor::new(flat, decoder.device())?;
     let picked = hidden.reshape((b * t, h))?.index_select(&index, 0)?;

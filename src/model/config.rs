@@ -7,6 +7,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::vlm::VisionLanguageConfig;
+
 /// Decoder architectures tunescope can train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -18,7 +20,7 @@ pub enum Architecture {
 }
 
 /// `model_type` values accepted in `config.json`.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "llava"];
 
 impl Architecture {
     /// Maps a `model_type` string to an architecture.
@@ -67,6 +69,14 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// Prefix of the language model's tensor names (`language_model.` in a LLaVA checkpoint,
+    /// empty for a plain decoder).
+    #[serde(default)]
+    pub weight_prefix: String,
+    /// The vision tower and projector of a vision-language (LLaVA) model; the fields above then
+    /// describe its `text_config`.
+    #[serde(default)]
+    pub vision: Option<VisionLanguageConfig>,
 }
 
 impl ModelConfig {
@@ -87,8 +97,11 @@ impl ModelConfig {
         let model_type = obj
             .get("model_type")
             .and_then(Value::as_str)
-            .context("key `model_type` is missing; expected one of llama, mistral, qwen2")?
+            .context("key `model_type` is missing; expected one of llama, mistral, qwen2, llava")?
             .to_string();
+        if model_type == "llava" {
+            return Self::from_llava_json(obj);
+        }
         let Some(architecture) = Architecture::from_model_type(&model_type) else {
             bail!(
                 "unsupported model_type `{model_type}`; supported: {}",
@@ -201,8 +214,58 @@ impl ModelConfig {
             sliding_window,
             bos_token_id: opt_usize("bos_token_id")?.map(|n| n as u32),
             eos_token_ids,
+            weight_prefix: String::new(),
+            vision: None,
         };
         Ok(config)
+    }
+
+    /// A LLaVA config: the language model from `text_config` (model_type llama when absent),
+    /// its tensors under `language_model.`, plus the vision side.
+    fn from_llava_json(obj: &serde_json::Map<String, Value>) -> Result<Self> {
+        let mut text = obj
+            .get("text_config")
+            .and_then(Value::as_object)
+            .context("key `text_config` is missing or not an object (model_type llava)")?
+            .clone();
+        text.entry("model_type")
+            .or_insert_with(|| Value::String("llama".into()));
+        // Hugging Face LLaVA configs (llava-1.5) often list only what differs from
+        // `LlamaConfig`'s defaults in `text_config`: fill those in.
+        if text.get("model_type").and_then(Value::as_str) == Some("llama") {
+            for (key, value) in [
+                ("vocab_size", serde_json::json!(32000)),
+                ("hidden_size", serde_json::json!(4096)),
+                ("intermediate_size", serde_json::json!(11008)),
+                ("num_hidden_layers", serde_json::json!(32)),
+                ("num_attention_heads", serde_json::json!(32)),
+                ("max_position_embeddings", serde_json::json!(2048)),
+            ] {
+                text.entry(key).or_insert(value);
+            }
+        }
+        for key in ["eos_token_id", "bos_token_id", "tie_word_embeddings"] {
+            if let Some(v) = obj.get(key) {
+                text.entry(key).or_insert_with(|| v.clone());
+            }
+        }
+        let mut config = Self::from_json(&Value::Object(text)).context("in `text_config`")?;
+        let vision = VisionLanguageConfig::from_json(obj)?;
+        if vision.image_token_index as usize >= config.vocab_size {
+            bail!(
+                "image_token_index {} is outside the vocabulary ({} tokens)",
+                vision.image_token_index,
+                config.vocab_size
+            );
+        }
+        config.weight_prefix = "language_model.".into();
+        config.vision = Some(vision);
+        Ok(config)
+    }
+
+    /// Whether the model takes images (LLaVA).
+    pub fn is_vision_language(&self) -> bool {
+        self.vision.is_some()
     }
 
     /// Width of the query projection output.

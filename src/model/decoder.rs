@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use super::config::ModelConfig;
 use super::linear::{Linear, Param};
 use super::ops;
+use super::vlm::VisionPath;
 use super::weights::WeightStore;
 
 /// Additive mask value for hidden keys; finite so fully padded rows stay NaN-free.
@@ -57,7 +58,7 @@ impl<'a> WeightSource<'a> {
         Ok(param)
     }
 
-    fn linear(
+    pub(crate) fn linear(
         &mut self,
         prefix: &str,
         in_dim: usize,
@@ -141,6 +142,8 @@ pub struct Decoder {
     layers: Vec<Layer>,
     norm: Param,
     lm_head: Linear,
+    /// Vision tower and projector of a LLaVA model.
+    vision: Option<VisionPath>,
     inv_freq: Tensor,
     vars: BTreeMap<String, Var>,
     params: BTreeMap<String, Param>,
@@ -159,10 +162,14 @@ impl Decoder {
     ) -> Result<Self> {
         let c = config;
         let mut src = WeightSource::new(store, trainable, dtype, device);
-        let embed = src.param("model.embed_tokens.weight", &[c.vocab_size, c.hidden_size])?;
+        let pre = c.weight_prefix.as_str();
+        let embed = src.param(
+            &format!("{pre}model.embed_tokens.weight"),
+            &[c.vocab_size, c.hidden_size],
+        )?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
-            let p = format!("model.layers.{i}");
+            let p = format!("{pre}model.layers.{i}");
             let h = c.hidden_size;
             layers.push(Layer {
                 input_norm: src.param(&format!("{p}.input_layernorm.weight"), &[h])?,
@@ -191,8 +198,8 @@ impl Decoder {
                 )?,
             });
         }
-        let norm = src.param("model.norm.weight", &[c.hidden_size])?;
-        let has_lm_head = store.info("lm_head.weight").is_some();
+        let norm = src.param(&format!("{pre}model.norm.weight"), &[c.hidden_size])?;
+        let has_lm_head = store.info(&format!("{pre}lm_head.weight")).is_some();
         let lm_head = if c.tie_word_embeddings || !has_lm_head {
             if !c.tie_word_embeddings {
                 tracing::warn!("lm_head.weight is absent; tying it to the embeddings");
@@ -202,11 +209,29 @@ impl Decoder {
                 bias: None,
             }
         } else {
-            src.linear("lm_head", c.hidden_size, c.vocab_size, false)?
+            src.linear(&format!("{pre}lm_head"), c.hidden_size, c.vocab_size, false)?
         };
+        let (vision, unused) = match &c.vision {
+            Some(vc) => {
+                let (path, unused) = VisionPath::load(vc, c.hidden_size, &mut src)?;
+                (Some(path), unused)
+            }
+            None => (None, Default::default()),
+        };
+        let idle: Vec<&str> = unused
+            .iter()
+            .filter(|n| trainable.contains(*n))
+            .map(String::as_str)
+            .collect();
+        if !idle.is_empty() {
+            tracing::warn!(
+                "these selected vision-tower tensors stay frozen: they come after vision_feature_layer and never reach the language model: {}",
+                idle.join(", ")
+            );
+        }
         let unknown: Vec<&String> = trainable
             .iter()
-            .filter(|name| !src.vars.contains_key(*name))
+            .filter(|name| !src.vars.contains_key(*name) && !unused.contains(*name))
             .collect();
         if !unknown.is_empty() {
             bail!(
@@ -225,6 +250,7 @@ impl Decoder {
             layers,
             norm,
             lm_head,
+            vision,
             inv_freq,
             vars: src.vars,
             params: src.params,
@@ -270,6 +296,7 @@ impl Decoder {
             weight: memo(&self.lm_head.weight)?,
             bias: self.lm_head.bias.as_ref().map(&mut memo).transpose()?,
         };
+        let vision = self.vision.as_ref().map(|v| v.map(&mut memo)).transpose()?;
         let cell = std::cell::RefCell::new(memo);
         let layers = self
             .layers
@@ -287,6 +314,7 @@ impl Decoder {
             layers,
             norm,
             lm_head,
+            vision,
             inv_freq: self.inv_freq.clone(),
             vars: BTreeMap::new(),
             params,
@@ -306,6 +334,16 @@ impl Decoder {
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
     ) -> Result<BlockOutputs> {
+        self.block_outputs_with_images(input_ids, attention_mask, None)
+    }
+
+    /// [`Decoder::block_outputs`] with images (see [`Decoder::hidden_states_with_images`]).
+    pub fn block_outputs_with_images(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        pixel_values: Option<&Tensor>,
+    ) -> Result<BlockOutputs> {
         let (batch, seq) = input_ids.dims2()?;
         let valid = match attention_mask {
             Some(mask) => mask_rows(mask, batch, seq)?,
@@ -314,7 +352,7 @@ impl Decoder {
         let positions = positions_from_valid(&valid, &vec![0; batch]);
         let bias = self.attention_bias(&valid, &valid, 0)?;
         let (cos, sin) = self.rope_tables(&positions)?;
-        let mut x = self.embed_ids(input_ids)?;
+        let mut x = self.embed_inputs(input_ids, pixel_values)?;
         let mut outputs = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             let (next, attn, mlp) = self.layer_parts(layer, &x, &cos, &sin, &bias, None)?;
@@ -382,6 +420,88 @@ impl Decoder {
         self.logits(&hidden)
     }
 
+    /// The vision tower and projector, for a LLaVA model.
+    pub fn vision(&self) -> Option<&VisionPath> {
+        self.vision.as_ref()
+    }
+
+    /// Like [`Decoder::hidden_states`], with images: `pixel_values` `(I, C, H, W)` holds the
+    /// images in the order their image-token runs appear (row by row), and the embeddings at
+    /// image-token positions are replaced by the projected image features (`N` tokens each).
+    pub fn hidden_states_with_images(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        pixel_values: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (batch, seq) = input_ids.dims2()?;
+        let valid = match attention_mask {
+            Some(mask) => mask_rows(mask, batch, seq)?,
+            None => vec![vec![true; seq]; batch],
+        };
+        let positions = positions_from_valid(&valid, &vec![0; batch]);
+        let bias = self.attention_bias(&valid, &valid, 0)?;
+        let x = self.embed_inputs(input_ids, pixel_values)?;
+        let x = self.run_layers(x, &positions, &bias, None)?;
+        rms_norm(&x, self.norm.tensor(), self.config.rms_norm_eps)
+    }
+
+    /// Logits `(B, T, V)` in f32 with images (see [`Decoder::hidden_states_with_images`]).
+    pub fn forward_with_images(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        pixel_values: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let hidden = self.hidden_states_with_images(input_ids, attention_mask, pixel_values)?;
+        self.logits(&hidden)
+    }
+
+    /// Token embeddings with image features written over the image-token positions.
+    fn embed_inputs(&self, input_ids: &Tensor, pixel_values: Option<&Tensor>) -> Result<Tensor> {
+        let x = self.embed_ids(input_ids)?;
+        let Some(pixels) = pixel_values else {
+            return Ok(x);
+        };
+        let vision = self.vision.as_ref().context(
+            "images were given but the model has no vision tower (config.json is not a llava config)",
+        )?;
+        let image_token = vision.config().image_token_index;
+        let per_image = vision.config().image_seq_len();
+        let images = pixels.dim(0)?;
+        let ids = input_ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let mut gather = Vec::with_capacity(ids.len() * per_image);
+        let mut is_image = Vec::with_capacity(gather.capacity());
+        let mut next = 0u32;
+        for row in &ids {
+            for &id in row {
+                let hit = id == image_token;
+                gather.push(if hit { next } else { 0 });
+                is_image.push(if hit { 1f32 } else { 0f32 });
+                next += u32::from(hit);
+            }
+        }
+        if next as usize != images * per_image {
+            bail!(
+                "the input holds {next} image tokens but {images} image(s) of {per_image} tokens each were given; \
+                 every <image> placeholder must expand to {per_image} tokens, one placeholder per image"
+            );
+        }
+        let (batch, seq, hidden) = x.dims3()?;
+        let features = vision
+            .image_embeddings(pixels)?
+            .to_dtype(x.dtype())?
+            .reshape((images * per_image, hidden))?;
+        let gather = Tensor::from_vec(gather, batch * seq, &self.device)?;
+        let picked = features
+            .index_select(&gather, 0)?
+            .reshape((batch, seq, hidden))?;
+        let mask =
+            Tensor::from_vec(is_image, (batch, seq, 1), &self.device)?.to_dtype(x.dtype())?;
+        let keep = (1.0 - &mask)?;
+        Ok((x.broadcast_mul(&keep)? + picked.broadcast_mul(&mask)?)?)
+    }
+
     /// Projects hidden states `(..., H)` to f32 logits `(..., V)`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
@@ -402,6 +522,18 @@ impl Decoder {
         input_ids: &Tensor,
         valid: Option<&[Vec<bool>]>,
         cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        self.forward_cached_with_images(input_ids, valid, cache, None)
+    }
+
+    /// [`Decoder::forward_cached`] with images for the image tokens among the new tokens (see
+    /// [`Decoder::hidden_states_with_images`]); used for a prompt's prefill.
+    pub fn forward_cached_with_images(
+        &self,
+        input_ids: &Tensor,
+        valid: Option<&[Vec<bool>]>,
+        cache: &mut KvCache,
+        pixel_values: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (batch, seq) = input_ids.dims2()?;
         if cache.key_valid.len() != batch {
@@ -425,7 +557,7 @@ impl Decoder {
             row.extend_from_slice(new);
         }
         let bias = self.attention_bias(&new_valid, &cache.key_valid, past)?;
-        let x = self.embed_ids(input_ids)?;
+        let x = self.embed_inputs(input_ids, pixel_values)?;
         let x = self.run_layers(x, &positions, &bias, Some(cache))?;
         let last = x.narrow(1, seq - 1, 1)?.squeeze(1)?;
         let last = rms_norm(&last, self.norm.tensor(), self.config.rms_norm_eps)?;

@@ -36,6 +36,17 @@ pub fn generate(
     decoder: &Decoder,
     prompt: &[u32],
     options: &GenerateOptions,
+    on_token: impl FnMut(u32) -> Result<()>,
+) -> Result<Vec<u32>> {
+    generate_with_image(decoder, prompt, None, options, on_token)
+}
+
+/// [`generate`] for a prompt whose image tokens take `pixel_values` `(1, C, H, W)`.
+pub fn generate_with_image(
+    decoder: &Decoder,
+    prompt: &[u32],
+    pixel_values: Option<&Tensor>,
+    options: &GenerateOptions,
     mut on_token: impl FnMut(u32) -> Result<()>,
 ) -> Result<Vec<u32>> {
     anyhow::ensure!(!prompt.is_empty(), "cannot generate from an empty prompt");
@@ -44,9 +55,10 @@ pub fn generate(
     let mut cache = decoder.new_cache(1);
     let mut input = Tensor::new(prompt, decoder.device())?.unsqueeze(0)?;
     let mut out = Vec::new();
+    let mut pixels = pixel_values;
     for _ in 0..options.max_new_tokens {
         let logits = decoder
-            .forward_cached(&input, None, &mut cache)?
+            .forward_cached_with_images(&input, None, &mut cache, pixels.take())?
             .squeeze(0)?;
         let token = sampler.sample(&logits)?;
         out.push(token);

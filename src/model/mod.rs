@@ -9,6 +9,7 @@ pub mod ops;
 pub mod source;
 pub mod tiny;
 pub mod tokenizer;
+pub mod vlm;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig};
@@ -37,7 +38,8 @@ impl Model {
         let files = source::resolve(spec)?;
         let config = ModelConfig::from_file(&files.config)?;
         let weights = WeightStore::open(&files.weights)?;
-        let tokenizer = ModelTokenizer::load(&files)?;
+        let mut tokenizer = ModelTokenizer::load(&files)?;
+        tokenizer.images = vlm::ImageInputs::for_model(&config, &files)?;
         Ok(Self {
             files,
             config,
@@ -49,6 +51,12 @@ impl Model {
     /// The module map of every parameter in the weight files.
     pub fn module_map(&self) -> ModuleMap {
         ModuleMap::from_store(&self.weights)
+    }
+
+    /// The image preprocessing of a vision-language model (`preprocessor_config.json`, else
+    /// CLIP defaults at the vision tower's image size); `None` for a text-only model.
+    pub fn image_processor(&self) -> Result<Option<vlm::ImageProcessor>> {
+        Ok(self.tokenizer.images.as_ref().map(|i| i.processor.clone()))
     }
 
     /// Builds the decoder with `trainable` parameters as `Var`s.

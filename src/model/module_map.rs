@@ -139,6 +139,12 @@ pub fn classify(name: &str) -> (ParamKind, Option<usize>, bool) {
     } else {
         ParamKind::Other
     };
+    // Vision-tower encoder layers are not decoder layers.
+    let layer = if matches!(kind, ParamKind::Vision | ParamKind::Projector) {
+        None
+    } else {
+        layer
+    };
     (kind, layer, is_bias)
 }
 

@@ -19,6 +19,8 @@ pub struct ModelFiles {
     pub tokenizer: PathBuf,
     pub tokenizer_config: Option<PathBuf>,
     pub generation_config: Option<PathBuf>,
+    /// `preprocessor_config.json` (image preprocessing of vision-language models).
+    pub preprocessor_config: Option<PathBuf>,
 }
 
 const WEIGHTS_SINGLE: &str = "model.safetensors";
@@ -86,6 +88,7 @@ pub fn from_dir(dir: &Path) -> Result<ModelFiles> {
         tokenizer,
         tokenizer_config: optional("tokenizer_config.json"),
         generation_config: optional("generation_config.json"),
+        preprocessor_config: optional("preprocessor_config.json"),
     })
 }
 
@@ -215,7 +218,11 @@ fn download(cache_dir: &Path, repo: Repo) -> Result<ModelFiles> {
         }
     }
     api_repo.get("tokenizer.json")?;
-    for optional in ["tokenizer_config.json", "generation_config.json"] {
+    for optional in [
+        "tokenizer_config.json",
+        "generation_config.json",
+        "preprocessor_config.json",
+    ] {
         let _ = api_repo.get(optional);
     }
     from_dir(&dir)

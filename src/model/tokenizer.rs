@@ -24,6 +24,9 @@ pub struct ModelTokenizer {
     pub pad_token: Option<String>,
     /// Token ids that end generation (eos from the tokenizer config, config.json and generation_config.json).
     pub stop_ids: Vec<u32>,
+    /// Image placeholder expansion and preprocessing, for a vision-language model (set by
+    /// [`crate::model::Model::open`]).
+    pub images: Option<super::vlm::ImageInputs>,
 }
 
 fn token_text(v: Option<&Value>) -> Option<String> {
@@ -91,6 +94,7 @@ impl ModelTokenizer {
             eos_token,
             pad_token: token_text(config.get("pad_token")),
             stop_ids,
+            images: None,
         })
     }
 

@@ -31,9 +31,25 @@ pub fn summed_nll(
     attention_mask: &Tensor,
     labels: &[Vec<i64>],
 ) -> Result<Tensor> {
+    summed_nll_with_images(decoder, input_ids, attention_mask, labels, None)
+}
+
+/// [`summed_nll`] with the batch's images `(I, C, H, W)` for a vision-language model.
+pub fn summed_nll_with_images(
+    decoder: &Decoder,
+    input_ids: &Tensor,
+    attention_mask: &Tensor,
+    labels: &[Vec<i64>],
+    pixel_values: Option<&Tensor>,
+) -> Result<Tensor> {
     let (positions, targets) = label_positions(labels);
     let device = decoder.device();
-    let hidden = decoder.hidden_states(input_ids, Some(attention_mask))?;
+    let hidden = match pixel_values {
+        Some(_) => {
+            decoder.hidden_states_with_images(input_ids, Some(attention_mask), pixel_values)?
+        }
+        None => decoder.hidden_states(input_ids, Some(attention_mask))?,
+    };
     let (b, t, h) = hidden.dims3()?;
     if positions.is_empty() {
         return Ok(Tensor::zeros((), DType::F32, device)?);

@@ -11,7 +11,7 @@ use candle_core::{DType, Tensor};
 use serde_json::json;
 
 use super::events::{StepMetrics, TrainEvent};
-use super::loss::summed_nll;
+use super::loss::summed_nll_with_images;
 use super::monitor::{check_guard, Monitor};
 use super::optimizer::AdamW;
 use super::schedule::LrSchedule;
@@ -130,12 +130,33 @@ impl<'a> Session<'a> {
             .context("in the recipe's `trainable` section")?;
         let device = parse_device(&recipe.device)?;
         let dtype = parse_dtype(&recipe.dtype)?;
-        let records = data::read_records(&recipe.data_path()?)?;
+        let data_path = recipe.data_path()?;
+        let records = data::read_records(&data_path)?;
         let options = TokenizeOptions {
             max_length: recipe.max_length,
             train_on_prompt: recipe.train_on_prompt,
         };
-        let data = data::tokenize(&records, &model.tokenizer, &options)?;
+        let image_tokens = model.config.vision.as_ref().map(|v| data::ImageTokens {
+            id: v.image_token_index,
+            count: v.image_seq_len(),
+        });
+        let mut data =
+            data::tokenize_with_images(&records, &model.tokenizer, &options, image_tokens)?;
+        if let Some(processor) = model.image_processor()? {
+            data::load_images(&mut data, &processor, &data_path)?;
+        }
+        let vision_side = selection
+            .names
+            .iter()
+            .filter_map(|n| map.get(n))
+            .any(|p| select::is_vision_side(p.kind));
+        if vision_side && data.examples.iter().all(|e| e.pixel_values.is_none()) {
+            anyhow::bail!(
+                "the selection trains vision-tower or projector tensors but no record of {} has an image \
+                 (add \"image\": \"path\" and an <image> placeholder to the records)",
+                data_path.display()
+            );
+        }
         if !data.used_chat_template {
             tracing::info!("the model has no chat template: prompts and responses are concatenated as plain text");
         }
@@ -271,8 +292,14 @@ impl<'a> Session<'a> {
             let mut grads: HashMap<String, Tensor> = HashMap::new();
             for batch in &batches {
                 let (ids, _labels, mask) = batch.to_tensors(self.decoder.device())?;
-                let loss =
-                    (summed_nll(&self.decoder, &ids, &mask, &batch.labels)? / label_total as f64)?;
+                let pixels = batch.pixel_tensor(self.decoder.device())?;
+                let loss = (summed_nll_with_images(
+                    &self.decoder,
+                    &ids,
+                    &mask,
+                    &batch.labels,
+                    pixels.as_ref(),
+                )? / label_total as f64)?;
                 let value = loss.to_scalar::<f32>()? as f64;
                 if !value.is_finite() {
                     return self.fail(
@@ -284,7 +311,11 @@ impl<'a> Session<'a> {
                 }
                 step_loss += value;
                 let store = loss.backward()?;
-                if !grads_checked {
+                // A batch without images leaves the vision side without gradients: check on
+                // the first batch that has images (or on the first batch of a text model).
+                if !grads_checked
+                    && (self.decoder.vision().is_none() || !batch.pixel_values.is_empty())
+                {
                     self.decoder.check_all_trainable_have_grads(&store)?;
                     grads_checked = true;
                 }

@@ -38,17 +38,20 @@ pub struct GridCell {
     pub names: Vec<String>,
 }
 
-/// The grid: one row per decoder layer, plus a last row of whole-model parameters
-/// (embeddings, lm_head, final norm, projector, vision).
+/// The grid: one row per decoder layer, then a row of whole-model parameters (embeddings,
+/// lm_head, final norm) and, for a vision-language model, a `vision` row (embeddings, each
+/// encoder layer, post norm) and a `projector` row (its linears).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grid {
     pub rows: Vec<(String, Vec<GridCell>)>,
+    /// How many leading rows are decoder layers.
+    pub layers: usize,
 }
 
 impl Grid {
     fn build(map: &ModuleMap) -> Self {
         let layers = map.num_layers();
-        let mut rows = Vec::with_capacity(layers + 1);
+        let mut rows = Vec::with_capacity(layers + 3);
         for layer in 0..layers {
             let cells = LAYER_COLUMNS
                 .iter()
@@ -69,18 +72,12 @@ impl Grid {
             ("embed", ParamKind::Embed),
             ("lm_head", ParamKind::LmHead),
             ("final norm", ParamKind::Norm),
-            ("projector", ParamKind::Projector),
-            ("vision", ParamKind::Vision),
             ("other", ParamKind::Other),
         ] {
             let names: Vec<String> = map
                 .params
                 .iter()
-                .filter(|p| {
-                    p.kind == kind
-                        && (p.layer.is_none()
-                            || matches!(kind, ParamKind::Vision | ParamKind::Projector))
-                })
+                .filter(|p| p.kind == kind && p.layer.is_none())
                 .map(|p| p.name.clone())
                 .collect();
             if !names.is_empty() {
@@ -91,7 +88,61 @@ impl Grid {
             }
         }
         rows.push(("model".to_string(), globals));
-        Self { rows }
+        for (label, kind) in [
+            ("vision", ParamKind::Vision),
+            ("proj", ParamKind::Projector),
+        ] {
+            let cells = side_cells(map, kind);
+            if !cells.is_empty() {
+                rows.push((label.to_string(), cells));
+            }
+        }
+        Self { rows, layers }
+    }
+}
+
+/// Cells of a vision-side row: parameters grouped by the module after the kind's prefix
+/// (`embeddings`, `pre_layrnorm`, `layers.0`, ..., `post_layernorm`; `linear_1`, `linear_2`).
+fn side_cells(map: &ModuleMap, kind: ParamKind) -> Vec<GridCell> {
+    let mut cells: Vec<GridCell> = Vec::new();
+    for p in map.params.iter().filter(|p| p.kind == kind) {
+        let label = side_label(&p.name);
+        match cells.iter_mut().find(|c| c.label == label) {
+            Some(cell) => cell.names.push(p.name.clone()),
+            None => cells.push(GridCell {
+                label,
+                names: vec![p.name.clone()],
+            }),
+        }
+    }
+    // Data-flow order: embeddings, pre-norm, encoder layers, post-norm, then the rest.
+    cells.sort_by_key(|c| match c.label.as_str() {
+        "embed" => (0, 0),
+        "pre-norm" => (1, 0),
+        "post-norm" => (3, 0),
+        label => match label
+            .strip_prefix('L')
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => (2, n),
+            None => (4, 0),
+        },
+    });
+    cells
+}
+
+/// A short label for a vision-tower or projector parameter's module.
+fn side_label(name: &str) -> String {
+    let parts: Vec<&str> = name.split('.').collect();
+    if let Some(i) = parts.iter().position(|p| *p == "layers") {
+        return format!("L{}", parts.get(i + 1).unwrap_or(&"?"));
+    }
+    let module = parts.iter().rev().nth(1).copied().unwrap_or(name);
+    match module {
+        "patch_embedding" | "position_embedding" | "embeddings" => "embed".into(),
+        "pre_layrnorm" => "pre-norm".into(),
+        "post_layernorm" => "post-norm".into(),
+        other => other.to_string(),
     }
 }
 
@@ -237,7 +288,7 @@ impl ModelState {
 
     /// The cursor's projection kind across every layer.
     pub fn toggle_column(&mut self) {
-        let layers = self.grid.rows.len().saturating_sub(1);
+        let layers = self.grid.layers;
         if self.row >= layers {
             self.toggle_cell();
             return;

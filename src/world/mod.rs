@@ -22,6 +22,7 @@ pub mod lexicon;
 mod names;
 mod sampling;
 mod sequence;
+pub mod shapes;
 pub mod split;
 #[cfg(test)]
 mod tests;

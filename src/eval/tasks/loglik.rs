@@ -19,6 +19,16 @@ const LOGIT_BUDGET: usize = 1 << 25;
 
 /// Natural-log probability of each scored token of each span, in order.
 pub fn span_logprobs(decoder: &Decoder, spans: &[Span], pad_id: u32) -> Result<Vec<Vec<f64>>> {
+    span_logprobs_with_images(decoder, spans, pad_id, None)
+}
+
+/// [`span_logprobs`] with images `(I, C, H, W)` for the spans' image tokens, in row order.
+pub fn span_logprobs_with_images(
+    decoder: &Decoder,
+    spans: &[Span],
+    pad_id: u32,
+    pixel_values: Option<&Tensor>,
+) -> Result<Vec<Vec<f64>>> {
     if spans.is_empty() {
         return Ok(Vec::new());
     }
@@ -43,7 +53,7 @@ pub fn span_logprobs(decoder: &Decoder, spans: &[Span], pad_id: u32) -> Result<V
     }
     let input = Tensor::from_vec(ids, (batch, seq), device)?;
     let mask = Tensor::from_vec(mask, (batch, seq), device)?;
-    let hidden = decoder.hidden_states(&input, Some(&mask))?;
+    let hidden = decoder.hidden_states_with_images(&input, Some(&mask), pixel_values)?;
     let width = hidden.dim(2)?;
     let hidden = hidden.reshape((batch * seq, width))?;
 

@@ -115,6 +115,9 @@ pub struct Task {
     /// Generate only: how answers are compared.
     pub match_mode: MatchMode,
     pub items: Vec<TaskItem>,
+    /// Each item's image (an item's `"image"`, resolved against the data file's folder), for
+    /// vision-language models; empty when no item has one.
+    pub images: Vec<Option<PathBuf>>,
 }
 
 impl Task {

@@ -1,6 +1,6 @@
 //! Turning an item's prompt into the context the model conditions on.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::model::tokenizer::ChatMessage;
 use crate::model::{Decoder, ModelTokenizer};
@@ -57,6 +57,47 @@ pub fn context_ids(
         ids.push(prefix_id(decoder, tok));
     }
     Ok(ids)
+}
+
+/// A task item's image as model inputs: its prompt ids get the placeholder expanded and the
+/// image's pixels are loaded. `Ok(None)` when the item has no image or the model takes none.
+pub fn item_image(
+    tok: &ModelTokenizer,
+    task: &super::Task,
+    index: usize,
+    ids: &mut Vec<u32>,
+) -> Result<Option<crate::data::Pixels>> {
+    let (Some(images), Some(Some(path))) = (&tok.images, task.images.get(index)) else {
+        return Ok(None);
+    };
+    let (expanded, placeholders) = images.expand(ids);
+    anyhow::ensure!(
+        placeholders == 1,
+        "task `{}` item {}: an item with an image needs exactly one <image> placeholder in its prompt, found {placeholders}",
+        task.name,
+        index + 1
+    );
+    *ids = expanded;
+    let pixels = images.load_pixels(path).with_context(|| {
+        format!(
+            "task `{}` item {} ({})",
+            task.name,
+            index + 1,
+            task.data.display()
+        )
+    })?;
+    Ok(Some(pixels))
+}
+
+/// `copies` copies of one image stacked `(copies, C, H, W)`.
+pub fn repeat_pixels(
+    pixels: &crate::data::Pixels,
+    copies: usize,
+    device: &candle_core::Device,
+) -> Result<candle_core::Tensor> {
+    let (c, h, w) = pixels.dims;
+    let one = candle_core::Tensor::from_slice(&pixels.values, (1, c, h, w), device)?;
+    Ok(one.repeat((copies, 1, 1, 1))?)
 }
 
 /// Whether prompts of a task are rendered raw: `chat: false`, or the model has no template.

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Tensor, D};
 
 use super::normalize::{extract, matches};
-use super::prompt::{context_ids, is_raw, render};
+use super::prompt::{context_ids, is_raw, item_image, render};
 use super::{Task, TaskItem};
 use crate::model::{Decoder, ModelTokenizer};
 
@@ -33,6 +33,18 @@ pub fn greedy_batch(
     max_new_tokens: usize,
     stop: &[String],
 ) -> Result<Vec<String>> {
+    greedy_batch_with_images(decoder, tok, prompts, max_new_tokens, stop, None)
+}
+
+/// [`greedy_batch`] with images `(I, C, H, W)` for the prompts' image tokens, in row order.
+pub fn greedy_batch_with_images(
+    decoder: &Decoder,
+    tok: &ModelTokenizer,
+    prompts: &[Vec<u32>],
+    max_new_tokens: usize,
+    stop: &[String],
+    pixel_values: Option<&Tensor>,
+) -> Result<Vec<String>> {
     let batch = prompts.len();
     if batch == 0 || max_new_tokens == 0 {
         return Ok(vec![String::new(); batch]);
@@ -55,7 +67,8 @@ pub fn greedy_batch(
     }
     let mut cache = decoder.new_cache(batch);
     let input = Tensor::from_vec(ids, (batch, seq), device)?;
-    let mut logits = decoder.forward_cached(&input, Some(&valid), &mut cache)?;
+    let mut logits =
+        decoder.forward_cached_with_images(&input, Some(&valid), &mut cache, pixel_values)?;
     let mut generated: Vec<Vec<u32>> = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
     for step in 0..max_new_tokens {
@@ -102,25 +115,51 @@ pub fn predictions(
         .saturating_sub(task.max_new_tokens)
         .max(1);
     let mut out = Vec::with_capacity(items.len());
-    for chunk in items.chunks(GENERATE_BATCH) {
+    for (c, chunk) in items.chunks(GENERATE_BATCH).enumerate() {
         let mut prompts = Vec::with_capacity(chunk.len());
-        for item in chunk {
+        let mut pixels = Vec::new();
+        for (k, item) in chunk.iter().enumerate() {
             let TaskItem::Generate { prompt, .. } = item else {
                 bail!("task `{}` mixes item types", task.name);
             };
             let text = render(tok, prompt, task.chat)?;
             let mut ids = context_ids(decoder, tok, &text, raw)?;
+            let image = item_image(tok, task, c * GENERATE_BATCH + k, &mut ids)?;
             if ids.len() > keep {
+                if image.is_some() {
+                    bail!(
+                        "task `{}`: an item with an image is {} tokens, too long for the model's window",
+                        task.name,
+                        ids.len()
+                    );
+                }
                 ids.drain(..ids.len() - keep);
             }
             prompts.push(ids);
+            pixels.extend(image);
         }
-        out.extend(greedy_batch(
+        let pixel_values = match pixels.first() {
+            Some(first) => {
+                let (ch, h, w) = first.dims;
+                let data: Vec<f32> = pixels
+                    .iter()
+                    .flat_map(|p| p.values.iter().copied())
+                    .collect();
+                Some(Tensor::from_vec(
+                    data,
+                    (pixels.len(), ch, h, w),
+                    decoder.device(),
+                )?)
+            }
+            None => None,
+        };
+        out.extend(greedy_batch_with_images(
             decoder,
             tok,
             &prompts,
             task.max_new_tokens,
             &task.stop,
+            pixel_values.as_ref(),
         )?);
     }
     Ok(out)

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 
-use super::loglik::{span_logprobs, Span};
-use super::prompt::{context_ids, is_raw, render};
+use super::loglik::{span_logprobs_with_images, Span};
+use super::prompt::{context_ids, is_raw, item_image, render, repeat_pixels};
 use super::{Task, TaskItem};
 use crate::model::{Decoder, ModelTokenizer};
 
@@ -18,6 +18,19 @@ pub fn choice_logliks(
     choices: &[String],
     chat: bool,
 ) -> Result<Vec<f64>> {
+    choice_logliks_with_image(decoder, tok, prompt, choices, chat, None)
+}
+
+/// [`choice_logliks`] for an item with an image: `image` gives the task and the item's index
+/// (see [`item_image`]).
+pub fn choice_logliks_with_image(
+    decoder: &Decoder,
+    tok: &ModelTokenizer,
+    prompt: &str,
+    choices: &[String],
+    chat: bool,
+    image: Option<(&Task, usize)>,
+) -> Result<Vec<f64>> {
     let raw = is_raw(tok, chat);
     let mut context = render(tok, prompt, chat)?;
     // As lm-evaluation-harness does for raw prompts: trailing whitespace of the context moves to
@@ -27,7 +40,11 @@ pub fn choice_logliks(
         let kept = context.trim_end().len();
         moved = context.split_off(kept);
     }
-    let ctx = context_ids(decoder, tok, &context, raw)?;
+    let mut ctx = context_ids(decoder, tok, &context, raw)?;
+    let pixels = match image {
+        Some((task, index)) => item_image(tok, task, index, &mut ctx)?,
+        None => None,
+    };
     let max_len = decoder.config().max_position_embeddings;
     let mut spans = Vec::with_capacity(choices.len());
     for choice in choices {
@@ -41,6 +58,9 @@ pub fn choice_logliks(
         if ids.len() > max_len {
             // Keep the end; the context loses its oldest tokens.
             let drop = ids.len() - max_len;
+            if pixels.is_some() {
+                bail!("an item with an image is {} tokens, longer than the model's {max_len}-token window", ids.len());
+            }
             if drop >= start {
                 bail!(
                     "choice {choice:?} is {} tokens, too long for the model's {max_len}-token window",
@@ -52,7 +72,10 @@ pub fn choice_logliks(
         }
         spans.push(Span { ids, start });
     }
-    let logprobs = span_logprobs(decoder, &spans, tok.pad_id())?;
+    let pixels = pixels
+        .map(|p| repeat_pixels(&p, spans.len(), decoder.device()))
+        .transpose()?;
+    let logprobs = span_logprobs_with_images(decoder, &spans, tok.pad_id(), pixels.as_ref())?;
     Ok(logprobs.iter().map(|lp| lp.iter().sum()).collect())
 }
 
@@ -79,7 +102,7 @@ pub fn score(
         return Ok(metrics);
     }
     let (mut correct, mut correct_norm) = (0usize, 0usize);
-    for item in items {
+    for (index, item) in items.iter().enumerate() {
         let TaskItem::MultipleChoice {
             prompt,
             choices,
@@ -88,7 +111,14 @@ pub fn score(
         else {
             bail!("task `{}` mixes item types", task.name);
         };
-        let ll = choice_logliks(decoder, tok, prompt, choices, task.chat)?;
+        let ll = choice_logliks_with_image(
+            decoder,
+            tok,
+            prompt,
+            choices,
+            task.chat,
+            Some((task, index)),
+        )?;
         let per_byte: Vec<f64> = ll
             .iter()
             .zip(choices)

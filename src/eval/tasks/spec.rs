@@ -162,6 +162,7 @@ pub fn load(path: &Path) -> Result<Task> {
     }
     let match_mode = header.match_mode.unwrap_or_default();
     let items = load_items(&data, header.kind, match_mode)?;
+    let images = load_item_images(&data)?;
     Ok(Task {
         name: header.name.unwrap_or(stem),
         role: header.role.unwrap_or(TaskRole::Heldout),
@@ -174,7 +175,37 @@ pub fn load(path: &Path) -> Result<Task> {
         regex,
         match_mode,
         items,
+        images,
     })
+}
+
+/// Each item's `"image"` path (resolved against the data file's folder), in item order; empty
+/// when no item names one.
+fn load_item_images(path: &Path) -> Result<Vec<Option<PathBuf>>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read task data {}", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let mut images = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}", path.display(), index + 1))?;
+        images.push(match value.get("image") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) => Some(dir.join(p)),
+            Some(other) => bail!(
+                "{}:{}: bad item: `image` must be a path string, found {other}",
+                path.display(),
+                index + 1
+            ),
+        });
+    }
+    if images.iter().all(Option::is_none) {
+        images.clear();
+    }
+    Ok(images)
 }
 
 /// Reads the JSONL items of a task of `kind`; blank lines are skipped.

@@ -83,9 +83,33 @@ fn render_grid(frame: &mut Frame, area: Rect, state: &ModelState, theme: &Theme)
         header.push(Span::styled(format!("{label:^col_width$}"), theme.accent()));
     }
     lines.push(Line::from(header));
-    let layer_rows = state.grid.rows.len().saturating_sub(1);
-    // Rows available for layers: header, global row and legend take three lines.
-    let visible = (area.height as usize).saturating_sub(3).max(1);
+    let layer_rows = state.grid.layers;
+    // Whole-model rows (model, vision, projector) wrap to the pane's width.
+    let mut tail: Vec<Line> = Vec::new();
+    for (r, (label, cells)) in state.grid.rows.iter().enumerate().skip(layer_rows) {
+        let mut spans = vec![Span::styled(format!("{label:>6} │ "), theme.muted())];
+        let mut used = 9usize;
+        for (c, cell) in cells.iter().enumerate() {
+            let cell_state = state.state_of(&cell.names);
+            let mut style = cell_style(cell_state, theme);
+            if state.row == r && c == state.col {
+                style = style.patch(theme.selected());
+            }
+            let text = format!("{} {}", glyph(cell_state), cell.label);
+            let width = text.chars().count() + 2;
+            if used + width > area.width as usize && spans.len() > 1 {
+                tail.push(Line::from(std::mem::take(&mut spans)));
+                spans.push(Span::styled(format!("{:>6} │ ", ""), theme.muted()));
+                used = 9;
+            }
+            spans.push(Span::styled(text, style));
+            spans.push(Span::raw("  "));
+            used += width;
+        }
+        tail.push(Line::from(spans));
+    }
+    // Rows available for layers: header, whole-model rows and legend take the rest.
+    let visible = (area.height as usize).saturating_sub(2 + tail.len()).max(1);
     let top = if state.row < layer_rows {
         state.row.saturating_sub(visible.saturating_sub(1))
     } else {
@@ -111,22 +135,7 @@ fn render_grid(frame: &mut Frame, area: Rect, state: &ModelState, theme: &Theme)
         }
         lines.push(Line::from(spans));
     }
-    if let Some((_, cells)) = state.grid.rows.last() {
-        let mut spans = vec![Span::styled(format!("{:>6} │ ", "model"), theme.muted())];
-        for (c, cell) in cells.iter().enumerate() {
-            let cell_state = state.state_of(&cell.names);
-            let mut style = cell_style(cell_state, theme);
-            if state.row == layer_rows && c == state.col {
-                style = style.patch(theme.selected());
-            }
-            spans.push(Span::styled(
-                format!("{} {}", glyph(cell_state), cell.label),
-                style,
-            ));
-            spans.push(Span::raw("  "));
-        }
-        lines.push(Line::from(spans));
-    }
+    lines.extend(tail);
     lines.push(Line::from(Span::styled(
         "■ trains  ◧ partly  · frozen   Space cell · c column · r row · i invert · p preset · L launch",
         theme.muted(),
