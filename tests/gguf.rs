@@ -699,3 +699,135 @@ fn smollm2_tokenizer_matches_hugging_face() {
     let ids = model.tokenizer.encode(text).unwrap();
     assert_eq!(model.tokenizer.decode(&ids).unwrap(), text);
 }
+
+/// The real SmolLM2 import against the same GGUF read another way. Runs when
+/// `scripts/fetch-smollm2.sh` has left `models/smollm2-135m-instruct` and the GGUF beside it
+/// (`models/smollm2-135m-instruct.Q4_1.gguf`); otherwise it prints why it checked nothing.
+/// Every imported tensor must equal candle's own `QTensor::dequantize` of the GGUF tensor element
+/// for element (q/k compared in llama.cpp's permuted layout), and the next-token distribution on
+/// a few prompts must agree with candle-transformers' `quantized_llama` run on the GGUF itself.
+#[test]
+fn smollm2_import_matches_the_gguf_read_by_candle() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let dir = root.join("smollm2-135m-instruct");
+    let gguf = root.join("smollm2-135m-instruct.Q4_1.gguf");
+    if !dir.join("config.json").is_file() || !gguf.is_file() {
+        eprintln!(
+            "skipped: {} or {} is missing (run scripts/fetch-smollm2.sh)",
+            dir.display(),
+            gguf.display()
+        );
+        return;
+    }
+    let mut file = std::fs::File::open(&gguf).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let model = Model::open(dir.to_str().unwrap()).unwrap();
+    let heads = model.config.num_attention_heads;
+    let kv_heads = model.config.num_key_value_heads;
+    let ours = candle_core::safetensors::load(dir.join("model.safetensors"), &CPU).unwrap();
+    assert_eq!(ours.len(), content.tensor_infos.len(), "tensor count");
+    let mut compared = 0usize;
+    for (hf_name, tensor) in &ours {
+        let name = gguf_name(hf_name);
+        let reference = content
+            .tensor(&mut file, &name, &CPU)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .dequantize(&CPU)
+            .unwrap();
+        let tensor = tensor.to_dtype(DType::F32).unwrap();
+        let tensor = if name.contains("attn_q.") {
+            llama_cpp_permute(&tensor, heads)
+        } else if name.contains("attn_k.") {
+            llama_cpp_permute(&tensor, kv_heads)
+        } else {
+            tensor
+        };
+        assert_eq!(tensor.dims(), reference.dims(), "{hf_name}");
+        let a = tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(
+            a == b,
+            "{hf_name} differs from QTensor::dequantize of {name}"
+        );
+        compared += a.len();
+    }
+    println!(
+        "{} tensors, {compared} elements equal to candle's dequantize",
+        ours.len()
+    );
+
+    let decoder = model
+        .decoder(&Default::default(), DType::F32, &CPU)
+        .unwrap();
+    let mut file = std::fs::File::open(&gguf).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let mut quantized = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
+        content, &mut file, &CPU,
+    )
+    .unwrap();
+    for prompt in [
+        "What is the capital of France?",
+        "Count the apples: apple, pear, apple.",
+        "Write one word that rhymes with cat.",
+    ] {
+        let message = tunescope::model::tokenizer::ChatMessage {
+            role: "user".into(),
+            content: prompt.into(),
+        };
+        let text = model
+            .tokenizer
+            .render_chat(&[message], true)
+            .unwrap()
+            .unwrap();
+        let ids = model.tokenizer.encode(&text).unwrap();
+        let input = Tensor::new(ids.as_slice(), &CPU)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let mut cache = decoder.new_cache(1);
+        let ours = decoder.forward_cached(&input, None, &mut cache).unwrap();
+        let theirs = quantized.forward(&input, 0).unwrap();
+        let p = candle_nn::ops::softmax_last_dim(&ours.squeeze(0).unwrap()).unwrap();
+        let q = candle_nn::ops::softmax_last_dim(
+            &theirs.squeeze(0).unwrap().to_dtype(DType::F32).unwrap(),
+        )
+        .unwrap();
+        let top = |t: &Tensor| t.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+        let tv = ((&p - &q)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap())
+            / 2.0;
+        println!(
+            "{prompt:?}: top-1 ours {} quantized_llama {}, total variation {tv:.4}",
+            top(&p),
+            top(&q)
+        );
+        let top3 = |t: &Tensor| -> Vec<u32> {
+            let mut v: Vec<(usize, f32)> = t
+                .to_vec1::<f32>()
+                .unwrap()
+                .into_iter()
+                .enumerate()
+                .collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1));
+            v[..3].iter().map(|(i, _)| *i as u32).collect()
+        };
+        // quantized_llama also rounds activations to Q8_1 in its matmuls, which moves
+        // probabilities by a few hundredths: near-ties may swap, so each side's choice must be
+        // among the other's top 3 and the distributions close overall.
+        assert!(
+            top3(&q).contains(&top(&p)),
+            "{prompt}: our top-1 not in theirs' top 3"
+        );
+        assert!(
+            top3(&p).contains(&top(&q)),
+            "{prompt}: their top-1 not in our top 3"
+        );
+        assert!(tv < 0.1, "{prompt}: total variation {tv}");
+    }
+}
