@@ -2,10 +2,11 @@
 //! change exactly their tensors (the vision tower stays bit-identical); bad image records give
 //! errors naming the file and line.
 
-use std::collections::HashMap;
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use common::{bytes_of, load_tensors};
 use tunescope::model::vlm::tiny::{make_tiny_llava, TinyLlavaSpec};
 use tunescope::model::Model;
 use tunescope::recipe::Recipe;
@@ -45,15 +46,6 @@ fn write_colour_data(dir: &Path) -> PathBuf {
     let path = dir.join("colours.jsonl");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn load(path: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-}
-
-fn bytes(t: &Tensor) -> Vec<u8> {
-    let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 fn recipe(name: &str, model: &Path, data: &Path, extra: &[&str]) -> Recipe {
@@ -120,13 +112,13 @@ fn check_recipe(name: &str, lr: &str, ratio: f64, prefix_changed: &dyn Fn(&str) 
     );
     assert!(last < ratio * first, "{name}: loss {first} → {last}");
 
-    let before = load(&model_dir.join("model.safetensors"));
-    let after = load(&run.final_dir().join("model.safetensors"));
+    let before = load_tensors(&model_dir.join("model.safetensors"));
+    let after = load_tensors(&run.final_dir().join("model.safetensors"));
     assert_eq!(before.len(), after.len());
     let mut changed = 0;
     for (tensor, b) in &before {
         let a = &after[tensor];
-        let same = bytes(a) == bytes(b);
+        let same = bytes_of(a) == bytes_of(b);
         if selection.contains(tensor) {
             assert!(!same, "{name}: selected {tensor} did not change");
             changed += 1;
@@ -302,10 +294,10 @@ fn vision_preset_trains_the_tower_up_to_the_feature_layer() {
     let (run, losses) = train(&r, &tmp.path().join("runs"));
     println!("vision: {losses:.2?}");
     assert!(losses.last().unwrap() < &losses[0], "{losses:?}");
-    let before = load(&model_dir.join("model.safetensors"));
-    let after = load(&run.final_dir().join("model.safetensors"));
+    let before = load_tensors(&model_dir.join("model.safetensors"));
+    let after = load_tensors(&run.final_dir().join("model.safetensors"));
     for (name, b) in &before {
-        let same = bytes(b) == bytes(&after[name]);
+        let same = bytes_of(b) == bytes_of(&after[name]);
         // Feature layer -2 of a 2-layer tower: layer 1 and post_layernorm never reach the
         // language model, so they stay as they were (a warning says so).
         let used = name.starts_with("vision_tower.")

@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
-use common::TinyModel;
+use common::{bytes_of, load_tensors, TinyModel};
 use tunescope::model::{Architecture, Model};
 use tunescope::recipe::Recipe;
 use tunescope::run::{RunDir, RunState};
@@ -31,15 +29,6 @@ fn write_data(dir: &Path) -> PathBuf {
     let path = dir.join("count.jsonl");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn load_tensors(path: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-}
-
-fn bytes_of(t: &Tensor) -> Vec<u8> {
-    let values: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 fn train(recipe: &Recipe, runs: &Path) -> (RunDir, Vec<f64>) {

@@ -344,13 +344,7 @@ impl Decoder {
         attention_mask: Option<&Tensor>,
         pixel_values: Option<&Tensor>,
     ) -> Result<BlockOutputs> {
-        let (batch, seq) = input_ids.dims2()?;
-        let valid = match attention_mask {
-            Some(mask) => mask_rows(mask, batch, seq)?,
-            None => vec![vec![true; seq]; batch],
-        };
-        let positions = positions_from_valid(&valid, &vec![0; batch]);
-        let bias = self.attention_bias(&valid, &valid, 0)?;
+        let (positions, bias) = self.full_sequence_layout(input_ids, attention_mask)?;
         let (cos, sin) = self.rope_tables(&positions)?;
         let mut x = self.embed_inputs(input_ids, pixel_values)?;
         let mut outputs = Vec::with_capacity(self.layers.len());
@@ -402,16 +396,7 @@ impl Decoder {
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (batch, seq) = input_ids.dims2()?;
-        let valid = match attention_mask {
-            Some(mask) => mask_rows(mask, batch, seq)?,
-            None => vec![vec![true; seq]; batch],
-        };
-        let positions = positions_from_valid(&valid, &vec![0; batch]);
-        let bias = self.attention_bias(&valid, &valid, 0)?;
-        let x = self.embed_ids(input_ids)?;
-        let x = self.run_layers(x, &positions, &bias, None)?;
-        rms_norm(&x, self.norm.tensor(), self.config.rms_norm_eps)
+        self.hidden_states_with_images(input_ids, attention_mask, None)
     }
 
     /// Logits `(B, T, V)` in f32 for a full sequence.
@@ -434,13 +419,7 @@ impl Decoder {
         attention_mask: Option<&Tensor>,
         pixel_values: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (batch, seq) = input_ids.dims2()?;
-        let valid = match attention_mask {
-            Some(mask) => mask_rows(mask, batch, seq)?,
-            None => vec![vec![true; seq]; batch],
-        };
-        let positions = positions_from_valid(&valid, &vec![0; batch]);
-        let bias = self.attention_bias(&valid, &valid, 0)?;
+        let (positions, bias) = self.full_sequence_layout(input_ids, attention_mask)?;
         let x = self.embed_inputs(input_ids, pixel_values)?;
         let x = self.run_layers(x, &positions, &bias, None)?;
         rms_norm(&x, self.norm.tensor(), self.config.rms_norm_eps)
@@ -458,6 +437,22 @@ impl Decoder {
     }
 
     /// Token embeddings with image features written over the image-token positions.
+    /// Positions and attention bias of a full sequence (no cache) from its padding mask.
+    fn full_sequence_layout(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<(Vec<Vec<u32>>, Tensor)> {
+        let (batch, seq) = input_ids.dims2()?;
+        let valid = match attention_mask {
+            Some(mask) => mask_rows(mask, batch, seq)?,
+            None => vec![vec![true; seq]; batch],
+        };
+        let positions = positions_from_valid(&valid, &vec![0; batch]);
+        let bias = self.attention_bias(&valid, &valid, 0)?;
+        Ok((positions, bias))
+    }
+
     fn embed_inputs(&self, input_ids: &Tensor, pixel_values: Option<&Tensor>) -> Result<Tensor> {
         let x = self.embed_ids(input_ids)?;
         let Some(pixels) = pixel_values else {

@@ -48,3 +48,16 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// Every tensor of a safetensors file, on the CPU.
+pub fn load_tensors(
+    path: &std::path::Path,
+) -> std::collections::HashMap<String, candle_core::Tensor> {
+    candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap()
+}
+
+/// The f32 bytes of a tensor, for bit-identity checks.
+pub fn bytes_of(t: &candle_core::Tensor) -> Vec<u8> {
+    let values: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
