@@ -162,7 +162,9 @@ fn llama_inspect_shows_untied_head_and_no_biases() {
     assert!(sizes.contains_key("lm_head.weight"));
     let total: usize = sizes.values().sum();
 
-    let text = ok_stdout(&["inspect", dir.to_str().unwrap()]);
+    let full = ok_stdout(&["inspect", dir.to_str().unwrap()]);
+    // The module map, before the config section (which names `attention_bias`).
+    let text = full.split("\nconfig (").next().unwrap();
     assert!(
         text.lines().any(|l| l.trim_start().starts_with("lm_head")),
         "no lm_head line in:\n{text}"
@@ -192,4 +194,63 @@ fn inspect_nonexistent_fails_cleanly() {
     assert!(stderr.contains("/nonexistent"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.stdout.is_empty());
+}
+
+/// `inspect` shows where each config value came from: a transformers 5 config's rope base from
+/// `rope_parameters`, defaults marked, the chat template's file, and unknown keys as warnings.
+#[test]
+fn inspect_shows_value_sources_defaults_and_unknown_keys() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conformance");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures.join("models/llama/model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("models/llama/config.json")).unwrap(),
+    )
+    .unwrap();
+    config.as_object_mut().unwrap().remove("rms_norm_eps");
+    config["made_up_key"] = serde_json::json!(7);
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixtures.join("tokenizer").join(name), dir.path().join(name)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("chat_template.jinja"),
+        "{{ messages[0].content }}",
+    )
+    .unwrap();
+    let out = tunescope(&["inspect", dir.path().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start_matches([' ', '*']).starts_with(name))
+            .unwrap_or_else(|| panic!("no `{name}` line in:\n{stdout}"))
+            .to_string()
+    };
+    let theta = line("rope theta");
+    assert!(
+        theta.contains("100000") && theta.contains("rope_parameters.rope_theta"),
+        "{theta}"
+    );
+    let eps = line("rms_norm_eps");
+    assert!(
+        eps.starts_with(" *") && eps.contains("default of transformers' LlamaConfig"),
+        "{eps}"
+    );
+    assert!(line("saved dtype").contains("`dtype`"));
+    assert!(line("chat template").contains("chat_template.jinja"));
+    assert!(
+        stdout.contains("warning: config.json key `made_up_key` is unknown"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("made_up_key"),
+        "the warning is logged too: {stderr}"
+    );
 }

@@ -12,6 +12,21 @@ use tunescope::model::{Architecture, Model};
 
 const TOLERANCE: f32 = 1e-4;
 
+/// config.json in the transformers-4 layout that candle-transformers reads: make-tiny writes
+/// transformers 5's `rope_parameters`, and candle would silently take theta 10000 without
+/// a top-level `rope_theta`.
+fn legacy_config(path: &std::path::Path) -> serde_json::Value {
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let theta = config["rope_parameters"]["rope_theta"].clone();
+    assert!(
+        theta.is_number(),
+        "make-tiny writes rope_parameters.rope_theta"
+    );
+    config["rope_theta"] = theta;
+    config
+}
+
 /// Two sequences of different lengths.
 fn sequences() -> Vec<Vec<u32>> {
     vec![vec![5, 17, 42, 99, 3, 250, 11], vec![8, 300, 77, 21]]
@@ -115,8 +130,7 @@ fn llama_matches_candle_transformers() {
     let model = Model::open(&tiny.spec_str()).unwrap();
     let dev = Device::Cpu;
     let cfg: LlamaConfig =
-        serde_json::from_str(&std::fs::read_to_string(tiny.path().join("config.json")).unwrap())
-            .unwrap();
+        serde_json::from_value(legacy_config(&tiny.path().join("config.json"))).unwrap();
     let cfg = cfg.into_config(false);
     let vb = unsafe {
         VarBuilder::from_mmaped_safetensors(
@@ -155,8 +169,7 @@ fn qwen2_matches_candle_transformers() {
     assert!(model.config.tie_word_embeddings && model.config.qkv_bias);
     let dev = Device::Cpu;
     let cfg: Config =
-        serde_json::from_str(&std::fs::read_to_string(tiny.path().join("config.json")).unwrap())
-            .unwrap();
+        serde_json::from_value(legacy_config(&tiny.path().join("config.json"))).unwrap();
     let vb = unsafe {
         VarBuilder::from_mmaped_safetensors(
             &[tiny.path().join("model.safetensors")],
@@ -191,6 +204,8 @@ fn llama3_rope_scaling_and_untied_qwen2_load() {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     cfg["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
     cfg["rope_theta"] = serde_json::json!(500000.0);
+    // The transformers-4 layout, which candle's LlamaConfig reads below.
+    cfg.as_object_mut().unwrap().remove("rope_parameters");
     std::fs::write(&path, cfg.to_string()).unwrap();
     let model = Model::open(&tiny.spec_str()).unwrap();
     let ours = model.config.rope_inv_freq();

@@ -307,7 +307,12 @@ fn trl_script_names_exactly_each_recipes_set() {
             assert!(script.contains("learning_rate=5e-6,"), "{script}");
             assert!(script.contains("max_steps=30,"));
             assert!(script.contains("bf16=True,"));
-            assert!(script.contains("warmup_ratio=0.03,"));
+            // transformers 5 / TRL 1.x have no `warmup_ratio` or `torch_dtype`: a fraction of
+            // the steps goes to `warmup_steps`, the weights' dtype to `dtype`.
+            assert!(script.contains("warmup_steps=0.03,"), "{script}");
+            assert!(!script.contains("warmup_ratio="), "{script}");
+            assert!(!script.contains("torch_dtype="), "{script}");
+            assert!(script.contains("dtype=torch.float32"), "{script}");
             assert!(script.contains("lr_scheduler_type=\"cosine\","));
             assert!(script.contains("per_device_train_batch_size=4,"));
             assert!(script.contains("max_length=512,"));

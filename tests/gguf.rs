@@ -502,7 +502,7 @@ fn bf16_output_and_existing_directory() {
     let imp = Model::open(out.to_str().unwrap()).unwrap();
     let config: Json =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["torch_dtype"], "bfloat16");
+    assert_eq!(config["dtype"], "bfloat16", "transformers 5 writes `dtype`");
     for info in orig.weights.infos() {
         assert_eq!(imp.weights.info(&info.name).unwrap().dtype, "BF16");
         let a = orig

@@ -35,6 +35,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         let out = json!({
             "model": args.model,
             "config": model.config,
+            "chat_template_source": model.tokenizer.chat_template_source,
             "total": map.total(),
             "totals_by_kind": map.totals_by_kind().into_iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
             "totals_by_layer": map.totals_by_layer(),
@@ -44,6 +45,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", render_text(&args.model, &map, args.depth));
+        print!("{}", render_config(&model));
     }
     Ok(())
 }
@@ -81,6 +83,31 @@ pub fn render_text(name: &str, map: &ModuleMap, depth: usize) -> String {
     }
     let _ = writeln!(out, "\ntree:");
     write_node(&mut out, map, &map.tree(), 0, depth);
+    out
+}
+
+/// The configuration as read: every value with where it came from (defaults and derived values
+/// marked), unknown keys, and the chat template's source.
+pub fn render_config(model: &Model) -> String {
+    let config = &model.config;
+    let mut out = String::new();
+    let _ = writeln!(out, "\nconfig ({}):", config.model_type);
+    for s in &config.sources {
+        let mark = if s.fallback { "*" } else { " " };
+        let _ = writeln!(out, " {mark}{:<38} {:<22} ← {}", s.name, s.value, s.source);
+    }
+    let _ = writeln!(
+        out,
+        "  (* not given by config.json: a family default or a derived value)"
+    );
+    let template = match &model.tokenizer.chat_template_source {
+        Some(source) => format!("← {source}"),
+        None => "none: prompts are used as plain text".to_string(),
+    };
+    let _ = writeln!(out, "  {:<38} {:<22} {template}", "chat template", "");
+    for warning in &config.warnings {
+        let _ = writeln!(out, "  warning: {warning}");
+    }
     out
 }
 

@@ -185,6 +185,9 @@ pub struct GreedyStats {
     pub first_token_numeric: f64,
     #[serde(skip)]
     pub continuations: Vec<Vec<u32>>,
+    /// Per prompt, the numeric mass at each decoding step.
+    #[serde(skip)]
+    pub step_mass: Vec<Vec<f64>>,
     /// Mean over prompts of the first-step distribution.
     #[serde(skip)]
     pub first_step_mean: Vec<f32>,
@@ -205,6 +208,7 @@ pub fn greedy_stats(
     let mut per_prompt_max = Vec::new();
     let mut first_numeric = 0usize;
     let mut continuations = Vec::new();
+    let mut step_mass = Vec::new();
     let mut first_sum = Tensor::zeros(vocab, DType::F32, device)?;
     for chunk in prompts.chunks(options.batch_size.max(1)) {
         let width = chunk.iter().map(|p| p.ids.len()).max().unwrap_or(0);
@@ -228,6 +232,7 @@ pub fn greedy_stats(
         let mut sums = vec![(0f64, 0f64, 0usize); chunk.len()];
         let mut done = vec![false; chunk.len()];
         let mut conts = vec![Vec::new(); chunk.len()];
+        let mut masses = vec![Vec::new(); chunk.len()];
         for step in 0..options.max_new_tokens {
             let probs = candle_nn::ops::softmax_last_dim(&logits)?;
             if step == 0 {
@@ -244,6 +249,7 @@ pub fn greedy_stats(
                     continue;
                 }
                 sums[row].0 += mass[row] as f64;
+                masses[row].push(mass[row] as f64);
                 sums[row].1 += max_numeric[row] as f64;
                 sums[row].2 += 1;
                 if step == 0 && numeric.contains(next[row]) {
@@ -264,6 +270,7 @@ pub fn greedy_stats(
             per_prompt_mass.push(mass / steps.max(1) as f64);
             per_prompt_max.push(max / steps.max(1) as f64);
             continuations.push(std::mem::take(&mut conts[row]));
+            step_mass.push(std::mem::take(&mut masses[row]));
         }
     }
     let first_step_mean = (first_sum / prompts.len().max(1) as f64)?.to_vec1::<f32>()?;
@@ -273,6 +280,7 @@ pub fn greedy_stats(
         max_numeric_prob: MeanStd::of(&per_prompt_max),
         first_token_numeric: first_numeric as f64 / prompts.len().max(1) as f64,
         continuations,
+        step_mass,
         first_step_mean,
     })
 }

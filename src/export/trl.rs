@@ -57,7 +57,14 @@ pub fn render(ctx: &ExportContext) -> Result<Rendered> {
     };
     let warmup = match h.warmup_steps {
         Some(steps) => format!("warmup_steps={steps},"),
-        None => format!("warmup_ratio={},", py_float(h.warmup_ratio)),
+        // transformers 5 dropped `warmup_ratio`; a `warmup_steps` below 1 is that share of the
+        // steps, rounded up, as tunescope's schedule does.
+        None if h.warmup_ratio > 0.0 => format!(
+            "warmup_steps={},  # share of the training steps (warmup_ratio {})",
+            py_float(h.warmup_ratio),
+            py_float(h.warmup_ratio)
+        ),
+        None => "warmup_steps=0,".to_string(),
     };
     let save = match h.save_steps {
         Some(steps) => format!(
@@ -73,7 +80,7 @@ pub fn render(ctx: &ExportContext) -> Result<Rendered> {
         r#"#!/usr/bin/env python3
 {header}#
 # Run (from anywhere; paths are relative to this file):
-#   pip install "trl>=0.20" transformers accelerate datasets
+#   pip install "trl>=1.16,<2" "transformers>=5.24,<6" accelerate datasets   # tested: trl 1.16.0, transformers 5.24.0
 #   accelerate launch train_trl.py                      # one machine, every GPU `accelerate config` set up
 #   accelerate launch --num_processes 8 train_trl.py    # or say how many
 #   accelerate launch --config_file fsdp.yaml --num_machines 2 --machine_rank 0 ... train_trl.py
@@ -116,7 +123,7 @@ def main():
     tokenizer = AutoTokenizer.from_pretrained(MODEL, revision=REVISION)
     # Weights load in float32; with bf16=True the Trainer computes in bf16 autocast
     # (tunescope likewise keeps an f32 master copy of trained weights).
-    model = AutoModelForCausalLM.from_pretrained(MODEL, revision=REVISION, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(MODEL, revision=REVISION, dtype=torch.float32)
     freeze_all_but(model, TRAINABLE)
     dataset = load_dataset("json", data_files=str(DATA), split="train")
     config = SFTConfig(

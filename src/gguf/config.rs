@@ -158,21 +158,25 @@ pub fn config_json(h: &HParams, t: &TensorFacts, ids: &SpecialIds) -> Value {
         "hidden_act": "silu",
         "max_position_embeddings": h.context_length,
         "rms_norm_eps": h.rms_norm_eps,
-        "rope_theta": h.rope_theta,
-        "rope_scaling": t.rope_scaling.as_ref().map(|rs| json!({
-            "rope_type": "llama3",
-            "factor": rs.factor,
-            "low_freq_factor": rs.low_freq_factor,
-            "high_freq_factor": rs.high_freq_factor,
-            "original_max_position_embeddings": rs.original_max_position_embeddings,
-        })),
+        // transformers 5's layout: the rotary base and scaling together in `rope_parameters`.
+        "rope_parameters": match &t.rope_scaling {
+            None => json!({"rope_type": "default", "rope_theta": h.rope_theta}),
+            Some(rs) => json!({
+                "rope_type": "llama3",
+                "rope_theta": h.rope_theta,
+                "factor": rs.factor,
+                "low_freq_factor": rs.low_freq_factor,
+                "high_freq_factor": rs.high_freq_factor,
+                "original_max_position_embeddings": rs.original_max_position_embeddings,
+            }),
+        },
         "tie_word_embeddings": t.tied,
         "bos_token_id": ids.bos,
         "eos_token_id": ids.eos,
         "pad_token_id": ids.pad,
         "initializer_range": 0.02,
         "use_cache": true,
-        "torch_dtype": t.torch_dtype,
+        "dtype": t.torch_dtype,
     });
     match h.arch {
         GgufArch::Llama => {
@@ -294,7 +298,10 @@ mod tests {
             .map(|(b, s)| b / s)
             .collect();
         let got = llama3_scaling_from_factors(&factors, 500000.0, 128).unwrap();
-        assert_eq!(Some(got), scaled.rope_scaling);
+        assert_eq!(
+            Some(crate::model::config::RopeScaling::Llama3(got)),
+            scaled.rope_scaling
+        );
 
         let mut wrong = factors.clone();
         wrong[40] *= 1.5;

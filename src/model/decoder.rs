@@ -567,7 +567,7 @@ impl Decoder {
     }
 
     /// Additive attention bias `(B, 1, T, S)`: causal, hiding padded keys and, when configured,
-    /// keys outside the sliding window. `past` cached keys precede the `T` new queries.
+    /// keys outside the sliding window (`w` keys, the query's own included, as transformers). `past` cached keys precede the `T` new queries.
     fn attention_bias(
         &self,
         query_valid: &[Vec<bool>],
@@ -583,8 +583,9 @@ impl Decoder {
             for t in 0..seq {
                 let query_abs = past + t;
                 for (s, &is_valid) in row.iter().enumerate() {
+                    // transformers' window: a query sees itself and the `w − 1` keys before it.
                     let visible =
-                        s <= query_abs && is_valid && window.is_none_or(|w| s + w >= query_abs);
+                        s <= query_abs && is_valid && window.is_none_or(|w| s + w > query_abs);
                     data.push(if visible { 0f32 } else { MASK_VALUE as f32 });
                 }
             }
@@ -598,13 +599,31 @@ impl Decoder {
         let batch = positions.len();
         let seq = positions.first().map_or(0, Vec::len);
         let flat: Vec<f32> = positions.iter().flatten().map(|&p| p as f32).collect();
+        // Dynamic NTK scaling recomputes the frequencies from the longest position of the call,
+        // as transformers does when a forward goes past `max_position_embeddings`.
+        let inv_freq = if self.config.rope_depends_on_length() {
+            let longest = positions
+                .iter()
+                .flatten()
+                .max()
+                .map_or(0, |&p| p as usize + 1);
+            Tensor::new(self.config.rope_inv_freq_for_len(longest), &self.device)?
+        } else {
+            self.inv_freq.clone()
+        };
         let pos = Tensor::from_vec(flat, (batch * seq, 1), &self.device)?;
-        let half = self.inv_freq.dim(0)?;
-        let freqs = pos.matmul(&self.inv_freq.reshape((1, half))?)?;
+        let half = inv_freq.dim(0)?;
+        let freqs = pos.matmul(&inv_freq.reshape((1, half))?)?;
         let freqs = Tensor::cat(&[&freqs, &freqs], D::Minus1)?;
         let shape = (batch, 1, seq, 2 * half);
-        let cos = freqs.cos()?.reshape(shape)?.to_dtype(self.dtype)?;
-        let sin = freqs.sin()?.reshape(shape)?.to_dtype(self.dtype)?;
+        let scaling = self.config.rope_attention_scaling();
+        let (mut cos, mut sin) = (freqs.cos()?, freqs.sin()?);
+        if scaling != 1.0 {
+            cos = (cos * scaling)?;
+            sin = (sin * scaling)?;
+        }
+        let cos = cos.reshape(shape)?.to_dtype(self.dtype)?;
+        let sin = sin.reshape(shape)?.to_dtype(self.dtype)?;
         Ok((cos, sin))
     }
 

@@ -1,5 +1,6 @@
 //! Models: where they come from, their configuration, weights, module map and the trainable decoder.
 
+pub mod chat_template;
 pub mod config;
 pub mod decoder;
 pub mod generate;
@@ -37,6 +38,9 @@ impl Model {
     pub fn open(spec: &str) -> Result<Self> {
         let files = source::resolve(spec)?;
         let config = ModelConfig::from_file(&files.config)?;
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
         let weights = WeightStore::open(&files.weights)?;
         let mut tokenizer = ModelTokenizer::load(&files)?;
         tokenizer.images = vlm::ImageInputs::for_model(&config, &files)?;

@@ -220,6 +220,8 @@ fn download(cache_dir: &Path, repo: Repo) -> Result<ModelFiles> {
     api_repo.get("tokenizer.json")?;
     for optional in [
         "tokenizer_config.json",
+        super::chat_template::TEMPLATE_FILE,
+        super::chat_template::PROCESSOR_TEMPLATE_FILE,
         "generation_config.json",
         "preprocessor_config.json",
     ] {

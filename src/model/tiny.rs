@@ -149,12 +149,12 @@ pub fn make_tiny_with_tokenizer(spec: &TinySpec, tokenizer: &Tokenizer, out: &Pa
         "hidden_act": "silu",
         "max_position_embeddings": 512,
         "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
         "tie_word_embeddings": spec.tied(),
         "bos_token_id": bos,
         "eos_token_id": eos,
         "pad_token_id": pad,
-        "torch_dtype": "float32",
+        "dtype": "float32",
     });
     if spec.arch == Architecture::Qwen2 {
         config["sliding_window"] = json!(512);

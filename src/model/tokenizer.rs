@@ -19,6 +19,8 @@ pub struct ChatMessage {
 pub struct ModelTokenizer {
     pub tokenizer: Tokenizer,
     pub chat_template: Option<String>,
+    /// Where the chat template was read from (`chat_template.jinja`, `tokenizer_config.json ...`).
+    pub chat_template_source: Option<String>,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
     pub pad_token: Option<String>,
@@ -56,17 +58,8 @@ impl ModelTokenizer {
             Some(path) => read_json(path)?,
             None => Value::Null,
         };
-        let chat_template = match config.get("chat_template") {
-            Some(Value::String(t)) => Some(t.clone()),
-            Some(Value::Array(list)) => list
-                .iter()
-                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-                .or_else(|| list.first())
-                .and_then(|t| t.get("template"))
-                .and_then(Value::as_str)
-                .map(String::from),
-            _ => None,
-        };
+        let template = super::chat_template::find(&files.dir, &config)
+            .with_context(|| format!("reading the chat template of {}", files.dir.display()))?;
         let eos_token = token_text(config.get("eos_token"));
         let mut stop_ids: Vec<u32> = Vec::new();
         if let Some(id) = eos_token.as_deref().and_then(|t| tokenizer.token_to_id(t)) {
@@ -89,7 +82,8 @@ impl ModelTokenizer {
         stop_ids.dedup();
         Ok(Self {
             tokenizer,
-            chat_template,
+            chat_template_source: template.as_ref().map(|t| t.source.clone()),
+            chat_template: template.map(|t| t.text),
             bos_token: token_text(config.get("bos_token")),
             eos_token,
             pad_token: token_text(config.get("pad_token")),
@@ -127,32 +121,26 @@ impl ModelTokenizer {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<Option<String>> {
-        let Some(template) = &self.chat_template else {
+        let Some(text) = &self.chat_template else {
             return Ok(None);
         };
-        let mut env = minijinja::Environment::new();
-        minijinja_contrib::add_to_environment(&mut env);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
+        let template = super::chat_template::ChatTemplate {
+            text: text.clone(),
+            source: self
+                .chat_template_source
+                .clone()
+                .unwrap_or_else(|| "the tokenizer".into()),
+        };
+        let rendered = super::chat_template::render(
+            &template,
+            &messages,
+            &super::chat_template::RenderContext {
+                add_generation_prompt,
+                bos_token: self.bos_token.as_deref(),
+                eos_token: self.eos_token.as_deref(),
+                pad_token: self.pad_token.as_deref(),
             },
-        );
-        env.add_template("chat", template)
-            .context("the chat template in tokenizer_config.json does not parse")?;
-        let rendered = env
-            .get_template("chat")?
-            .render(minijinja::context! {
-                messages => messages,
-                add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos_token.clone().unwrap_or_default(),
-                eos_token => self.eos_token.clone().unwrap_or_default(),
-            })
-            .context("rendering the chat template failed")?;
+        )?;
         Ok(Some(rendered))
     }
 }

@@ -97,7 +97,7 @@ pub fn make_tiny_llava(spec: &TinyLlavaSpec, out: &Path) -> Result<()> {
         "ignore_index": -100,
         "tie_word_embeddings": text_config.get("tie_word_embeddings").cloned().unwrap_or(json!(false)),
         "eos_token_id": text_config.get("eos_token_id").cloned().unwrap_or(Value::Null),
-        "torch_dtype": "float32",
+        "dtype": "float32",
     });
     write_json_atomic(&config_path, &config)?;
 

@@ -1,0 +1,588 @@
+//! Model configuration read from a Hugging Face `config.json`, normalised across the
+//! supported decoder architectures.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::vlm::VisionLanguageConfig;
+
+mod keys;
+pub mod rope;
+
+use keys::KeyReader;
+pub use keys::ValueSource;
+pub use rope::{Llama3RopeScaling, RopeScaling, YarnRopeScaling};
+
+/// Decoder architectures tunescope can train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    /// Llama 2/3, SmolLM/SmolLM2, Mistral (`model_type` llama or mistral).
+    Llama,
+    /// Qwen2 / Qwen2.5 (q/k/v projections carry biases).
+    Qwen2,
+}
+
+/// `model_type` values accepted in `config.json`.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "llava"];
+
+impl Architecture {
+    /// Maps a `model_type` string to an architecture.
+    pub fn from_model_type(model_type: &str) -> Option<Self> {
+        match model_type {
+            "llama" | "mistral" => Some(Self::Llama),
+            "qwen2" => Some(Self::Qwen2),
+            _ => None,
+        }
+    }
+}
+
+/// Everything the decoder needs to know about a model's shapes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    /// Rope scaling other than the default (linear, dynamic, llama3, yarn).
+    pub rope_scaling: Option<RopeScaling>,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    /// Biases on q, k and v projections.
+    pub qkv_bias: bool,
+    /// Bias on the o projection.
+    pub o_bias: bool,
+    /// Biases on gate, up and down projections.
+    pub mlp_bias: bool,
+    /// Attention window (keys further back than this are masked), when the model uses one.
+    pub sliding_window: Option<usize>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    /// Prefix of the language model's tensor names (`language_model.` in a LLaVA checkpoint,
+    /// empty for a plain decoder).
+    #[serde(default)]
+    pub weight_prefix: String,
+    /// The vision tower and projector of a vision-language (LLaVA) model; the fields above then
+    /// describe its `text_config`.
+    #[serde(default)]
+    pub vision: Option<VisionLanguageConfig>,
+    /// The dtype the checkpoint says its weights were saved in (`dtype`, or `torch_dtype` in
+    /// transformers-4 files); informational, weights load into the compute dtype.
+    #[serde(default)]
+    pub saved_dtype: Option<String>,
+    /// Where every value above came from (config key, family default, or derived).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<ValueSource>,
+    /// Keys of config.json that tunescope does not know (they were not used).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Defaults of the transformers config class of each supported family, used for absent keys
+/// (and shown by `inspect` as such).
+struct FamilyDefaults {
+    class: &'static str,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    /// `None`: as many as attention heads.
+    num_key_value_heads: Option<usize>,
+    max_position_embeddings: usize,
+    /// Mistral's window when `sliding_window` is absent (Qwen2's applies only with
+    /// `use_sliding_window`).
+    sliding_window: Option<usize>,
+    max_window_layers: usize,
+}
+
+impl FamilyDefaults {
+    fn of(model_type: &str) -> Self {
+        match model_type {
+            "mistral" => Self {
+                class: "MistralConfig",
+                vocab_size: 32000,
+                hidden_size: 4096,
+                intermediate_size: 14336,
+                num_hidden_layers: 32,
+                num_attention_heads: 32,
+                num_key_value_heads: Some(8),
+                max_position_embeddings: 4096 * 32,
+                sliding_window: Some(4096),
+                max_window_layers: 0,
+            },
+            "qwen2" => Self {
+                class: "Qwen2Config",
+                vocab_size: 151936,
+                hidden_size: 4096,
+                intermediate_size: 22016,
+                num_hidden_layers: 32,
+                num_attention_heads: 32,
+                num_key_value_heads: Some(32),
+                max_position_embeddings: 32768,
+                sliding_window: Some(4096),
+                max_window_layers: 28,
+            },
+            _ => Self {
+                class: "LlamaConfig",
+                vocab_size: 32000,
+                hidden_size: 4096,
+                intermediate_size: 11008,
+                num_hidden_layers: 32,
+                num_attention_heads: 32,
+                num_key_value_heads: None,
+                max_position_embeddings: 2048,
+                sliding_window: None,
+                max_window_layers: 0,
+            },
+        }
+    }
+}
+
+/// The attention window and each layer's attention type, as transformers derives them:
+/// Mistral slides every layer (`sliding_window`, 4096 when absent), Qwen2 slides layers from
+/// `max_window_layers` on when `use_sliding_window` is set (or as `layer_types` says), Llama never.
+/// A mix of windowed and full layers is refused: the decoder uses one window for every layer.
+fn sliding_window(
+    r: &KeyReader,
+    model_type: &str,
+    family: &FamilyDefaults,
+    num_layers: usize,
+) -> Result<(Option<usize>, Vec<String>)> {
+    let obj = r.object();
+    let window = match model_type {
+        "mistral" => match obj.get("sliding_window") {
+            None => {
+                let w = family.sliding_window;
+                r.mark(&["sliding_window"]);
+                r.record(
+                    "sliding window",
+                    w.map_or("none".into(), |w| w.to_string()),
+                    "default of transformers' MistralConfig (no `sliding_window`)",
+                    true,
+                );
+                w
+            }
+            Some(_) => r.opt_usize("sliding_window")?,
+        },
+        "qwen2" => {
+            let enabled = r.bool_or("use_sliding_window", false)?;
+            let size = match obj.get("sliding_window") {
+                None => {
+                    r.mark(&["sliding_window"]);
+                    family.sliding_window
+                }
+                Some(_) => r.opt_usize("sliding_window")?,
+            };
+            if enabled {
+                size
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    let layer_types: Vec<String> = match r.get("layer_types") {
+        Some(v) => {
+            let list = v
+                .as_array()
+                .context("key `layer_types` must be a list of strings")?
+                .iter()
+                .map(|t| t.as_str().map(String::from))
+                .collect::<Option<Vec<_>>>()
+                .context("key `layer_types` must be a list of strings")?;
+            if list.len() != num_layers {
+                bail!(
+                    "key `layer_types` lists {} layers but num_hidden_layers is {num_layers}",
+                    list.len()
+                );
+            }
+            for t in &list {
+                if t != "full_attention" && t != "sliding_attention" {
+                    bail!("key `layer_types` holds `{t}`; tunescope computes full_attention and sliding_attention layers only");
+                }
+            }
+            list
+        }
+        None => {
+            let max_window_layers = if model_type == "qwen2" {
+                r.usize_or("max_window_layers", family.max_window_layers)?
+            } else {
+                0
+            };
+            (0..num_layers)
+                .map(|i| {
+                    let slides = match model_type {
+                        "qwen2" => i >= max_window_layers,
+                        "mistral" => true,
+                        _ => false,
+                    };
+                    if slides && window.is_some() {
+                        "sliding_attention"
+                    } else {
+                        "full_attention"
+                    }
+                    .to_string()
+                })
+                .collect()
+        }
+    };
+    if model_type == "qwen2" {
+        // Recorded for bookkeeping; only `layer_types` decides once it is present.
+        r.mark(&["max_window_layers"]);
+    }
+    let windowed = |t: &String| t == "sliding_attention" && window.is_some();
+    let count = layer_types.iter().filter(|t| windowed(t)).count();
+    let effective = if count == 0 {
+        None
+    } else if count == layer_types.len() || model_type == "mistral" {
+        window
+    } else {
+        bail!(
+            "{count} of {} layers use a sliding window and the others full attention (`layer_types`/`max_window_layers`): per-layer windows are not computed by tunescope's decoder",
+            layer_types.len()
+        );
+    };
+    r.record(
+        "attention window",
+        effective.map_or("none (full attention)".to_string(), |w| {
+            format!("{w} tokens, every layer")
+        }),
+        "sliding_window, use_sliding_window, max_window_layers, layer_types (as transformers derives it)",
+        false,
+    );
+    Ok((effective, layer_types))
+}
+
+impl ModelConfig {
+    /// Reads and validates `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read model config {}", path.display()))?;
+        let value: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        Self::from_json(&value).with_context(|| format!("in model config {}", path.display()))
+    }
+
+    /// Builds the configuration from a parsed `config.json` value.
+    pub fn from_json(v: &Value) -> Result<Self> {
+        Self::from_json_at(v, "")
+    }
+
+    /// Builds the configuration from a config object found at `path` (`text_config.` inside a
+    /// LLaVA config, empty at the top).
+    fn from_json_at(v: &Value, path: &str) -> Result<Self> {
+        let obj = v
+            .as_object()
+            .context("config.json must hold a JSON object")?;
+        let model_type = obj
+            .get("model_type")
+            .and_then(Value::as_str)
+            .with_context(|| format!("key `{path}model_type` is missing; expected one of llama, mistral, qwen2, llava"))?
+            .to_string();
+        if model_type == "llava" && path.is_empty() {
+            return Self::from_llava_json(obj);
+        }
+        let Some(architecture) = Architecture::from_model_type(&model_type) else {
+            bail!(
+                "unsupported model_type `{model_type}`; supported: {}",
+                SUPPORTED_MODEL_TYPES.join(", ")
+            );
+        };
+        let family = FamilyDefaults::of(&model_type);
+        let r = KeyReader::new(obj, path, family.class);
+        r.mark(&["model_type"]);
+        let hidden_size = r.usize_or("hidden_size", family.hidden_size)?;
+        let num_attention_heads = r.usize_or("num_attention_heads", family.num_attention_heads)?;
+        if num_attention_heads == 0 {
+            bail!("key `num_attention_heads` must be positive");
+        }
+        let num_key_value_heads = match family.num_key_value_heads {
+            Some(default) => r.usize_or("num_key_value_heads", default)?,
+            None => match r.opt_usize("num_key_value_heads")? {
+                Some(n) => {
+                    r.record(
+                        "num_key_value_heads",
+                        n,
+                        &format!("config.json `{path}num_key_value_heads`"),
+                        false,
+                    );
+                    n
+                }
+                None => {
+                    r.record(
+                        "num_key_value_heads",
+                        num_attention_heads,
+                        "derived: num_attention_heads (no `num_key_value_heads`)",
+                        true,
+                    );
+                    num_attention_heads
+                }
+            },
+        };
+        if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+            bail!(
+                "num_attention_heads ({num_attention_heads}) must be a multiple of num_key_value_heads ({num_key_value_heads})"
+            );
+        }
+        let head_dim = match r.opt_usize("head_dim")? {
+            Some(d) => {
+                r.record(
+                    "head_dim",
+                    d,
+                    &format!("config.json `{path}head_dim`"),
+                    false,
+                );
+                d
+            }
+            None => {
+                let d = hidden_size / num_attention_heads;
+                r.record(
+                    "head_dim",
+                    d,
+                    "derived: hidden_size / num_attention_heads",
+                    true,
+                );
+                d
+            }
+        };
+        if head_dim == 0 || head_dim % 2 != 0 {
+            bail!("head dimension {head_dim} must be a positive even number (check `head_dim`, `hidden_size`, `num_attention_heads`)");
+        }
+        let hidden_act = r.str_or("hidden_act", "silu")?;
+        if hidden_act != "silu" {
+            bail!("key `{path}hidden_act` is `{hidden_act}`; tunescope's decoder computes silu (SwiGLU) only");
+        }
+        let attention_dropout = r.f64_or("attention_dropout", 0.0)?;
+        if attention_dropout != 0.0 {
+            bail!("key `{path}attention_dropout` is {attention_dropout}; attention dropout is not computed by tunescope's decoder (set it to 0.0 to train without it)");
+        }
+        let num_hidden_layers = r.usize_or("num_hidden_layers", family.num_hidden_layers)?;
+        let max_position_embeddings =
+            r.usize_or("max_position_embeddings", family.max_position_embeddings)?;
+        let (qkv_bias, o_bias) = match architecture {
+            Architecture::Qwen2 => (true, false),
+            Architecture::Llama => {
+                let b = if model_type == "mistral" {
+                    false
+                } else {
+                    r.bool_or("attention_bias", false)?
+                };
+                (b, b)
+            }
+        };
+        let mlp_bias = if model_type == "llama" {
+            r.bool_or("mlp_bias", false)?
+        } else {
+            false
+        };
+        let window = sliding_window(&r, &model_type, &family, num_hidden_layers)?;
+        let sliding_window = window.0;
+        let layer_types = window.1;
+        r.mark(&[
+            "rope_parameters",
+            "rope_theta",
+            "rope_scaling",
+            "original_max_position_embeddings",
+        ]);
+        let rope = rope::parse(obj, max_position_embeddings, &layer_types).with_context(|| {
+            format!(
+                "in the rotary settings of {}",
+                if path.is_empty() { "config.json" } else { path }
+            )
+        })?;
+        r.record(
+            "rope theta",
+            rope.theta,
+            &rope.theta_source,
+            rope.theta_source.starts_with("default"),
+        );
+        r.record(
+            "rope type",
+            rope.scaling.as_ref().map_or("default", RopeScaling::name),
+            if obj.contains_key("rope_parameters") {
+                "rope_parameters"
+            } else if obj.contains_key("rope_scaling") {
+                "rope_scaling"
+            } else {
+                "default (no rope scaling in config.json)"
+            },
+            !(obj.contains_key("rope_parameters") || obj.contains_key("rope_scaling")),
+        );
+        for p in &rope.params {
+            r.record(&format!("rope {}", p.name), &p.value, &p.source, p.fallback);
+        }
+        let saved_dtype = match (r.get("dtype"), r.get("torch_dtype")) {
+            (Some(v), _) => Some((v, "dtype")),
+            (None, Some(v)) => Some((v, "torch_dtype")),
+            (None, None) => None,
+        }
+        .map(|(v, key)| -> Result<String> {
+            let s = v
+                .as_str()
+                .with_context(|| format!("key `{path}{key}` must be a string, got {v}"))?;
+            r.record(
+                "saved dtype",
+                s,
+                &format!("config.json `{path}{key}`"),
+                false,
+            );
+            Ok(s.to_string())
+        })
+        .transpose()?;
+        let eos_token_ids = match r.get("eos_token_id") {
+            None => vec![],
+            Some(Value::Array(ids)) => ids
+                .iter()
+                .map(|id| id.as_u64().map(|n| n as u32))
+                .collect::<Option<Vec<_>>>()
+                .context("key `eos_token_id` must be an integer or a list of integers")?,
+            Some(id) => vec![id
+                .as_u64()
+                .context("key `eos_token_id` must be an integer or a list of integers")?
+                as u32],
+        };
+        let bos_token_id = r.opt_usize("bos_token_id")?.map(|n| n as u32);
+        let config = Self {
+            architecture,
+            vocab_size: r.usize_or("vocab_size", family.vocab_size)?,
+            hidden_size,
+            intermediate_size: r.usize_or("intermediate_size", family.intermediate_size)?,
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rms_norm_eps: r.f64_or("rms_norm_eps", 1e-6)?,
+            rope_theta: rope.theta,
+            rope_scaling: rope.scaling,
+            max_position_embeddings,
+            tie_word_embeddings: r.bool_or("tie_word_embeddings", false)?,
+            qkv_bias,
+            o_bias,
+            mlp_bias,
+            sliding_window,
+            bos_token_id,
+            eos_token_ids,
+            weight_prefix: String::new(),
+            vision: None,
+            saved_dtype,
+            sources: Vec::new(),
+            warnings: Vec::new(),
+            model_type,
+        };
+        let (sources, warnings) = r.finish(&[])?;
+        Ok(Self {
+            sources,
+            warnings,
+            ..config
+        })
+    }
+
+    /// A LLaVA config: the language model from `text_config` (model_type llama when absent),
+    /// its tensors under `language_model.`, plus the vision side.
+    fn from_llava_json(obj: &serde_json::Map<String, Value>) -> Result<Self> {
+        let mut text = obj
+            .get("text_config")
+            .and_then(Value::as_object)
+            .context("key `text_config` is missing or not an object (model_type llava)")?
+            .clone();
+        text.entry("model_type")
+            .or_insert_with(|| Value::String("llama".into()));
+        // LLaVA-1.5 configs list only what differs from `LlamaConfig` in `text_config`: the
+        // family defaults fill the rest, and `inspect` shows them as defaults.
+        for key in ["eos_token_id", "bos_token_id", "tie_word_embeddings"] {
+            if let Some(v) = obj.get(key) {
+                text.entry(key).or_insert_with(|| v.clone());
+            }
+        }
+        let mut config =
+            Self::from_json_at(&Value::Object(text), "text_config.").context("in `text_config`")?;
+        let vision = VisionLanguageConfig::from_json(obj)?;
+        let top = KeyReader::new(obj, "", "LlavaConfig");
+        top.mark(&[
+            "model_type",
+            "text_config",
+            "vision_config",
+            "image_token_index",
+            "image_token_id",
+            "vision_feature_layer",
+            "vision_feature_select_strategy",
+            "projector_hidden_act",
+            "eos_token_id",
+            "bos_token_id",
+            "tie_word_embeddings",
+        ]);
+        if top.get("multimodal_projector_bias") == Some(&Value::Bool(false)) {
+            bail!("key `multimodal_projector_bias` is false; tunescope's projector has biases");
+        }
+        if let Some(v) = top.get("dtype").or_else(|| top.get("torch_dtype")) {
+            config.saved_dtype = v.as_str().map(String::from);
+        }
+        let (_, warnings) = top.finish(&["ignore_index", "image_seq_length"])?;
+        config.warnings.extend(warnings);
+        if vision.image_token_index as usize >= config.vocab_size {
+            bail!(
+                "image_token_index {} is outside the vocabulary ({} tokens)",
+                vision.image_token_index,
+                config.vocab_size
+            );
+        }
+        config.weight_prefix = "language_model.".into();
+        config.vision = Some(vision);
+        Ok(config)
+    }
+
+    /// Whether the model takes images (LLaVA).
+    pub fn is_vision_language(&self) -> bool {
+        self.vision.is_some()
+    }
+
+    /// Width of the query projection output.
+    pub fn q_dim(&self) -> usize {
+        self.num_attention_heads * self.head_dim
+    }
+
+    /// Width of the key/value projection outputs.
+    pub fn kv_dim(&self) -> usize {
+        self.num_key_value_heads * self.head_dim
+    }
+
+    /// Rotary inverse frequencies for positions below `seq_len` (only dynamic scaling depends
+    /// on the length).
+    pub fn rope_inv_freq_for_len(&self, seq_len: usize) -> Vec<f32> {
+        rope::inv_freq(
+            self.rope_theta,
+            self.rope_scaling.as_ref(),
+            self.head_dim,
+            seq_len,
+        )
+    }
+
+    /// Rotary inverse frequencies at the configured context length.
+    pub fn rope_inv_freq(&self) -> Vec<f32> {
+        self.rope_inv_freq_for_len(self.max_position_embeddings)
+    }
+
+    /// Whether the rotary frequencies change with the sequence length (dynamic NTK).
+    pub fn rope_depends_on_length(&self) -> bool {
+        matches!(self.rope_scaling, Some(RopeScaling::Dynamic { .. }))
+    }
+
+    /// The factor cos and sin are multiplied by (YaRN's attention factor, else 1).
+    pub fn rope_attention_scaling(&self) -> f64 {
+        rope::attention_scaling(self.rope_scaling.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests;
