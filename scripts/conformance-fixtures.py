@@ -4,7 +4,7 @@
     $(scripts/conformance-env.sh) scripts/conformance-fixtures.py [--out tests/fixtures/conformance]
 
 Everything is built here from seeds: one tiny byte-level BPE tokenizer trained on the corpus below, chat
-templates rendered by transformers, and tiny random Llama / Mistral / Qwen2 models (one per RoPE or attention
+templates rendered by transformers, and tiny random Llama / Mistral / Qwen2 / Qwen3 / SmolLM3 models (one per RoPE or attention
 variant) with their logits, greedy continuations and numeric-probe masses. Nothing is downloaded. Rerunning
 deletes the output folder's contents and rewrites them byte for byte the same (same pinned versions).
 
@@ -32,6 +32,10 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    SmolLM3Config,
+    SmolLM3ForCausalLM,
 )
 
 # --------------------------------------------------------------------------------------------------------------
@@ -385,6 +389,34 @@ CASES = {
             max_position_embeddings=128,
         ),
         None,  # filled in by qwen2_notes()
+    ),
+    "qwen3": (
+        109,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+        dict(
+            rope_parameters=rope(),
+            head_dim=8,
+            attention_bias=True,
+            use_sliding_window=False,
+            tie_word_embeddings=False,
+            max_position_embeddings=128,
+        ),
+        "q_norm and k_norm: RMSNorm over each head's 8 dimensions (weight [head_dim], eps rms_norm_eps) after the "
+        "q/k projections and before rope. attention_bias true: q, k, v and o projections all carry biases. Untied.",
+    ),
+    "smollm3": (
+        110,
+        SmolLM3Config,
+        SmolLM3ForCausalLM,
+        dict(
+            rope_parameters=rope(),
+            no_rope_layers=[1, 0],
+            tie_word_embeddings=True,
+            max_position_embeddings=128,
+        ),
+        "no_rope_layers [1, 0]: layer 0 applies rope, layer 1 attends without rotary embeddings (1 = rope). "
+        "Tied embeddings (SmolLM3's default).",
     ),
 }
 

@@ -413,6 +413,7 @@ fn llama_factory_takes_whole_blocks_and_refuses_parts() {
             Architecture::Llama => {
                 result.unwrap();
             }
+            Architecture::Qwen3 | Architecture::SmolLM3 => unreachable!("not in this loop"),
         }
     }
 }
@@ -510,4 +511,27 @@ fn vision_only(path: &Path) -> bool {
             .kinds
             .iter()
             .all(|k| k == "projector" || k == "vision")
+}
+
+/// Qwen3's q_norm/k_norm sit under `self_attn`, so LLaMA-Factory's module freezing cannot train
+/// q, k, v, o alone: the export is refused naming them; Axolotl and TRL take exact names.
+#[test]
+fn qwen3_qk_norms_refuse_llama_factory_and_pass_exact_name_exports() {
+    let tiny = TinyModel::new(Architecture::Qwen3, 12);
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data.jsonl");
+    std::fs::write(&data, "{\"prompt\": \"how many?\", \"response\": \"2\"}\n").unwrap();
+    let recipe = load_recipe(&repo().join("recipes/sa-proj.yaml"), &tiny, &data, &[]);
+    let err = format!(
+        "{:#}",
+        export(&recipe, Target::LlamaFactory, &work.path().join("lf")).unwrap_err()
+    );
+    assert!(err.contains("q_norm") && err.contains("k_norm"), "{err}");
+    let exported = export(&recipe, Target::Trl, &work.path().join("trl")).unwrap();
+    let script = std::fs::read_to_string(&exported.main).unwrap();
+    assert_eq!(trl_names(&script), resolved(&recipe, &tiny));
+    assert!(
+        !script.contains("q_norm"),
+        "sa-proj leaves the norms frozen"
+    );
 }

@@ -33,6 +33,8 @@ fn gguf_name(hf: &str) -> String {
                 "self_attn.k_proj" => "attn_k",
                 "self_attn.v_proj" => "attn_v",
                 "self_attn.o_proj" => "attn_output",
+                "self_attn.q_norm" => "attn_q_norm",
+                "self_attn.k_norm" => "attn_k_norm",
                 "mlp.gate_proj" => "ffn_gate",
                 "mlp.up_proj" => "ffn_up",
                 "mlp.down_proj" => "ffn_down",
@@ -367,6 +369,26 @@ fn qwen2_tied_f32_round_trips_exactly() {
     assert!(imp.weights.info("lm_head.weight").is_none());
 }
 
+/// Qwen3: the per-head q/k norms come back under their Hugging Face names, q/k unpermuted.
+#[test]
+fn qwen3_f32_round_trips_exactly() {
+    let case = Case::new(
+        TinyModel::new(Architecture::Qwen3, 4),
+        &Writer {
+            arch: "qwen3",
+            ..Writer::new(GgmlDType::F32)
+        },
+        DType::F32,
+    );
+    check_exact(&case);
+    let (_, imp) = case.open();
+    assert!(imp.config.qk_norm && !imp.config.qkv_bias);
+    assert!(imp
+        .weights
+        .info("model.layers.1.self_attn.k_norm.weight")
+        .is_some());
+}
+
 #[test]
 fn quantized_tensors_are_within_quantization_error() {
     // K-quants work on blocks of 256 values, so rows are 256 wide.
@@ -596,7 +618,7 @@ fn unsupported_architecture_is_named() {
         err.contains("architecture `gemma` is not supported"),
         "{err}"
     );
-    assert!(err.contains("llama, qwen2"), "{err}");
+    assert!(err.contains("llama, qwen2, qwen3"), "{err}");
 }
 
 #[test]

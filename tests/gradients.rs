@@ -48,7 +48,12 @@ fn trainable(names: &[&str]) -> HashSet<String> {
 #[test]
 fn gradients_reach_only_the_trainable_set() {
     let dev = Device::Cpu;
-    for arch in [Architecture::Llama, Architecture::Qwen2] {
+    for arch in [
+        Architecture::Llama,
+        Architecture::Qwen2,
+        Architecture::Qwen3,
+        Architecture::SmolLM3,
+    ] {
         let tiny = TinyModel::new(arch, 21);
         let model = Model::open(&tiny.spec_str()).unwrap();
         let mut names = vec![
@@ -58,6 +63,10 @@ fn gradients_reach_only_the_trainable_set() {
         ];
         if arch == Architecture::Qwen2 {
             names.push("model.layers.0.self_attn.q_proj.bias");
+        }
+        if arch == Architecture::Qwen3 {
+            names.push("model.layers.1.self_attn.q_norm.weight");
+            names.push("model.layers.0.self_attn.k_norm.weight");
         }
         let set = trainable(&names);
         let decoder = model.decoder(&set, DType::F32, &dev).unwrap();
@@ -91,17 +100,44 @@ fn gradients_reach_only_the_trainable_set() {
 
 #[test]
 fn finite_differences_agree_for_q_and_gate() {
+    finite_differences_agree(
+        Architecture::Qwen2,
+        &[
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.1.mlp.gate_proj.weight",
+            "model.layers.0.self_attn.q_proj.bias",
+        ],
+    );
+}
+
+/// Qwen3's per-head q/k norms (before rope), and a projection of SmolLM3's rope-less layer.
+#[test]
+fn finite_differences_agree_for_qk_norm_and_rope_less_layers() {
+    finite_differences_agree(
+        Architecture::Qwen3,
+        &[
+            "model.layers.0.self_attn.q_norm.weight",
+            "model.layers.1.self_attn.k_norm.weight",
+            "model.layers.0.self_attn.k_proj.weight",
+        ],
+    );
+    finite_differences_agree(
+        Architecture::SmolLM3,
+        &[
+            "model.layers.1.self_attn.q_proj.weight",
+            "model.layers.1.self_attn.k_proj.weight",
+        ],
+    );
+}
+
+/// The three largest gradient entries of each named tensor against central differences.
+fn finite_differences_agree(arch: Architecture, names: &[&str]) {
     let dev = Device::Cpu;
-    let tiny = TinyModel::new(Architecture::Qwen2, 33);
+    let tiny = TinyModel::new(arch, 33);
     let model = Model::open(&tiny.spec_str()).unwrap();
-    let names = [
-        "model.layers.0.self_attn.q_proj.weight",
-        "model.layers.1.mlp.gate_proj.weight",
-        "model.layers.0.self_attn.q_proj.bias",
-    ];
-    let decoder = model.decoder(&trainable(&names), DType::F32, &dev).unwrap();
+    let decoder = model.decoder(&trainable(names), DType::F32, &dev).unwrap();
     let grads = loss(&decoder, &dev).backward().unwrap();
-    for name in names {
+    for &name in names {
         let var: &Var = &decoder.vars()[name];
         let grad: Vec<f32> = grads
             .get(var.as_tensor())

@@ -49,7 +49,12 @@ fn train(recipe: &Recipe, runs: &Path) -> (RunDir, Vec<f64>) {
 fn every_shipped_recipe_changes_exactly_its_tensors() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_data(tmp.path());
-    for arch in [Architecture::Qwen2, Architecture::Llama] {
+    for arch in [
+        Architecture::Qwen2,
+        Architecture::Llama,
+        Architecture::Qwen3,
+        Architecture::SmolLM3,
+    ] {
         let tiny = TinyModel::new(arch, 101);
         let original = load_tensors(&tiny.path().join("model.safetensors"));
         let map = Model::open(&tiny.spec_str()).unwrap().module_map();

@@ -13,6 +13,10 @@ use crate::model::Architecture;
 pub enum ArchArg {
     Llama,
     Qwen2,
+    /// Qwen3: q_norm/k_norm on each head.
+    Qwen3,
+    /// SmolLM3: every other layer without rotary embeddings.
+    Smollm3,
     /// LLaVA: a CLIP vision tower, a projector and a tiny Llama (32×32 images, 8×8 patches).
     Llava,
 }
@@ -43,7 +47,7 @@ pub struct MakeTinyArgs {
     /// Key/value heads (fewer than heads gives grouped-query attention).
     #[arg(long, default_value_t = 2)]
     kv_heads: usize,
-    /// Tie the LM head to the embeddings (default: qwen2 tied, llama untied).
+    /// Tie the LM head to the embeddings (default: qwen2 and smollm3 tied, others untied).
     #[arg(long)]
     tied: Option<bool>,
 }
@@ -52,6 +56,8 @@ pub fn run(args: MakeTinyArgs) -> Result<()> {
     let arch = match args.arch {
         ArchArg::Llama | ArchArg::Llava => Architecture::Llama,
         ArchArg::Qwen2 => Architecture::Qwen2,
+        ArchArg::Qwen3 => Architecture::Qwen3,
+        ArchArg::Smollm3 => Architecture::SmolLM3,
     };
     anyhow::ensure!(
         args.heads > 0
@@ -81,10 +87,7 @@ pub fn run(args: MakeTinyArgs) -> Result<()> {
     make_tiny(&spec, &args.out)?;
     println!(
         "wrote {} model to {}",
-        match arch {
-            Architecture::Llama => "llama",
-            Architecture::Qwen2 => "qwen2",
-        },
+        arch.model_type(),
         args.out.display()
     );
     Ok(())

@@ -7,7 +7,7 @@ use super::read::GgufFile;
 use crate::model::config::Llama3RopeScaling;
 
 /// `general.architecture` values tunescope imports.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
 
 /// Architecture of a GGUF model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub enum GgufArch {
     Llama,
     /// Qwen2 / Qwen2.5; q/k/v biases, no permutation.
     Qwen2,
+    /// Qwen3 (dense); per-head q/k norms (`attn_q_norm`, `attn_k_norm`), no permutation.
+    Qwen3,
 }
 
 impl GgufArch {
@@ -25,6 +27,7 @@ impl GgufArch {
         match arch {
             "llama" => Ok(Self::Llama),
             "qwen2" => Ok(Self::Qwen2),
+            "qwen3" => Ok(Self::Qwen3),
             other => bail!(
                 "{}: architecture `{other}` is not supported; supported: {}",
                 file.path().display(),
@@ -38,6 +41,7 @@ impl GgufArch {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
         }
     }
 
@@ -145,6 +149,7 @@ pub fn config_json(h: &HParams, t: &TensorFacts, ids: &SpecialIds) -> Value {
     let (architectures, model_type) = match h.arch {
         GgufArch::Llama => ("LlamaForCausalLM", "llama"),
         GgufArch::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+        GgufArch::Qwen3 => ("Qwen3ForCausalLM", "qwen3"),
     };
     let mut config = json!({
         "architectures": [architectures],
@@ -187,6 +192,13 @@ pub fn config_json(h: &HParams, t: &TensorFacts, ids: &SpecialIds) -> Value {
         GgufArch::Qwen2 => {
             config["use_sliding_window"] = json!(false);
             config["sliding_window"] = json!(h.context_length);
+            config["max_window_layers"] = json!(h.num_layers);
+        }
+        GgufArch::Qwen3 => {
+            config["head_dim"] = json!(h.head_dim);
+            config["attention_bias"] = json!(t.attention_bias);
+            config["use_sliding_window"] = json!(false);
+            config["sliding_window"] = Value::Null;
             config["max_window_layers"] = json!(h.num_layers);
         }
     }

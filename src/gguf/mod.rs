@@ -279,6 +279,10 @@ fn check_shapes(path: &Path, c: &ModelConfig, planned: &[Planned]) -> Result<()>
         if c.o_bias {
             expected.insert(format!("{p}.self_attn.o_proj.bias"), vec![h]);
         }
+        if c.qk_norm {
+            expected.insert(format!("{p}.self_attn.q_norm.weight"), vec![c.head_dim]);
+            expected.insert(format!("{p}.self_attn.k_norm.weight"), vec![c.head_dim]);
+        }
         if c.mlp_bias {
             expected.insert(format!("{p}.mlp.gate_proj.bias"), vec![i]);
             expected.insert(format!("{p}.mlp.up_proj.bias"), vec![i]);

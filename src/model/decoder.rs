@@ -83,6 +83,11 @@ struct Layer {
     k: Linear,
     v: Linear,
     o: Linear,
+    /// Per-head RMSNorm of queries and keys before rope (Qwen3).
+    q_norm: Option<Param>,
+    k_norm: Option<Param>,
+    /// Whether the layer applies rotary embeddings (SmolLM3 skips some).
+    rope: bool,
     post_norm: Param,
     gate: Linear,
     up: Linear,
@@ -104,6 +109,9 @@ impl Layer {
             k: lin(&self.k)?,
             v: lin(&self.v)?,
             o: lin(&self.o)?,
+            q_norm: self.q_norm.as_ref().map(f).transpose()?,
+            k_norm: self.k_norm.as_ref().map(f).transpose()?,
+            rope: self.rope,
             post_norm: f(&self.post_norm)?,
             gate: lin(&self.gate)?,
             up: lin(&self.up)?,
@@ -177,6 +185,15 @@ impl Decoder {
                 k: src.linear(&format!("{p}.self_attn.k_proj"), h, c.kv_dim(), c.qkv_bias)?,
                 v: src.linear(&format!("{p}.self_attn.v_proj"), h, c.kv_dim(), c.qkv_bias)?,
                 o: src.linear(&format!("{p}.self_attn.o_proj"), c.q_dim(), h, c.o_bias)?,
+                q_norm: c
+                    .qk_norm
+                    .then(|| src.param(&format!("{p}.self_attn.q_norm.weight"), &[c.head_dim]))
+                    .transpose()?,
+                k_norm: c
+                    .qk_norm
+                    .then(|| src.param(&format!("{p}.self_attn.k_norm.weight"), &[c.head_dim]))
+                    .transpose()?,
+                rope: c.layer_has_rope(i),
                 post_norm: src.param(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
                 gate: src.linear(
                     &format!("{p}.mlp.gate_proj"),
@@ -691,15 +708,25 @@ impl Decoder {
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = rope(
-            &heads(layer.q.forward(h)?, c.num_attention_heads)?,
-            cos,
-            sin,
+        // Qwen3 normalises each head before rope; SmolLM3 skips rope in some layers.
+        let place = |t: Tensor, norm: &Option<Param>| -> Result<Tensor> {
+            let t = match norm {
+                Some(w) => rms_norm(&t, w.tensor(), c.rms_norm_eps)?,
+                None => t,
+            };
+            if layer.rope {
+                rope(&t, cos, sin)
+            } else {
+                Ok(t)
+            }
+        };
+        let q = place(
+            heads(layer.q.forward(h)?, c.num_attention_heads)?,
+            &layer.q_norm,
         )?;
-        let mut k = rope(
-            &heads(layer.k.forward(h)?, c.num_key_value_heads)?,
-            cos,
-            sin,
+        let mut k = place(
+            heads(layer.k.forward(h)?, c.num_key_value_heads)?,
+            &layer.k_norm,
         )?;
         let mut v = heads(layer.v.forward(h)?, c.num_key_value_heads)?;
         if let Some(slot) = kv {

@@ -16,6 +16,10 @@ pub enum ParamKind {
     K,
     V,
     O,
+    /// Per-head RMSNorm of queries (Qwen3's `q_norm`).
+    QNorm,
+    /// Per-head RMSNorm of keys (Qwen3's `k_norm`).
+    KNorm,
     Gate,
     Up,
     Down,
@@ -29,11 +33,13 @@ pub enum ParamKind {
 
 impl ParamKind {
     /// Every kind, in display order.
-    pub const ALL: [ParamKind; 13] = [
+    pub const ALL: [ParamKind; 15] = [
         ParamKind::Q,
         ParamKind::K,
         ParamKind::V,
         ParamKind::O,
+        ParamKind::QNorm,
+        ParamKind::KNorm,
         ParamKind::Gate,
         ParamKind::Up,
         ParamKind::Down,
@@ -52,6 +58,8 @@ impl ParamKind {
             ParamKind::K => "k",
             ParamKind::V => "v",
             ParamKind::O => "o",
+            ParamKind::QNorm => "q_norm",
+            ParamKind::KNorm => "k_norm",
             ParamKind::Gate => "gate",
             ParamKind::Up => "up",
             ParamKind::Down => "down",
@@ -113,6 +121,10 @@ pub fn classify(name: &str) -> (ParamKind, Option<usize>, bool) {
         ParamKind::Vision
     } else if name.contains("multi_modal_projector") || name.contains("mm_projector") {
         ParamKind::Projector
+    } else if has("q_norm") {
+        ParamKind::QNorm
+    } else if has("k_norm") {
+        ParamKind::KNorm
     } else if has("q_proj") {
         ParamKind::Q
     } else if has("k_proj") {

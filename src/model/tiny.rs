@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::{ModelWrapper, TrainerWrapper};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -37,7 +37,7 @@ pub struct TinySpec {
     pub num_kv_heads: usize,
     /// Target vocabulary size of the trained BPE tokenizer.
     pub vocab_size: usize,
-    /// `None`: tied for qwen2, untied for llama.
+    /// `None`: tied for qwen2 and smollm3, untied otherwise.
     pub tie_embeddings: Option<bool>,
     pub seed: u64,
 }
@@ -59,8 +59,10 @@ impl TinySpec {
     }
 
     fn tied(&self) -> bool {
-        self.tie_embeddings
-            .unwrap_or(self.arch == Architecture::Qwen2)
+        self.tie_embeddings.unwrap_or(matches!(
+            self.arch,
+            Architecture::Qwen2 | Architecture::SmolLM3
+        ))
     }
 }
 
@@ -133,12 +135,9 @@ pub fn make_tiny_with_tokenizer(spec: &TinySpec, tokenizer: &Tokenizer, out: &Pa
     );
     let head_dim = spec.hidden_size / spec.num_heads;
 
-    let model_type = match spec.arch {
-        Architecture::Llama => "llama",
-        Architecture::Qwen2 => "qwen2",
-    };
+    let model_type = spec.arch.model_type();
     let mut config = json!({
-        "architectures": [match spec.arch { Architecture::Llama => "LlamaForCausalLM", Architecture::Qwen2 => "Qwen2ForCausalLM" }],
+        "architectures": [spec.arch.class_name()],
         "model_type": model_type,
         "vocab_size": vocab_size,
         "hidden_size": spec.hidden_size,
@@ -156,14 +155,31 @@ pub fn make_tiny_with_tokenizer(spec: &TinySpec, tokenizer: &Tokenizer, out: &Pa
         "pad_token_id": pad,
         "dtype": "float32",
     });
-    if spec.arch == Architecture::Qwen2 {
-        config["sliding_window"] = json!(512);
-        config["max_window_layers"] = json!(spec.num_layers);
+    match spec.arch {
+        Architecture::Qwen2 => {
+            config["sliding_window"] = json!(512);
+            config["max_window_layers"] = json!(spec.num_layers);
+            config["use_sliding_window"] = json!(false);
+        }
+        Architecture::Qwen3 => {
+            config["sliding_window"] = Value::Null;
+            config["max_window_layers"] = json!(spec.num_layers);
+            config["use_sliding_window"] = json!(false);
+            config["attention_bias"] = json!(false);
+            config["head_dim"] = json!(head_dim);
+        }
+        Architecture::Llama | Architecture::SmolLM3 => {
+            config["attention_bias"] = json!(false);
+            config["mlp_bias"] = json!(false);
+            config["head_dim"] = json!(head_dim);
+        }
+    }
+    if spec.arch == Architecture::SmolLM3 {
+        // Every other layer without rope, so that both kinds occur in a 2-layer model.
+        let flags: Vec<u8> = (0..spec.num_layers).map(|i| u8::from(i % 2 == 0)).collect();
+        config["no_rope_layers"] = json!(flags);
         config["use_sliding_window"] = json!(false);
-    } else {
-        config["attention_bias"] = json!(false);
-        config["mlp_bias"] = json!(false);
-        config["head_dim"] = json!(head_dim);
+        config["sliding_window"] = Value::Null;
     }
     write_json_atomic(&out.join("config.json"), &config)?;
 
@@ -247,6 +263,16 @@ fn random_weights(spec: &TinySpec, vocab: usize) -> Result<HashMap<String, Tenso
         if spec.arch == Architecture::Qwen2 {
             for (name, dim) in [("q_proj", q_dim), ("k_proj", kv_dim), ("v_proj", kv_dim)] {
                 add(format!("{p}.self_attn.{name}.bias"), &[dim], 0.0, 0.05)?;
+            }
+        }
+        if spec.arch == Architecture::Qwen3 {
+            for name in ["q_norm", "k_norm"] {
+                add(
+                    format!("{p}.self_attn.{name}.weight"),
+                    &[head_dim],
+                    1.0,
+                    0.1,
+                )?;
             }
         }
     }

@@ -14,6 +14,8 @@ pub const KIND_NAMES: &[&str] = &[
     "k",
     "v",
     "o",
+    "q_norm",
+    "k_norm",
     "gate",
     "up",
     "down",

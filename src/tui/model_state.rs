@@ -10,12 +10,15 @@ use crate::model::{Model, ModelConfig};
 use crate::select::{self, compact::spec_for, TrainableSpec};
 use crate::train::memory::{estimate, MemoryEstimate};
 
-/// Per-layer grid columns.
-pub const LAYER_COLUMNS: [(&str, ParamKind); 8] = [
+/// Per-layer grid columns; `qn`/`kn` (Qwen3's q_norm/k_norm) appear only in models that have
+/// them.
+pub const LAYER_COLUMNS: [(&str, ParamKind); 10] = [
     ("q", ParamKind::Q),
     ("k", ParamKind::K),
     ("v", ParamKind::V),
     ("o", ParamKind::O),
+    ("qn", ParamKind::QNorm),
+    ("kn", ParamKind::KNorm),
     ("gate", ParamKind::Gate),
     ("up", ParamKind::Up),
     ("down", ParamKind::Down),
@@ -46,14 +49,23 @@ pub struct Grid {
     pub rows: Vec<(String, Vec<GridCell>)>,
     /// How many leading rows are decoder layers.
     pub layers: usize,
+    /// The per-layer columns of this model (label, kind).
+    pub columns: Vec<(&'static str, ParamKind)>,
 }
 
 impl Grid {
     fn build(map: &ModuleMap) -> Self {
         let layers = map.num_layers();
         let mut rows = Vec::with_capacity(layers + 3);
+        let optional = [ParamKind::QNorm, ParamKind::KNorm];
+        let columns: Vec<(&'static str, ParamKind)> = LAYER_COLUMNS
+            .into_iter()
+            .filter(|(_, kind)| {
+                !optional.contains(kind) || map.params.iter().any(|p| p.kind == *kind)
+            })
+            .collect();
         for layer in 0..layers {
-            let cells = LAYER_COLUMNS
+            let cells = columns
                 .iter()
                 .map(|(label, kind)| GridCell {
                     label: label.to_string(),
@@ -97,7 +109,11 @@ impl Grid {
                 rows.push((label.to_string(), cells));
             }
         }
-        Self { rows, layers }
+        Self {
+            rows,
+            layers,
+            columns,
+        }
     }
 }
 

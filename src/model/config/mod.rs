@@ -24,17 +24,44 @@ pub enum Architecture {
     Llama,
     /// Qwen2 / Qwen2.5 (q/k/v projections carry biases).
     Qwen2,
+    /// Qwen3 (dense): RMSNorm of each query and key head (`q_norm`, `k_norm`) before rope.
+    Qwen3,
+    /// SmolLM3: a Llama whose layers listed in `no_rope_layers` skip rotary embeddings.
+    SmolLM3,
 }
 
 /// `model_type` values accepted in `config.json`.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "llava"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] =
+    &["llama", "mistral", "qwen2", "qwen3", "smollm3", "llava"];
 
 impl Architecture {
+    /// The `model_type` written for this architecture (Mistral shares `Llama`).
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+            Self::SmolLM3 => "smollm3",
+        }
+    }
+
+    /// The transformers class name (`architectures` in config.json).
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Self::Llama => "LlamaForCausalLM",
+            Self::Qwen2 => "Qwen2ForCausalLM",
+            Self::Qwen3 => "Qwen3ForCausalLM",
+            Self::SmolLM3 => "SmolLM3ForCausalLM",
+        }
+    }
+
     /// Maps a `model_type` string to an architecture.
     pub fn from_model_type(model_type: &str) -> Option<Self> {
         match model_type {
             "llama" | "mistral" => Some(Self::Llama),
             "qwen2" => Some(Self::Qwen2),
+            "qwen3" => Some(Self::Qwen3),
+            "smollm3" => Some(Self::SmolLM3),
             _ => None,
         }
     }
@@ -64,6 +91,13 @@ pub struct ModelConfig {
     pub o_bias: bool,
     /// Biases on gate, up and down projections.
     pub mlp_bias: bool,
+    /// RMSNorm of each query and key head before rope (Qwen3's `q_norm`/`k_norm`).
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// Per layer, whether it applies rotary embeddings (SmolLM3's `no_rope_layers`); empty when
+    /// every layer does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rope_layers: Vec<bool>,
     /// Attention window (keys further back than this are masked), when the model uses one.
     pub sliding_window: Option<usize>,
     pub bos_token_id: Option<u32>,
@@ -99,6 +133,9 @@ struct FamilyDefaults {
     num_attention_heads: usize,
     /// `None`: as many as attention heads.
     num_key_value_heads: Option<usize>,
+    /// `None`: hidden_size / num_attention_heads.
+    head_dim: Option<usize>,
+    tie_word_embeddings: bool,
     max_position_embeddings: usize,
     /// Mistral's window when `sliding_window` is absent (Qwen2's applies only with
     /// `use_sliding_window`).
@@ -117,6 +154,8 @@ impl FamilyDefaults {
                 num_hidden_layers: 32,
                 num_attention_heads: 32,
                 num_key_value_heads: Some(8),
+                head_dim: None,
+                tie_word_embeddings: false,
                 max_position_embeddings: 4096 * 32,
                 sliding_window: Some(4096),
                 max_window_layers: 0,
@@ -129,9 +168,39 @@ impl FamilyDefaults {
                 num_hidden_layers: 32,
                 num_attention_heads: 32,
                 num_key_value_heads: Some(32),
+                head_dim: None,
+                tie_word_embeddings: false,
                 max_position_embeddings: 32768,
                 sliding_window: Some(4096),
                 max_window_layers: 28,
+            },
+            "qwen3" => Self {
+                class: "Qwen3Config",
+                vocab_size: 151936,
+                hidden_size: 4096,
+                intermediate_size: 22016,
+                num_hidden_layers: 32,
+                num_attention_heads: 32,
+                num_key_value_heads: Some(32),
+                head_dim: Some(128),
+                tie_word_embeddings: false,
+                max_position_embeddings: 32768,
+                sliding_window: Some(4096),
+                max_window_layers: 28,
+            },
+            "smollm3" => Self {
+                class: "SmolLM3Config",
+                vocab_size: 128256,
+                hidden_size: 2048,
+                intermediate_size: 11008,
+                num_hidden_layers: 36,
+                num_attention_heads: 16,
+                num_key_value_heads: Some(4),
+                head_dim: None,
+                tie_word_embeddings: true,
+                max_position_embeddings: 32768,
+                sliding_window: None,
+                max_window_layers: 0,
             },
             _ => Self {
                 class: "LlamaConfig",
@@ -141,12 +210,68 @@ impl FamilyDefaults {
                 num_hidden_layers: 32,
                 num_attention_heads: 32,
                 num_key_value_heads: None,
+                head_dim: None,
+                tie_word_embeddings: false,
                 max_position_embeddings: 2048,
                 sliding_window: None,
                 max_window_layers: 0,
             },
         }
     }
+}
+
+/// SmolLM3's per-layer rope switch: `no_rope_layers` lists 1 for a layer with rope and 0 for one
+/// without; absent, every `no_rope_layer_interval`-th layer (4 by default) goes without. Other
+/// families apply rope everywhere (an empty list).
+fn rope_layers(r: &KeyReader, model_type: &str, num_layers: usize) -> Result<Vec<bool>> {
+    if model_type != "smollm3" {
+        return Ok(Vec::new());
+    }
+    let flags: Vec<bool> = match r.get("no_rope_layers") {
+        Some(v) => {
+            let list = v
+                .as_array()
+                .context("key `no_rope_layers` must be a list of 0/1 per layer")?;
+            if list.len() != num_layers {
+                bail!(
+                    "key `no_rope_layers` lists {} layers but num_hidden_layers is {num_layers}",
+                    list.len()
+                );
+            }
+            list.iter()
+                .map(|x| match x.as_u64() {
+                    Some(0) => Ok(false),
+                    Some(1) => Ok(true),
+                    _ => bail!("key `no_rope_layers` must hold 0 or 1 per layer, got {x}"),
+                })
+                .collect::<Result<_>>()?
+        }
+        None => {
+            let interval = r.usize_or("no_rope_layer_interval", 4)?;
+            if interval == 0 {
+                bail!("key `no_rope_layer_interval` must be positive");
+            }
+            (0..num_layers).map(|i| (i + 1) % interval != 0).collect()
+        }
+    };
+    r.mark(&["no_rope_layer_interval"]);
+    let without: Vec<String> = flags
+        .iter()
+        .enumerate()
+        .filter(|(_, rope)| !**rope)
+        .map(|(i, _)| i.to_string())
+        .collect();
+    r.record(
+        "layers without rope",
+        if without.is_empty() {
+            "none".to_string()
+        } else {
+            without.join(", ")
+        },
+        "no_rope_layers (or no_rope_layer_interval)",
+        !r.object().contains_key("no_rope_layers"),
+    );
+    Ok(flags)
 }
 
 /// The attention window and each layer's attention type, as transformers derives them:
@@ -158,6 +283,7 @@ fn sliding_window(
     model_type: &str,
     family: &FamilyDefaults,
     num_layers: usize,
+    rope_layers: &[bool],
 ) -> Result<(Option<usize>, Vec<String>)> {
     let obj = r.object();
     let window = match model_type {
@@ -175,7 +301,7 @@ fn sliding_window(
             }
             Some(_) => r.opt_usize("sliding_window")?,
         },
-        "qwen2" => {
+        "qwen2" | "qwen3" | "smollm3" => {
             let enabled = r.bool_or("use_sliding_window", false)?;
             let size = match obj.get("sliding_window") {
                 None => {
@@ -215,7 +341,7 @@ fn sliding_window(
             list
         }
         None => {
-            let max_window_layers = if model_type == "qwen2" {
+            let max_window_layers = if matches!(model_type, "qwen2" | "qwen3") {
                 r.usize_or("max_window_layers", family.max_window_layers)?
             } else {
                 0
@@ -223,8 +349,10 @@ fn sliding_window(
             (0..num_layers)
                 .map(|i| {
                     let slides = match model_type {
-                        "qwen2" => i >= max_window_layers,
+                        "qwen2" | "qwen3" => i >= max_window_layers,
                         "mistral" => true,
+                        // SmolLM3 slides its layers without rope.
+                        "smollm3" => !rope_layers.get(i).copied().unwrap_or(true),
                         _ => false,
                     };
                     if slides && window.is_some() {
@@ -237,7 +365,7 @@ fn sliding_window(
                 .collect()
         }
     };
-    if model_type == "qwen2" {
+    if matches!(model_type, "qwen2" | "qwen3") {
         // Recorded for bookkeeping; only `layer_types` decides once it is present.
         r.mark(&["max_window_layers"]);
     }
@@ -346,13 +474,20 @@ impl ModelConfig {
                 d
             }
             None => {
-                let d = hidden_size / num_attention_heads;
-                r.record(
-                    "head_dim",
-                    d,
-                    "derived: hidden_size / num_attention_heads",
-                    true,
-                );
+                let (d, source) = match family.head_dim {
+                    Some(d) => (
+                        d,
+                        format!(
+                            "default of transformers' {} (no `{path}head_dim`)",
+                            family.class
+                        ),
+                    ),
+                    None => (
+                        hidden_size / num_attention_heads,
+                        "derived: hidden_size / num_attention_heads".to_string(),
+                    ),
+                };
+                r.record("head_dim", d, &source, true);
                 d
             }
         };
@@ -372,21 +507,20 @@ impl ModelConfig {
             r.usize_or("max_position_embeddings", family.max_position_embeddings)?;
         let (qkv_bias, o_bias) = match architecture {
             Architecture::Qwen2 => (true, false),
-            Architecture::Llama => {
-                let b = if model_type == "mistral" {
-                    false
-                } else {
-                    r.bool_or("attention_bias", false)?
-                };
+            Architecture::Llama if model_type == "mistral" => (false, false),
+            Architecture::Llama | Architecture::Qwen3 | Architecture::SmolLM3 => {
+                let b = r.bool_or("attention_bias", false)?;
                 (b, b)
             }
         };
-        let mlp_bias = if model_type == "llama" {
+        let mlp_bias = if matches!(model_type.as_str(), "llama" | "smollm3") {
             r.bool_or("mlp_bias", false)?
         } else {
             false
         };
-        let window = sliding_window(&r, &model_type, &family, num_hidden_layers)?;
+        let qk_norm = architecture == Architecture::Qwen3;
+        let rope_layers = rope_layers(&r, &model_type, num_hidden_layers)?;
+        let window = sliding_window(&r, &model_type, &family, num_hidden_layers, &rope_layers)?;
         let sliding_window = window.0;
         let layer_types = window.1;
         r.mark(&[
@@ -466,10 +600,12 @@ impl ModelConfig {
             rope_theta: rope.theta,
             rope_scaling: rope.scaling,
             max_position_embeddings,
-            tie_word_embeddings: r.bool_or("tie_word_embeddings", false)?,
+            tie_word_embeddings: r.bool_or("tie_word_embeddings", family.tie_word_embeddings)?,
             qkv_bias,
             o_bias,
             mlp_bias,
+            qk_norm,
+            rope_layers,
             sliding_window,
             bos_token_id,
             eos_token_ids,
@@ -545,6 +681,11 @@ impl ModelConfig {
     /// Whether the model takes images (LLaVA).
     pub fn is_vision_language(&self) -> bool {
         self.vision.is_some()
+    }
+
+    /// Whether layer `i` applies rotary embeddings.
+    pub fn layer_has_rope(&self, i: usize) -> bool {
+        self.rope_layers.get(i).copied().unwrap_or(true)
     }
 
     /// Width of the query projection output.

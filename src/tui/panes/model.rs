@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
 use crate::train::memory::human_bytes;
-use crate::tui::model_state::{CellState, ModelState, LAYER_COLUMNS};
+use crate::tui::model_state::{CellState, ModelState};
 use crate::tui::theme::Theme;
 use crate::util::format::group_digits;
 
@@ -79,7 +79,7 @@ fn render_grid(frame: &mut Frame, area: Rect, state: &ModelState, theme: &Theme)
     let col_width = 6usize;
     let mut lines = Vec::new();
     let mut header = vec![Span::styled(format!("{:>6} │", "layer"), theme.muted())];
-    for (label, _) in LAYER_COLUMNS {
+    for (label, _) in &state.grid.columns {
         header.push(Span::styled(format!("{label:^col_width$}"), theme.accent()));
     }
     lines.push(Line::from(header));
