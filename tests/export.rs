@@ -413,7 +413,9 @@ fn llama_factory_takes_whole_blocks_and_refuses_parts() {
             Architecture::Llama => {
                 result.unwrap();
             }
-            Architecture::Qwen3 | Architecture::SmolLM3 => unreachable!("not in this loop"),
+            Architecture::Qwen3 | Architecture::SmolLM3 | Architecture::Gemma => {
+                unreachable!("not in this loop")
+            }
         }
     }
 }

@@ -53,6 +53,7 @@ fn gradients_reach_only_the_trainable_set() {
         Architecture::Qwen2,
         Architecture::Qwen3,
         Architecture::SmolLM3,
+        Architecture::Gemma,
     ] {
         let tiny = TinyModel::new(arch, 21);
         let model = Model::open(&tiny.spec_str()).unwrap();
@@ -130,10 +131,36 @@ fn finite_differences_agree_for_qk_norm_and_rope_less_layers() {
     );
 }
 
+/// Gemma: (1 + w) norms around attention and MLP, per-head (1 + w) q/k norms, GELU-tanh gating,
+/// and (switched on here) attention and final-logit softcapping.
+#[test]
+fn finite_differences_agree_for_gemma_norms_gating_and_softcapping() {
+    let names = [
+        "model.layers.0.post_attention_layernorm.weight",
+        "model.layers.0.pre_feedforward_layernorm.weight",
+        "model.layers.1.post_feedforward_layernorm.weight",
+        "model.layers.1.self_attn.q_norm.weight",
+        "model.layers.0.mlp.gate_proj.weight",
+        "model.embed_tokens.weight",
+    ];
+    finite_differences_agree(Architecture::Gemma, &names);
+    let tiny = TinyModel::new(Architecture::Gemma, 33);
+    let path = tiny.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["attn_logit_softcapping"] = serde_json::json!(1.5);
+    config["final_logit_softcapping"] = serde_json::json!(2.0);
+    std::fs::write(&path, config.to_string()).unwrap();
+    finite_differences_agree_in(&tiny, &names[3..5]);
+}
+
 /// The three largest gradient entries of each named tensor against central differences.
 fn finite_differences_agree(arch: Architecture, names: &[&str]) {
+    finite_differences_agree_in(&TinyModel::new(arch, 33), names);
+}
+
+fn finite_differences_agree_in(tiny: &TinyModel, names: &[&str]) {
     let dev = Device::Cpu;
-    let tiny = TinyModel::new(arch, 33);
     let model = Model::open(&tiny.spec_str()).unwrap();
     let decoder = model.decoder(&trainable(names), DType::F32, &dev).unwrap();
     let grads = loss(&decoder, &dev).backward().unwrap();

@@ -205,9 +205,11 @@ fn trainable_names(script: &str) -> BTreeSet<String> {
 #[test]
 fn trl_export_trains_exactly_the_recipe_tensors_and_watch_agrees_with_probe() {
     let python = python_or_skip!("TUNESCOPE_PYTHON", "torch, transformers, trl, datasets");
-    let runs = ["mistral", "qwen2", "qwen3", "smollm3", "llama"]
-        .into_iter()
-        .flat_map(|case| CONFIGS.map(|config| (case, config)));
+    let runs = [
+        "mistral", "qwen2", "qwen3", "smollm3", "gemma2", "gemma3", "llama",
+    ]
+    .into_iter()
+    .flat_map(|case| CONFIGS.map(|config| (case, config)));
     for (case, config) in runs {
         let (work, model, export) = export_fixture(
             case,
@@ -500,6 +502,7 @@ fn axolotl_reads_the_config_and_unfreezes_exactly_the_recipe_tensors() {
         ("qwen2", "mlp-gate-up.yaml"),
         ("qwen3", "sa-proj.yaml"),
         ("smollm3", "mlp.yaml"),
+        ("gemma3", "sa-proj.yaml"),
     ];
     for (case, recipe) in runs {
         let (_work, model, export) =

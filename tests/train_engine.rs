@@ -54,6 +54,7 @@ fn every_shipped_recipe_changes_exactly_its_tensors() {
         Architecture::Llama,
         Architecture::Qwen3,
         Architecture::SmolLM3,
+        Architecture::Gemma,
     ] {
         let tiny = TinyModel::new(arch, 101);
         let original = load_tensors(&tiny.path().join("model.safetensors"));

@@ -17,6 +17,8 @@ pub enum ArchArg {
     Qwen3,
     /// SmolLM3: every other layer without rotary embeddings.
     Smollm3,
+    /// Gemma 3 (text): alternating local/global layers, (1 + w) norms, GELU-tanh.
+    Gemma3,
     /// LLaVA: a CLIP vision tower, a projector and a tiny Llama (32×32 images, 8×8 patches).
     Llava,
 }
@@ -58,6 +60,7 @@ pub fn run(args: MakeTinyArgs) -> Result<()> {
         ArchArg::Qwen2 => Architecture::Qwen2,
         ArchArg::Qwen3 => Architecture::Qwen3,
         ArchArg::Smollm3 => Architecture::SmolLM3,
+        ArchArg::Gemma3 => Architecture::Gemma,
     };
     anyhow::ensure!(
         args.heads > 0

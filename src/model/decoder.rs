@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var, D};
 
-use super::config::ModelConfig;
+use super::config::{ModelConfig, RopeScaling};
 use super::linear::{Linear, Param};
 use super::ops;
 use super::vlm::VisionPath;
@@ -88,7 +88,12 @@ struct Layer {
     k_norm: Option<Param>,
     /// Whether the layer applies rotary embeddings (SmolLM3 skips some).
     rope: bool,
+    /// Whether the layer attends through the sliding window (Gemma's local layers).
+    sliding: bool,
     post_norm: Param,
+    /// Gemma's norms before and after the MLP (`post_norm` then follows attention).
+    pre_ff_norm: Option<Param>,
+    post_ff_norm: Option<Param>,
     gate: Linear,
     up: Linear,
     down: Linear,
@@ -112,11 +117,36 @@ impl Layer {
             q_norm: self.q_norm.as_ref().map(f).transpose()?,
             k_norm: self.k_norm.as_ref().map(f).transpose()?,
             rope: self.rope,
+            sliding: self.sliding,
             post_norm: f(&self.post_norm)?,
+            pre_ff_norm: self.pre_ff_norm.as_ref().map(f).transpose()?,
+            post_ff_norm: self.post_ff_norm.as_ref().map(f).transpose()?,
             gate: lin(&self.gate)?,
             up: lin(&self.up)?,
             down: lin(&self.down)?,
         })
+    }
+}
+
+/// What one kind of layer attends with: rope tables `(B, 1, T, D)` and the additive mask.
+struct AttentionInputs {
+    cos: Tensor,
+    sin: Tensor,
+    bias: Tensor,
+}
+
+/// Attention inputs of global layers and, for Gemma's alternating layers, of sliding ones.
+struct LayerContext {
+    global: AttentionInputs,
+    sliding: Option<AttentionInputs>,
+}
+
+impl LayerContext {
+    fn for_layer(&self, layer: &Layer) -> &AttentionInputs {
+        match &self.sliding {
+            Some(sliding) if layer.sliding => sliding,
+            _ => &self.global,
+        }
     }
 }
 
@@ -194,6 +224,17 @@ impl Decoder {
                     .then(|| src.param(&format!("{p}.self_attn.k_norm.weight"), &[c.head_dim]))
                     .transpose()?,
                 rope: c.layer_has_rope(i),
+                sliding: c.layer_is_sliding(i),
+                pre_ff_norm: c
+                    .gemma
+                    .sandwich_norms
+                    .then(|| src.param(&format!("{p}.pre_feedforward_layernorm.weight"), &[h]))
+                    .transpose()?,
+                post_ff_norm: c
+                    .gemma
+                    .sandwich_norms
+                    .then(|| src.param(&format!("{p}.post_feedforward_layernorm.weight"), &[h]))
+                    .transpose()?,
                 post_norm: src.param(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
                 gate: src.linear(
                     &format!("{p}.mlp.gate_proj"),
@@ -361,12 +402,11 @@ impl Decoder {
         attention_mask: Option<&Tensor>,
         pixel_values: Option<&Tensor>,
     ) -> Result<BlockOutputs> {
-        let (positions, bias) = self.full_sequence_layout(input_ids, attention_mask)?;
-        let (cos, sin) = self.rope_tables(&positions)?;
+        let ctx = self.full_sequence_context(input_ids, attention_mask)?;
         let mut x = self.embed_inputs(input_ids, pixel_values)?;
         let mut outputs = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (next, attn, mlp) = self.layer_parts(layer, &x, &cos, &sin, &bias, None)?;
+            let (next, attn, mlp) = self.layer_parts(layer, &x, ctx.for_layer(layer), None)?;
             outputs.push((attn, mlp));
             x = next;
         }
@@ -436,10 +476,10 @@ impl Decoder {
         attention_mask: Option<&Tensor>,
         pixel_values: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (positions, bias) = self.full_sequence_layout(input_ids, attention_mask)?;
+        let ctx = self.full_sequence_context(input_ids, attention_mask)?;
         let x = self.embed_inputs(input_ids, pixel_values)?;
-        let x = self.run_layers(x, &positions, &bias, None)?;
-        rms_norm(&x, self.norm.tensor(), self.config.rms_norm_eps)
+        let x = self.run_layers(x, &ctx, None)?;
+        self.norm(&x, &self.norm)
     }
 
     /// Logits `(B, T, V)` in f32 with images (see [`Decoder::hidden_states_with_images`]).
@@ -454,20 +494,64 @@ impl Decoder {
     }
 
     /// Token embeddings with image features written over the image-token positions.
-    /// Positions and attention bias of a full sequence (no cache) from its padding mask.
-    fn full_sequence_layout(
+    /// Rope tables and attention biases of a full sequence (no cache) from its padding mask.
+    fn full_sequence_context(
         &self,
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
-    ) -> Result<(Vec<Vec<u32>>, Tensor)> {
+    ) -> Result<LayerContext> {
         let (batch, seq) = input_ids.dims2()?;
         let valid = match attention_mask {
             Some(mask) => mask_rows(mask, batch, seq)?,
             None => vec![vec![true; seq]; batch],
         };
         let positions = positions_from_valid(&valid, &vec![0; batch]);
-        let bias = self.attention_bias(&valid, &valid, 0)?;
-        Ok((positions, bias))
+        self.layer_context(&positions, &valid, &valid, 0)
+    }
+
+    /// What each kind of layer attends with: global layers (every layer for most models) and,
+    /// for Gemma's alternating layers, sliding-window layers with their own mask and rope.
+    fn layer_context(
+        &self,
+        positions: &[Vec<u32>],
+        query_valid: &[Vec<bool>],
+        key_valid: &[Vec<bool>],
+        past: usize,
+    ) -> Result<LayerContext> {
+        let c = &self.config;
+        let per_layer = !c.layer_sliding.is_empty();
+        let global_window = if per_layer { None } else { c.sliding_window };
+        let (cos, sin) = self.rope_tables(positions, false)?;
+        let global = AttentionInputs {
+            bias: self.attention_bias(query_valid, key_valid, past, global_window)?,
+            cos,
+            sin,
+        };
+        let sliding = if per_layer && c.layer_sliding.iter().any(|s| *s) {
+            let (cos, sin) = if c.sliding_rope.is_some() {
+                self.rope_tables(positions, true)?
+            } else {
+                (global.cos.clone(), global.sin.clone())
+            };
+            Some(AttentionInputs {
+                bias: self.attention_bias(query_valid, key_valid, past, c.sliding_window)?,
+                cos,
+                sin,
+            })
+        } else {
+            None
+        };
+        Ok(LayerContext { global, sliding })
+    }
+
+    /// RMS norm with the model's weight convention ((1 + w) for Gemma).
+    fn norm(&self, x: &Tensor, weight: &Param) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps;
+        if self.config.gemma.norm_plus_one {
+            rms_norm(x, &weight.tensor().affine(1.0, 1.0)?, eps)
+        } else {
+            rms_norm(x, weight.tensor(), eps)
+        }
     }
 
     fn embed_inputs(&self, input_ids: &Tensor, pixel_values: Option<&Tensor>) -> Result<Tensor> {
@@ -516,7 +600,11 @@ impl Decoder {
 
     /// Projects hidden states `(..., H)` to f32 logits `(..., V)`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
+        let logits = self.lm_head.forward(hidden)?.to_dtype(DType::F32)?;
+        Ok(match self.config.gemma.final_logit_softcapping {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        })
     }
 
     /// An empty KV cache for `batch` rows.
@@ -568,11 +656,11 @@ impl Decoder {
         for (row, new) in cache.key_valid.iter_mut().zip(&new_valid) {
             row.extend_from_slice(new);
         }
-        let bias = self.attention_bias(&new_valid, &cache.key_valid, past)?;
+        let ctx = self.layer_context(&positions, &new_valid, &cache.key_valid, past)?;
         let x = self.embed_inputs(input_ids, pixel_values)?;
-        let x = self.run_layers(x, &positions, &bias, Some(cache))?;
+        let x = self.run_layers(x, &ctx, Some(cache))?;
         let last = x.narrow(1, seq - 1, 1)?.squeeze(1)?;
-        let last = rms_norm(&last, self.norm.tensor(), self.config.rms_norm_eps)?;
+        let last = self.norm(&last, &self.norm)?;
         self.logits(&last)
     }
 
@@ -580,7 +668,14 @@ impl Decoder {
         let (batch, seq) = input_ids.dims2()?;
         let flat = input_ids.flatten_all()?.to_dtype(DType::U32)?;
         let x = self.embed.tensor().index_select(&flat, 0)?;
-        Ok(x.reshape((batch, seq, self.config.hidden_size))?)
+        let x = x.reshape((batch, seq, self.config.hidden_size))?;
+        if self.config.gemma.scaled_embeddings {
+            // Gemma: √hidden_size, rounded to the weights' dtype as transformers does.
+            let scale = Tensor::new(&[(self.config.hidden_size as f32).sqrt()], &self.device)?
+                .to_dtype(x.dtype())?;
+            return Ok(x.broadcast_mul(&scale)?);
+        }
+        Ok(x)
     }
 
     /// Additive attention bias `(B, 1, T, S)`: causal, hiding padded keys and, when configured,
@@ -590,11 +685,11 @@ impl Decoder {
         query_valid: &[Vec<bool>],
         key_valid: &[Vec<bool>],
         past: usize,
+        window: Option<usize>,
     ) -> Result<Tensor> {
         let batch = query_valid.len();
         let seq = query_valid.first().map_or(0, Vec::len);
         let keys = key_valid.first().map_or(0, Vec::len);
-        let window = self.config.sliding_window;
         let mut data = Vec::with_capacity(batch * seq * keys);
         for row in key_valid {
             for t in 0..seq {
@@ -612,19 +707,32 @@ impl Decoder {
     }
 
     /// cos/sin tables `(B, 1, T, head_dim)` for the given positions.
-    fn rope_tables(&self, positions: &[Vec<u32>]) -> Result<(Tensor, Tensor)> {
+    /// `sliding` picks the rope of sliding-window layers (Gemma 3's local base).
+    fn rope_tables(&self, positions: &[Vec<u32>], sliding: bool) -> Result<(Tensor, Tensor)> {
         let batch = positions.len();
         let seq = positions.first().map_or(0, Vec::len);
         let flat: Vec<f32> = positions.iter().flatten().map(|&p| p as f32).collect();
+        let c = &self.config;
+        let local = if sliding {
+            c.sliding_rope.as_ref()
+        } else {
+            None
+        };
+        let (theta, scaling) = match local {
+            Some(l) => (l.theta, l.scaling.as_ref()),
+            None => (c.rope_theta, c.rope_scaling.as_ref()),
+        };
         // Dynamic NTK scaling recomputes the frequencies from the longest position of the call,
         // as transformers does when a forward goes past `max_position_embeddings`.
-        let inv_freq = if self.config.rope_depends_on_length() {
+        let length_dependent = matches!(scaling, Some(RopeScaling::Dynamic { .. }));
+        let inv_freq = if local.is_some() || length_dependent {
             let longest = positions
                 .iter()
                 .flatten()
                 .max()
                 .map_or(0, |&p| p as usize + 1);
-            Tensor::new(self.config.rope_inv_freq_for_len(longest), &self.device)?
+            let freqs = super::config::rope::inv_freq(theta, scaling, c.head_dim, longest);
+            Tensor::new(freqs, &self.device)?
         } else {
             self.inv_freq.clone()
         };
@@ -633,7 +741,7 @@ impl Decoder {
         let freqs = pos.matmul(&inv_freq.reshape((1, half))?)?;
         let freqs = Tensor::cat(&[&freqs, &freqs], D::Minus1)?;
         let shape = (batch, 1, seq, 2 * half);
-        let scaling = self.config.rope_attention_scaling();
+        let scaling = super::config::rope::attention_scaling(scaling);
         let (mut cos, mut sin) = (freqs.cos()?, freqs.sin()?);
         if scaling != 1.0 {
             cos = (cos * scaling)?;
@@ -647,28 +755,14 @@ impl Decoder {
     fn run_layers(
         &self,
         mut x: Tensor,
-        positions: &[Vec<u32>],
-        bias: &Tensor,
+        ctx: &LayerContext,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let (cos, sin) = self.rope_tables(positions)?;
         for (index, layer) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[index]);
-            x = self.layer_forward(layer, &x, &cos, &sin, bias, kv)?;
+            x = self.layer_parts(layer, &x, ctx.for_layer(layer), kv)?.0;
         }
         Ok(x)
-    }
-
-    fn layer_forward(
-        &self,
-        layer: &Layer,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        bias: &Tensor,
-        kv: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> Result<Tensor> {
-        Ok(self.layer_parts(layer, x, cos, sin, bias, kv)?.0)
     }
 
     /// One layer: the new residual stream, and the attention and MLP contributions to it.
@@ -676,18 +770,28 @@ impl Decoder {
         &self,
         layer: &Layer,
         x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        bias: &Tensor,
+        inputs: &AttentionInputs,
         kv: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let eps = self.config.rms_norm_eps;
-        let h = rms_norm(x, layer.input_norm.tensor(), eps)?;
-        let attn = self.attention(layer, &h, cos, sin, bias, kv)?;
+        let h = self.norm(x, &layer.input_norm)?;
+        let mut attn = self.attention(layer, &h, inputs, kv)?;
+        // Llama: `post_attention_layernorm` normalises the MLP's input. Gemma: it normalises
+        // the attention output, and the MLP has norms of its own before and after.
+        if layer.pre_ff_norm.is_some() {
+            attn = self.norm(&attn, &layer.post_norm)?;
+        }
         let x = (x + &attn)?;
-        let h = rms_norm(&x, layer.post_norm.tensor(), eps)?;
-        let gated = ops::swiglu(&layer.gate.forward(&h)?, &layer.up.forward(&h)?)?;
-        let mlp = layer.down.forward(&gated)?;
+        let h = self.norm(&x, layer.pre_ff_norm.as_ref().unwrap_or(&layer.post_norm))?;
+        let (gate, up) = (layer.gate.forward(&h)?, layer.up.forward(&h)?);
+        let gated = if self.config.gemma.gelu_tanh {
+            (gate.gelu()? * up)?
+        } else {
+            ops::swiglu(&gate, &up)?
+        };
+        let mut mlp = layer.down.forward(&gated)?;
+        if let Some(post_ff) = &layer.post_ff_norm {
+            mlp = self.norm(&mlp, post_ff)?;
+        }
         let out = (x + &mlp)?;
         Ok((out, attn, mlp))
     }
@@ -696,11 +800,10 @@ impl Decoder {
         &self,
         layer: &Layer,
         h: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        bias: &Tensor,
+        inputs: &AttentionInputs,
         kv: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
+        let (cos, sin, bias) = (&inputs.cos, &inputs.sin, &inputs.bias);
         let c = &self.config;
         let (batch, seq, _) = h.dims3()?;
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
@@ -711,7 +814,7 @@ impl Decoder {
         // Qwen3 normalises each head before rope; SmolLM3 skips rope in some layers.
         let place = |t: Tensor, norm: &Option<Param>| -> Result<Tensor> {
             let t = match norm {
-                Some(w) => rms_norm(&t, w.tensor(), c.rms_norm_eps)?,
+                Some(w) => self.norm(&t, w)?,
                 None => t,
             };
             if layer.rope {
@@ -739,8 +842,16 @@ impl Decoder {
         let groups = c.num_attention_heads / c.num_key_value_heads;
         let k = repeat_kv(&k, groups)?;
         let v = repeat_kv(&v, groups)?;
-        let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let probs = ops::masked_softmax(&q.matmul(&k.t()?)?, bias, scale)?;
+        let scale = c.attention_scale();
+        let scores = q.matmul(&k.t()?)?;
+        let probs = match c.gemma.attn_logit_softcapping {
+            // Gemma 2: tanh(s·scale / cap)·cap, then the mask.
+            Some(cap) => {
+                let capped = ((scores * (scale / cap))?.tanh()? * cap)?;
+                ops::masked_softmax(&capped, bias, 1.0)?
+            }
+            None => ops::masked_softmax(&scores, bias, scale)?,
+        };
         let out = probs.matmul(&v)?;
         let out = out.transpose(1, 2)?.reshape((batch, seq, c.q_dim()))?;
         layer.o.forward(&out)

@@ -61,7 +61,7 @@ impl TinySpec {
     fn tied(&self) -> bool {
         self.tie_embeddings.unwrap_or(matches!(
             self.arch,
-            Architecture::Qwen2 | Architecture::SmolLM3
+            Architecture::Qwen2 | Architecture::SmolLM3 | Architecture::Gemma
         ))
     }
 }
@@ -173,6 +173,35 @@ pub fn make_tiny_with_tokenizer(spec: &TinySpec, tokenizer: &Tokenizer, out: &Pa
             config["mlp_bias"] = json!(false);
             config["head_dim"] = json!(head_dim);
         }
+        Architecture::Gemma => {
+            // Gemma 3 text: local and global layers alternate (pattern 2), a local rope base
+            // of its own, per-head q/k norms; no softcapping.
+            let obj = config.as_object_mut().expect("object");
+            obj.remove("hidden_act");
+            obj.remove("rope_parameters");
+            config["hidden_activation"] = json!("gelu_pytorch_tanh");
+            config["head_dim"] = json!(head_dim);
+            config["attention_bias"] = json!(false);
+            config["query_pre_attn_scalar"] = json!(head_dim);
+            config["sliding_window"] = json!(16);
+            config["sliding_window_pattern"] = json!(2);
+            config["final_logit_softcapping"] = Value::Null;
+            config["attn_logit_softcapping"] = Value::Null;
+            config["rope_parameters"] = json!({
+                "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            });
+            let types: Vec<&str> = (0..spec.num_layers)
+                .map(|i| {
+                    if (i + 1) % 2 != 0 {
+                        "sliding_attention"
+                    } else {
+                        "full_attention"
+                    }
+                })
+                .collect();
+            config["layer_types"] = json!(types);
+        }
     }
     if spec.arch == Architecture::SmolLM3 {
         // Every other layer without rope, so that both kinds occur in a 2-layer model.
@@ -263,6 +292,15 @@ fn random_weights(spec: &TinySpec, vocab: usize) -> Result<HashMap<String, Tenso
         if spec.arch == Architecture::Qwen2 {
             for (name, dim) in [("q_proj", q_dim), ("k_proj", kv_dim), ("v_proj", kv_dim)] {
                 add(format!("{p}.self_attn.{name}.bias"), &[dim], 0.0, 0.05)?;
+            }
+        }
+        if spec.arch == Architecture::Gemma {
+            // Gemma's norms multiply by (1 + w): weights near 0.
+            for name in ["self_attn.q_norm", "self_attn.k_norm"] {
+                add(format!("{p}.{name}.weight"), &[head_dim], 0.0, 0.1)?;
+            }
+            for name in ["pre_feedforward_layernorm", "post_feedforward_layernorm"] {
+                add(format!("{p}.{name}.weight"), &[h], 0.0, 0.1)?;
             }
         }
         if spec.arch == Architecture::Qwen3 {

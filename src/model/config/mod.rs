@@ -28,11 +28,23 @@ pub enum Architecture {
     Qwen3,
     /// SmolLM3: a Llama whose layers listed in `no_rope_layers` skip rotary embeddings.
     SmolLM3,
+    /// Gemma 2 and Gemma 3 (text): (1 + w) RMSNorm, norms before and after attention and MLP,
+    /// scaled embeddings, GELU-tanh gating, alternating local and global layers, softcapping
+    /// (Gemma 2), per-head q/k norms and a local rope base (Gemma 3).
+    Gemma,
 }
 
 /// `model_type` values accepted in `config.json`.
-pub const SUPPORTED_MODEL_TYPES: &[&str] =
-    &["llama", "mistral", "qwen2", "qwen3", "smollm3", "llava"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "smollm3",
+    "gemma2",
+    "gemma3_text",
+    "llava",
+];
 
 impl Architecture {
     /// The `model_type` written for this architecture (Mistral shares `Llama`).
@@ -42,6 +54,7 @@ impl Architecture {
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
             Self::SmolLM3 => "smollm3",
+            Self::Gemma => "gemma3_text",
         }
     }
 
@@ -52,6 +65,7 @@ impl Architecture {
             Self::Qwen2 => "Qwen2ForCausalLM",
             Self::Qwen3 => "Qwen3ForCausalLM",
             Self::SmolLM3 => "SmolLM3ForCausalLM",
+            Self::Gemma => "Gemma3ForCausalLM",
         }
     }
 
@@ -62,6 +76,7 @@ impl Architecture {
             "qwen2" => Some(Self::Qwen2),
             "qwen3" => Some(Self::Qwen3),
             "smollm3" => Some(Self::SmolLM3),
+            "gemma2" | "gemma3_text" => Some(Self::Gemma),
             _ => None,
         }
     }
@@ -98,6 +113,16 @@ pub struct ModelConfig {
     /// every layer does.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rope_layers: Vec<bool>,
+    /// Per layer, whether it attends through the sliding window (Gemma's alternating local and
+    /// global layers); empty when `sliding_window` applies to every layer alike.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_sliding: Vec<bool>,
+    /// The rope of sliding-window layers when it differs from the global one (Gemma 3).
+    #[serde(default)]
+    pub sliding_rope: Option<SlidingRope>,
+    /// The computation details that set Gemma apart (all off for the other families).
+    #[serde(default)]
+    pub gemma: GemmaStyle,
     /// Attention window (keys further back than this are masked), when the model uses one.
     pub sliding_window: Option<usize>,
     pub bos_token_id: Option<u32>,
@@ -122,6 +147,32 @@ pub struct ModelConfig {
     pub warnings: Vec<String>,
 }
 
+/// The rope of sliding-window layers (Gemma 3's local base).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlidingRope {
+    pub theta: f64,
+    pub scaling: Option<RopeScaling>,
+}
+
+/// Gemma's departures from the Llama computation.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GemmaStyle {
+    /// RMSNorm multiplies by (1 + w) instead of w.
+    pub norm_plus_one: bool,
+    /// Embeddings multiplied by √hidden_size.
+    pub scaled_embeddings: bool,
+    /// Norms after attention and after the MLP, and a pre-feedforward norm.
+    pub sandwich_norms: bool,
+    /// GELU (tanh approximation) gating instead of SiLU.
+    pub gelu_tanh: bool,
+    /// Attention scale `query_pre_attn_scalar^-0.5` instead of `head_dim^-0.5`.
+    pub query_pre_attn_scalar: Option<f64>,
+    /// `tanh(s / c) · c` on attention scores before the mask.
+    pub attn_logit_softcapping: Option<f64>,
+    /// `tanh(z / c) · c` on the final logits.
+    pub final_logit_softcapping: Option<f64>,
+}
+
 /// Defaults of the transformers config class of each supported family, used for absent keys
 /// (and shown by `inspect` as such).
 struct FamilyDefaults {
@@ -141,6 +192,10 @@ struct FamilyDefaults {
     /// `use_sliding_window`).
     sliding_window: Option<usize>,
     max_window_layers: usize,
+    /// The rope base when none is given (Gemma 3: 1e6 for global layers).
+    default_theta: f64,
+    /// How a separate rope of sliding layers is read (Gemma 3).
+    local_rope: Option<rope::LocalRope>,
 }
 
 impl FamilyDefaults {
@@ -159,6 +214,8 @@ impl FamilyDefaults {
                 max_position_embeddings: 4096 * 32,
                 sliding_window: Some(4096),
                 max_window_layers: 0,
+                default_theta: rope::DEFAULT_THETA,
+                local_rope: None,
             },
             "qwen2" => Self {
                 class: "Qwen2Config",
@@ -173,6 +230,8 @@ impl FamilyDefaults {
                 max_position_embeddings: 32768,
                 sliding_window: Some(4096),
                 max_window_layers: 28,
+                default_theta: rope::DEFAULT_THETA,
+                local_rope: None,
             },
             "qwen3" => Self {
                 class: "Qwen3Config",
@@ -187,6 +246,8 @@ impl FamilyDefaults {
                 max_position_embeddings: 32768,
                 sliding_window: Some(4096),
                 max_window_layers: 28,
+                default_theta: rope::DEFAULT_THETA,
+                local_rope: None,
             },
             "smollm3" => Self {
                 class: "SmolLM3Config",
@@ -201,7 +262,39 @@ impl FamilyDefaults {
                 max_position_embeddings: 32768,
                 sliding_window: None,
                 max_window_layers: 0,
+                default_theta: rope::DEFAULT_THETA,
+                local_rope: None,
             },
+            "gemma2" | "gemma3_text" => {
+                let gemma3 = model_type == "gemma3_text";
+                Self {
+                    class: if gemma3 {
+                        "Gemma3TextConfig"
+                    } else {
+                        "Gemma2Config"
+                    },
+                    vocab_size: if gemma3 { 262_208 } else { 256_000 },
+                    hidden_size: 2304,
+                    intermediate_size: 9216,
+                    num_hidden_layers: 26,
+                    num_attention_heads: 8,
+                    num_key_value_heads: Some(4),
+                    head_dim: Some(256),
+                    tie_word_embeddings: true,
+                    max_position_embeddings: if gemma3 { 131_072 } else { 8192 },
+                    sliding_window: Some(4096),
+                    max_window_layers: 0,
+                    default_theta: if gemma3 {
+                        1_000_000.0
+                    } else {
+                        rope::DEFAULT_THETA
+                    },
+                    local_rope: gemma3.then_some(rope::LocalRope {
+                        legacy_key: "rope_local_base_freq",
+                        default_theta: 10_000.0,
+                    }),
+                }
+            }
             _ => Self {
                 class: "LlamaConfig",
                 vocab_size: 32000,
@@ -215,9 +308,67 @@ impl FamilyDefaults {
                 max_position_embeddings: 2048,
                 sliding_window: None,
                 max_window_layers: 0,
+                default_theta: rope::DEFAULT_THETA,
+                local_rope: None,
             },
         }
     }
+}
+
+/// Gemma's computation switches, read from its keys (defaults of Gemma2Config /
+/// Gemma3TextConfig); other families keep none of them, and those keys are then refused.
+fn gemma_style(r: &KeyReader, architecture: Architecture) -> Result<GemmaStyle> {
+    if architecture != Architecture::Gemma {
+        return Ok(GemmaStyle::default());
+    }
+    let gemma3 = r.object().get("model_type").and_then(Value::as_str) == Some("gemma3_text");
+    let activation = r.str_or("hidden_activation", "gelu_pytorch_tanh")?;
+    if let Some(act) = r.get("hidden_act").and_then(Value::as_str) {
+        if act != activation {
+            bail!("keys `hidden_act` ({act}) and `hidden_activation` ({activation}) disagree; Gemma uses `hidden_activation`");
+        }
+    }
+    if !matches!(activation.as_str(), "gelu_pytorch_tanh" | "gelu_tanh") {
+        bail!("key `hidden_activation` is `{activation}`; tunescope computes Gemma's gelu_pytorch_tanh gating only");
+    }
+    if r.get("use_bidirectional_attention")
+        .is_some_and(|v| v != &Value::Bool(false))
+    {
+        bail!("key `use_bidirectional_attention` is set: bidirectional attention is not computed by tunescope's decoder");
+    }
+    let scalar = r.f64_or("query_pre_attn_scalar", 256.0)?;
+    let softcap = |key: &str, default: Option<f64>| -> Result<Option<f64>> {
+        Ok(match r.object().get(key) {
+            None => {
+                r.mark(&[key]);
+                if let Some(d) = default {
+                    r.record(key, d, "default of transformers' Gemma2Config", true);
+                }
+                default
+            }
+            Some(Value::Null) => {
+                r.mark(&[key]);
+                None
+            }
+            Some(_) => Some(r.f64_or(key, 0.0)?),
+        })
+    };
+    let attn = softcap("attn_logit_softcapping", (!gemma3).then_some(50.0))?;
+    let final_ = softcap("final_logit_softcapping", (!gemma3).then_some(30.0))?;
+    for cap in [attn, final_].into_iter().flatten() {
+        if cap <= 0.0 {
+            bail!("logit softcapping must be positive, got {cap}");
+        }
+    }
+    Ok(GemmaStyle {
+        norm_plus_one: true,
+        scaled_embeddings: true,
+        sandwich_norms: true,
+        gelu_tanh: true,
+        query_pre_attn_scalar: Some(scalar),
+        attn_logit_softcapping: attn,
+        final_logit_softcapping: final_,
+    })
 }
 
 /// SmolLM3's per-layer rope switch: `no_rope_layers` lists 1 for a layer with rope and 0 for one
@@ -301,6 +452,13 @@ fn sliding_window(
             }
             Some(_) => r.opt_usize("sliding_window")?,
         },
+        "gemma2" | "gemma3_text" => match obj.get("sliding_window") {
+            None => {
+                r.mark(&["sliding_window"]);
+                family.sliding_window
+            }
+            Some(_) => r.opt_usize("sliding_window")?,
+        },
         "qwen2" | "qwen3" | "smollm3" => {
             let enabled = r.bool_or("use_sliding_window", false)?;
             let size = match obj.get("sliding_window") {
@@ -346,6 +504,13 @@ fn sliding_window(
             } else {
                 0
             };
+            // Gemma 2 alternates local and global layers; Gemma 3 makes every
+            // `sliding_window_pattern`-th layer global (6 when absent).
+            let pattern = match model_type {
+                "gemma2" => 2,
+                "gemma3_text" => r.usize_or("sliding_window_pattern", 6)?.max(1),
+                _ => 0,
+            };
             (0..num_layers)
                 .map(|i| {
                     let slides = match model_type {
@@ -353,6 +518,7 @@ fn sliding_window(
                         "mistral" => true,
                         // SmolLM3 slides its layers without rope.
                         "smollm3" => !rope_layers.get(i).copied().unwrap_or(true),
+                        "gemma2" | "gemma3_text" => (i + 1) % pattern != 0,
                         _ => false,
                     };
                     if slides && window.is_some() {
@@ -365,15 +531,20 @@ fn sliding_window(
                 .collect()
         }
     };
-    if matches!(model_type, "qwen2" | "qwen3") {
-        // Recorded for bookkeeping; only `layer_types` decides once it is present.
-        r.mark(&["max_window_layers"]);
+    // Bookkeeping once `layer_types` is present: transformers derives the types from these
+    // keys only without it.
+    match model_type {
+        "qwen2" | "qwen3" => r.mark(&["max_window_layers"]),
+        "gemma3_text" => r.mark(&["sliding_window_pattern", "_sliding_window_pattern"]),
+        _ => {}
     }
     let windowed = |t: &String| t == "sliding_attention" && window.is_some();
     let count = layer_types.iter().filter(|t| windowed(t)).count();
     let effective = if count == 0 {
         None
-    } else if count == layer_types.len() || model_type == "mistral" {
+    } else if count == layer_types.len()
+        || matches!(model_type, "mistral" | "gemma2" | "gemma3_text")
+    {
         window
     } else {
         bail!(
@@ -384,7 +555,11 @@ fn sliding_window(
     r.record(
         "attention window",
         effective.map_or("none (full attention)".to_string(), |w| {
-            format!("{w} tokens, every layer")
+            if count == layer_types.len() {
+                format!("{w} tokens, every layer")
+            } else {
+                format!("{w} tokens, {count} of {} layers", layer_types.len())
+            }
         }),
         "sliding_window, use_sliding_window, max_window_layers, layer_types (as transformers derives it)",
         false,
@@ -494,9 +669,12 @@ impl ModelConfig {
         if head_dim == 0 || head_dim % 2 != 0 {
             bail!("head dimension {head_dim} must be a positive even number (check `head_dim`, `hidden_size`, `num_attention_heads`)");
         }
-        let hidden_act = r.str_or("hidden_act", "silu")?;
-        if hidden_act != "silu" {
-            bail!("key `{path}hidden_act` is `{hidden_act}`; tunescope's decoder computes silu (SwiGLU) only");
+        let gemma = gemma_style(&r, architecture)?;
+        if architecture != Architecture::Gemma {
+            let hidden_act = r.str_or("hidden_act", "silu")?;
+            if hidden_act != "silu" {
+                bail!("key `{path}hidden_act` is `{hidden_act}`; tunescope's decoder computes silu (SwiGLU) only");
+            }
         }
         let attention_dropout = r.f64_or("attention_dropout", 0.0)?;
         if attention_dropout != 0.0 {
@@ -508,7 +686,10 @@ impl ModelConfig {
         let (qkv_bias, o_bias) = match architecture {
             Architecture::Qwen2 => (true, false),
             Architecture::Llama if model_type == "mistral" => (false, false),
-            Architecture::Llama | Architecture::Qwen3 | Architecture::SmolLM3 => {
+            Architecture::Llama
+            | Architecture::Qwen3
+            | Architecture::SmolLM3
+            | Architecture::Gemma => {
                 let b = r.bool_or("attention_bias", false)?;
                 (b, b)
             }
@@ -518,23 +699,55 @@ impl ModelConfig {
         } else {
             false
         };
-        let qk_norm = architecture == Architecture::Qwen3;
+        let qk_norm = architecture == Architecture::Qwen3 || model_type == "gemma3_text";
         let rope_layers = rope_layers(&r, &model_type, num_hidden_layers)?;
         let window = sliding_window(&r, &model_type, &family, num_hidden_layers, &rope_layers)?;
         let sliding_window = window.0;
         let layer_types = window.1;
+        let layer_sliding: Vec<bool> =
+            if architecture == Architecture::Gemma && sliding_window.is_some() {
+                layer_types
+                    .iter()
+                    .map(|t| t == "sliding_attention")
+                    .collect()
+            } else {
+                Vec::new()
+            };
         r.mark(&[
             "rope_parameters",
             "rope_theta",
             "rope_scaling",
             "original_max_position_embeddings",
         ]);
-        let rope = rope::parse(obj, max_position_embeddings, &layer_types).with_context(|| {
+        let layer_rope = rope::parse_layers(
+            obj,
+            max_position_embeddings,
+            &layer_types,
+            family.default_theta,
+            family.local_rope,
+        )
+        .with_context(|| {
             format!(
                 "in the rotary settings of {}",
                 if path.is_empty() { "config.json" } else { path }
             )
         })?;
+        let rope = layer_rope.global;
+        let sliding_rope = layer_rope.sliding.map(|local| {
+            r.record(
+                "rope theta (sliding layers)",
+                local.theta,
+                &local.theta_source,
+                local.theta_source.starts_with("default"),
+            );
+            SlidingRope {
+                theta: local.theta,
+                scaling: local.scaling,
+            }
+        });
+        if family.local_rope.is_some() {
+            r.mark(&["rope_local_base_freq"]);
+        }
         r.record(
             "rope theta",
             rope.theta,
@@ -606,6 +819,9 @@ impl ModelConfig {
             mlp_bias,
             qk_norm,
             rope_layers,
+            layer_sliding,
+            sliding_rope,
+            gemma,
             sliding_window,
             bos_token_id,
             eos_token_ids,
@@ -681,6 +897,23 @@ impl ModelConfig {
     /// Whether the model takes images (LLaVA).
     pub fn is_vision_language(&self) -> bool {
         self.vision.is_some()
+    }
+
+    /// Whether layer `i` attends through the sliding window.
+    pub fn layer_is_sliding(&self, i: usize) -> bool {
+        match self.layer_sliding.get(i) {
+            Some(&sliding) => sliding,
+            None => self.sliding_window.is_some(),
+        }
+    }
+
+    /// The attention scale: `query_pre_attn_scalar^-0.5` (Gemma) or `head_dim^-0.5`.
+    pub fn attention_scale(&self) -> f64 {
+        let d = self
+            .gemma
+            .query_pre_attn_scalar
+            .unwrap_or(self.head_dim as f64);
+        1.0 / d.sqrt()
     }
 
     /// Whether layer `i` applies rotary embeddings.

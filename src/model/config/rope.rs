@@ -70,8 +70,8 @@ const YARN_KEYS: &[&str] = &[
     "truncate",
 ];
 
-/// transformers' `default_theta` for the supported families.
-const DEFAULT_THETA: f64 = 10_000.0;
+/// transformers' `default_theta` for most families.
+pub const DEFAULT_THETA: f64 = 10_000.0;
 
 /// The parsed rope settings: base and optional scaling.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,12 +95,86 @@ pub struct RopeParam {
     pub fallback: bool,
 }
 
+/// Rope settings of a model: one set for every layer, or (Gemma 3) one for full-attention layers
+/// and another for sliding-window layers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerRope {
+    /// Full-attention layers, and every layer when `sliding` is `None`.
+    pub global: RopeSettings,
+    /// Sliding-window layers, when they differ.
+    pub sliding: Option<RopeSettings>,
+}
+
+/// How a family reads a second, local rope (Gemma 3: `rope_local_base_freq` in transformers-4
+/// files, or a `sliding_attention` entry of `rope_parameters`).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalRope {
+    /// transformers-4 key of the local base.
+    pub legacy_key: &'static str,
+    pub default_theta: f64,
+}
+
+/// Reads the rope settings of every layer type. `layer_types` names each layer's attention type;
+/// `default_theta` is the family's base when none is given; `local` allows a separate rope for
+/// sliding layers. Differing per-type settings are refused for families without one.
+pub fn parse_layers(
+    obj: &Map<String, Value>,
+    max_position_embeddings: usize,
+    layer_types: &[String],
+    default_theta: f64,
+    local: Option<LocalRope>,
+) -> Result<LayerRope> {
+    let sliding_used = layer_types.iter().any(|t| t == "sliding_attention");
+    let keyed = obj
+        .get("rope_parameters")
+        .and_then(Value::as_object)
+        .filter(|o| !o.is_empty() && o.values().all(Value::is_object));
+    match (keyed, local) {
+        (Some(sets), Some(_)) if sliding_used && sets.contains_key("sliding_attention") => {
+            let global_types = vec!["full_attention".to_string()];
+            let global = parse(obj, max_position_embeddings, &global_types, default_theta)?;
+            let sliding_types = vec!["sliding_attention".to_string()];
+            let sliding = parse(obj, max_position_embeddings, &sliding_types, default_theta)?;
+            let sliding = (sliding != global).then_some(sliding);
+            Ok(LayerRope { global, sliding })
+        }
+        (None, Some(local)) if sliding_used => {
+            let global = parse(obj, max_position_embeddings, layer_types, default_theta)?;
+            // transformers 4: the scaling applies to global layers only; local layers take
+            // their own base without scaling.
+            let (theta, theta_source) = match obj.get(local.legacy_key).filter(|v| !v.is_null()) {
+                Some(v) => (number(v, local.legacy_key)?, local.legacy_key.to_string()),
+                None => (
+                    local.default_theta,
+                    format!(
+                        "default (no `{}`; transformers' default_theta local)",
+                        local.legacy_key
+                    ),
+                ),
+            };
+            let sliding = RopeSettings {
+                theta,
+                scaling: None,
+                theta_source,
+                params: Vec::new(),
+            };
+            let sliding = (sliding != global).then_some(sliding);
+            Ok(LayerRope { global, sliding })
+        }
+        _ => Ok(LayerRope {
+            global: parse(obj, max_position_embeddings, layer_types, default_theta)?,
+            sliding: None,
+        }),
+    }
+}
+
 /// Reads the rope settings from a config object. `layer_types` names the attention type of every
 /// layer (used to pick a per-layer-type `rope_parameters` entry).
 pub fn parse(
     obj: &Map<String, Value>,
     max_position_embeddings: usize,
     layer_types: &[String],
+    default_theta: f64,
 ) -> Result<RopeSettings> {
     let params = obj.get("rope_parameters").filter(|v| !v.is_null());
     // Phi-3 style: the pretraining length outside the rope parameters takes priority.
@@ -125,7 +199,7 @@ pub fn parse(
             None => match legacy_theta {
                 Some(v) => (number(v, "rope_theta")?, "rope_theta".to_string()),
                 None => (
-                    DEFAULT_THETA,
+                    default_theta,
                     format!("default (no `{prefix}.rope_theta`; transformers' default_theta)"),
                 ),
             },
@@ -153,7 +227,7 @@ pub fn parse(
     let (theta, theta_source) = match legacy_theta {
         Some(v) => (number(v, "rope_theta")?, "rope_theta".to_string()),
         None => (
-            DEFAULT_THETA,
+            default_theta,
             "default (no `rope_theta` or `rope_parameters` in config.json)".to_string(),
         ),
     };
