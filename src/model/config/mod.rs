@@ -315,6 +315,42 @@ impl FamilyDefaults {
     }
 }
 
+/// The keys of a LLaVA `vision_config` (a CLIP vision transformer): those the vision tower reads
+/// are used, CLIP's bookkeeping is inert, attention dropout other than 0 is refused, anything else
+/// is a warning.
+fn classify_vision_keys(obj: &serde_json::Map<String, Value>) -> Result<Vec<String>> {
+    let Some(vc) = obj.get("vision_config").and_then(Value::as_object) else {
+        return Ok(Vec::new());
+    };
+    let r = KeyReader::new(vc, "vision_config.", "CLIPVisionConfig");
+    r.mark(&[
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "image_size",
+        "patch_size",
+        "num_channels",
+        "layer_norm_eps",
+        "hidden_act",
+        "model_type",
+    ]);
+    if let Some(p) = r.get("attention_dropout").and_then(Value::as_f64) {
+        if p != 0.0 {
+            bail!("key `vision_config.attention_dropout` is {p}; attention dropout is not computed by tunescope's vision tower");
+        }
+    }
+    let (_, warnings) = r.finish(&[
+        "projection_dim",
+        "dropout",
+        "initializer_factor",
+        "dtype",
+        "torch_dtype",
+        "vocab_size",
+    ])?;
+    Ok(warnings)
+}
+
 /// Gemma's computation switches, read from its keys (defaults of Gemma2Config /
 /// Gemma3TextConfig); other families keep none of them, and those keys are then refused.
 fn gemma_style(r: &KeyReader, architecture: Architecture) -> Result<GemmaStyle> {
@@ -860,6 +896,7 @@ impl ModelConfig {
         let mut config =
             Self::from_json_at(&Value::Object(text), "text_config.").context("in `text_config`")?;
         let vision = VisionLanguageConfig::from_json(obj)?;
+        let vision_warnings = classify_vision_keys(obj)?;
         let top = KeyReader::new(obj, "", "LlavaConfig");
         top.mark(&[
             "model_type",
@@ -882,6 +919,7 @@ impl ModelConfig {
         }
         let (_, warnings) = top.finish(&["ignore_index", "image_seq_length"])?;
         config.warnings.extend(warnings);
+        config.warnings.extend(vision_warnings);
         if vision.image_token_index as usize >= config.vocab_size {
             bail!(
                 "image_token_index {} is outside the vocabulary ({} tokens)",

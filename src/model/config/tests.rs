@@ -194,3 +194,30 @@ fn qwen2_window_follows_use_sliding_window_and_max_window_layers() {
     );
     assert!(half.is_err());
 }
+
+/// LLaVA: the keys of `vision_config` are classified too.
+#[test]
+fn llava_vision_config_keys_are_classified() {
+    let llava = |extra: Value| {
+        let mut vision = json!({"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "image_size": 16, "patch_size": 8, "hidden_act": "quick_gelu",
+            "projection_dim": 16, "dropout": 0.0});
+        for (k, x) in extra.as_object().unwrap() {
+            vision[k] = x.clone();
+        }
+        ModelConfig::from_json(&json!({"model_type": "llava", "text_config": base(),
+            "vision_config": vision, "image_token_index": 5}))
+    };
+    assert!(llava(json!({})).unwrap().warnings.is_empty());
+    let warned = llava(json!({"use_frobnicator": true})).unwrap();
+    assert!(
+        warned
+            .warnings
+            .iter()
+            .any(|w| w.contains("vision_config.use_frobnicator")),
+        "{:?}",
+        warned.warnings
+    );
+    let refused = llava(json!({"attention_dropout": 0.1})).unwrap_err();
+    assert!(format!("{refused:#}").contains("vision_config.attention_dropout"));
+}
