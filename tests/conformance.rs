@@ -400,3 +400,64 @@ fn chat_template_is_found_in_every_storage_form() {
         );
     }
 }
+
+/// KV-cache decoding (a prefill, then one token at a time) gives the full forward's logits at
+/// every step, for every case but dynamic rope, whose cached keys keep the frequencies of the
+/// length they were computed at (in transformers too).
+#[test]
+fn kv_cache_decoding_equals_the_full_forward() {
+    let dev = Device::Cpu;
+    for case in cases() {
+        let dir = model_dir(&case, Generation::V5);
+        let model = Model::open(dir.path().to_str().unwrap()).unwrap();
+        if model.config.rope_depends_on_length() {
+            println!("{case}: skipped (dynamic rope)");
+            continue;
+        }
+        let decoder = model.decoder(&HashSet::new(), DType::F32, &dev).unwrap();
+        let spec = read_json(&fixtures().join("models").join(&case).join("expected.json"));
+        let batch = &spec["batches"]["left"];
+        let ids = ids_tensor(&batch["input_ids"]);
+        let mask = ids_tensor(&batch["attention_mask"]);
+        let full = decoder.forward(&ids, Some(&mask)).unwrap();
+        let valid: Vec<Vec<bool>> = mask
+            .to_vec2::<u32>()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.into_iter().map(|v| v == 1).collect())
+            .collect();
+        let len = ids.dim(1).unwrap();
+        let prefill = 6;
+        let mut cache = decoder.new_cache(valid.len());
+        let rows = |from: usize, to: usize| -> Vec<Vec<bool>> {
+            valid.iter().map(|r| r[from..to].to_vec()).collect()
+        };
+        let mut last = decoder
+            .forward_cached(
+                &ids.narrow(1, 0, prefill).unwrap(),
+                Some(&rows(0, prefill)),
+                &mut cache,
+            )
+            .unwrap();
+        // Compared at real tokens only (a padding query's logits mean nothing).
+        let compare = |last: &Tensor, t: usize| -> f32 {
+            (0..valid.len())
+                .filter(|&row| valid[row][t])
+                .map(|row| common::max_abs_diff(&last.i(row).unwrap(), &full.i((row, t)).unwrap()))
+                .fold(0f32, f32::max)
+        };
+        let mut worst = compare(&last, prefill - 1);
+        for t in prefill..len {
+            last = decoder
+                .forward_cached(
+                    &ids.narrow(1, t, 1).unwrap(),
+                    Some(&rows(t, t + 1)),
+                    &mut cache,
+                )
+                .unwrap();
+            worst = worst.max(compare(&last, t));
+        }
+        println!("{case}: KV cache vs full forward, max |Δ logits| = {worst:.2e}");
+        assert!(worst <= LOGIT_TOLERANCE, "{case}: {worst}");
+    }
+}
