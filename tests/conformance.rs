@@ -420,12 +420,7 @@ fn kv_cache_decoding_equals_the_full_forward() {
         let ids = ids_tensor(&batch["input_ids"]);
         let mask = ids_tensor(&batch["attention_mask"]);
         let full = decoder.forward(&ids, Some(&mask)).unwrap();
-        let valid: Vec<Vec<bool>> = mask
-            .to_vec2::<u32>()
-            .unwrap()
-            .into_iter()
-            .map(|r| r.into_iter().map(|v| v == 1).collect())
-            .collect();
+        let valid = common::valid_rows(&mask);
         let len = ids.dim(1).unwrap();
         let prefill = 6;
         let mut cache = decoder.new_cache(valid.len());

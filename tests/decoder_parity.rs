@@ -86,12 +86,7 @@ fn check_batch_against_reference(model: &Model, reference: &dyn Fn(&[u32]) -> Te
     }
     // The KV-cache path gives the same last-position logits, token by token, left-padded batch.
     let (ids, mask) = pad(&seqs, true, 0);
-    let valid: Vec<Vec<bool>> = mask
-        .to_vec2::<u32>()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.into_iter().map(|v| v == 1).collect())
-        .collect();
+    let valid = common::valid_rows(&mask);
     let len = ids.dim(1).unwrap();
     let split = 3;
     let mut cache = decoder.new_cache(seqs.len());

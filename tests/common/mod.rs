@@ -61,3 +61,12 @@ pub fn bytes_of(t: &candle_core::Tensor) -> Vec<u8> {
     let values: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
+
+/// A `(B, T)` attention mask as rows of booleans (true for real tokens).
+pub fn valid_rows(mask: &candle_core::Tensor) -> Vec<Vec<bool>> {
+    mask.to_vec2::<u32>()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.into_iter().map(|v| v == 1).collect())
+        .collect()
+}
