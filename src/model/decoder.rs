@@ -678,8 +678,9 @@ impl Decoder {
         Ok(x)
     }
 
-    /// Additive attention bias `(B, 1, T, S)`: causal, hiding padded keys and, when configured,
-    /// keys outside the sliding window (`w` keys, the query's own included, as transformers). `past` cached keys precede the `T` new queries.
+    /// Additive attention bias `(B, 1, T, S)`: causal, hiding padded keys and, with a `window`,
+    /// keys outside it (`w` keys, the query's own included, as in transformers). `past` cached
+    /// keys precede the `T` new queries.
     fn attention_bias(
         &self,
         query_valid: &[Vec<bool>],
