@@ -4,7 +4,7 @@
     $(scripts/conformance-env.sh) scripts/conformance-fixtures.py [--out tests/fixtures/conformance]
 
 Everything is built here from seeds: one tiny byte-level BPE tokenizer trained on the corpus below, chat
-templates rendered by transformers, and tiny random Llama / Mistral / Qwen2 / Qwen3 / SmolLM3 / Gemma 2 / Gemma 3 models (one per RoPE or attention
+templates rendered by transformers, and tiny random Llama / Mistral / Qwen2 / Qwen3 / SmolLM3 / Gemma 2 / Gemma 3 / Phi-3 models (one per RoPE or attention
 variant) with their logits, greedy continuations and numeric-probe masses. Nothing is downloaded. Rerunning
 deletes the output folder's contents and rewrites them byte for byte the same (same pinned versions).
 
@@ -40,6 +40,8 @@ from transformers import (
     Gemma2ForCausalLM,
     Gemma3TextConfig,
     Gemma3ForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
 )
 
 # --------------------------------------------------------------------------------------------------------------
@@ -459,6 +461,14 @@ CASES = {
         "Gemma 3 text: as Gemma 2 without softcapping, plus (1 + w) q_norm/k_norm per head; layer 0 slides "
         "(window 4, local rope theta 1e4, default), layer 1 is global (theta 1e5, linear x2). "
         "config.legacy.json: rope_theta + rope_scaling (global), rope_local_base_freq, sliding_window_pattern 2.",
+    ),
+    "phi3": (
+        113,
+        Phi3Config,
+        Phi3ForCausalLM,
+        dict(rope_parameters=rope(), tie_word_embeddings=False, max_position_embeddings=128),
+        "Phi-3: fused qkv_proj (rows q 0-31, k 32-47, v 48-63) and gate_up_proj (gate rows 0-63, up 64-127: "
+        "act(gate) * up); no biases; untied.",
     ),
 }
 

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use common::TinyModel;
 use regex::Regex;
-use tunescope::export::{export, Target};
+use tunescope::export::{export, ExportContext, Target};
 use tunescope::model::module_map::ModuleMap;
 use tunescope::model::tiny::TinySpec;
 use tunescope::model::{Architecture, WeightStore};
@@ -413,7 +413,10 @@ fn llama_factory_takes_whole_blocks_and_refuses_parts() {
             Architecture::Llama => {
                 result.unwrap();
             }
-            Architecture::Qwen3 | Architecture::SmolLM3 | Architecture::Gemma => {
+            Architecture::Qwen3
+            | Architecture::SmolLM3
+            | Architecture::Gemma
+            | Architecture::Phi3 => {
                 unreachable!("not in this loop")
             }
         }
@@ -536,4 +539,24 @@ fn qwen3_qk_norms_refuse_llama_factory_and_pass_exact_name_exports() {
         !script.contains("q_norm"),
         "sa-proj leaves the norms frozen"
     );
+}
+
+/// Phi-3: a recipe that trains parts of the fused qkv_proj is refused by every export (the other
+/// trainers take whole parameters), naming the parts; one that trains none exports.
+#[test]
+fn phi3_fused_parts_are_refused_by_exports() {
+    let tiny = TinyModel::new(Architecture::Phi3, 13);
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data.jsonl");
+    std::fs::write(&data, "{\"prompt\": \"how many?\", \"response\": \"2\"}\n").unwrap();
+    let recipe = load_recipe(&repo().join("recipes/sa-proj.yaml"), &tiny, &data, &[]);
+    for target in [Target::Trl, Target::Axolotl, Target::LlamaFactory] {
+        let out = work.path().join(format!("{target:?}"));
+        let err = format!("{:#}", export(&recipe, target, &out).unwrap_err());
+        assert!(err.contains("qkv_proj.weight[q]"), "{target:?}: {err}");
+        assert!(!out.exists(), "nothing is written for a refused export");
+    }
+    assert!(ExportContext::new(&recipe).is_err());
+    let down = load_recipe(&repo().join("recipes/mlp-down.yaml"), &tiny, &data, &[]);
+    export(&down, Target::Trl, &work.path().join("trl")).unwrap();
 }

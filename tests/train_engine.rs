@@ -55,6 +55,7 @@ fn every_shipped_recipe_changes_exactly_its_tensors() {
         Architecture::Qwen3,
         Architecture::SmolLM3,
         Architecture::Gemma,
+        Architecture::Phi3,
     ] {
         let tiny = TinyModel::new(arch, 101);
         let original = load_tensors(&tiny.path().join("model.safetensors"));
@@ -103,11 +104,28 @@ fn every_shipped_recipe_changes_exactly_its_tensors() {
                     .unwrap_or_else(|| panic!("{name} missing from final/"));
                 assert_eq!(after.dtype(), before.dtype());
                 assert_eq!(after.dims(), before.dims());
-                let same = bytes_of(before) == bytes_of(after);
-                if selection.contains(name) {
-                    changed += usize::from(!same);
-                } else {
-                    assert!(same, "{} ({arch:?}): frozen {name} changed", recipe.name);
+                // A fused tensor (Phi-3) is checked part by part: its rows for each part.
+                let config = &Model::open(&tiny.spec_str()).unwrap().config;
+                let pieces: Vec<(String, candle_core::Tensor, candle_core::Tensor)> =
+                    match tunescope::model::fused::parts(config, name) {
+                        Some(parts) => parts
+                            .into_iter()
+                            .map(|p| {
+                                let rows = |t: &candle_core::Tensor| {
+                                    t.narrow(0, p.rows.start, p.rows.len()).unwrap()
+                                };
+                                (p.name, rows(before), rows(after))
+                            })
+                            .collect(),
+                        None => vec![(name.clone(), before.clone(), after.clone())],
+                    };
+                for (piece, before, after) in pieces {
+                    let same = bytes_of(&before) == bytes_of(&after);
+                    if selection.contains(&piece) {
+                        changed += usize::from(!same);
+                    } else {
+                        assert!(same, "{} ({arch:?}): frozen {piece} changed", recipe.name);
+                    }
                 }
             }
             // Nearly every trained tensor moves (a norm or bias can in principle stay put).
@@ -265,4 +283,64 @@ fn vision_only(path: &Path) -> bool {
             .kinds
             .iter()
             .all(|k| k == "projector" || k == "vision")
+}
+
+/// Phi-3: training k and up alone updates exactly their rows of the fused qkv_proj and
+/// gate_up_proj; q, v and gate rows stay bit-identical. With weight decay (which would move the
+/// frozen rows) the run is refused before it starts.
+#[test]
+fn parts_of_a_fused_tensor_train_exactly_their_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let tiny = TinyModel::new(Architecture::Phi3, 7);
+    let original = load_tensors(&tiny.path().join("model.safetensors"));
+    let overrides = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec![
+            format!("model={}", tiny.spec_str()),
+            format!("data={}", data.display()),
+            "trainable.kinds=[k, up]".to_string(),
+            "max_steps=3".to_string(),
+            "optimizer.lr=0.01".to_string(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let recipe = Recipe::load(&repo_root().join("recipes/sa-proj.yaml"), &overrides(&[])).unwrap();
+    let (run, _) = train(&recipe, &tmp.path().join("runs"));
+    let trained = load_tensors(&run.final_dir().join("model.safetensors"));
+    let config = Model::open(&tiny.spec_str()).unwrap().config;
+    let mut moved = Vec::new();
+    for layer in 0..config.num_hidden_layers {
+        for fused in [
+            format!("model.layers.{layer}.self_attn.qkv_proj.weight"),
+            format!("model.layers.{layer}.mlp.gate_up_proj.weight"),
+        ] {
+            for part in tunescope::model::fused::parts(&config, &fused).unwrap() {
+                let rows = |t: &candle_core::Tensor| {
+                    t.narrow(0, part.rows.start, part.rows.len()).unwrap()
+                };
+                let same = bytes_of(&rows(&original[&fused])) == bytes_of(&rows(&trained[&fused]));
+                let selected = part.name.ends_with("[k]") || part.name.ends_with("[up]");
+                assert_eq!(!same, selected, "{}: changed = {}", part.name, !same);
+                if selected {
+                    moved.push(part.name.clone());
+                }
+            }
+        }
+    }
+    println!("rows changed exactly for {moved:?}");
+    let decayed = Recipe::load(
+        &repo_root().join("recipes/sa-proj.yaml"),
+        &overrides(&["optimizer.weight_decay=0.01"]),
+    )
+    .unwrap();
+    let run = RunDir::create(&tmp.path().join("runs-wd"), &decayed.name).unwrap();
+    let err = run_training(&decayed, &run, false, &TrainControl::default(), &mut |_| {})
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(
+        err.contains("weight decay") && err.contains("fused tensor"),
+        "{err}"
+    );
 }

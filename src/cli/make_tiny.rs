@@ -19,6 +19,8 @@ pub enum ArchArg {
     Smollm3,
     /// Gemma 3 (text): alternating local/global layers, (1 + w) norms, GELU-tanh.
     Gemma3,
+    /// Phi-3: fused qkv_proj and gate_up_proj.
+    Phi3,
     /// LLaVA: a CLIP vision tower, a projector and a tiny Llama (32×32 images, 8×8 patches).
     Llava,
 }
@@ -61,6 +63,7 @@ pub fn run(args: MakeTinyArgs) -> Result<()> {
         ArchArg::Qwen3 => Architecture::Qwen3,
         ArchArg::Smollm3 => Architecture::SmolLM3,
         ArchArg::Gemma3 => Architecture::Gemma,
+        ArchArg::Phi3 => Architecture::Phi3,
     };
     anyhow::ensure!(
         args.heads > 0

@@ -165,9 +165,27 @@ impl ExportContext {
         let spec = recipe.model_spec()?;
         let files = crate::model::source::resolve(&spec)?;
         let store = WeightStore::open(&files.weights)?;
-        let map = ModuleMap::from_store(&store);
+        let config = crate::model::ModelConfig::from_file(&files.config)?;
+        let map = ModuleMap::from_store_for(&store, &config);
         let selection = select::resolve(&recipe.trainable, &map)
             .context("in the recipe's `trainable` section")?;
+        // Phi-3's fused tensors are listed as their parts (`…qkv_proj.weight[q]`); the other
+        // trainers take whole parameters, and tunescope trains parts by masking rows.
+        let fused: Vec<&str> = selection
+            .names
+            .iter()
+            .filter(|n| crate::model::fused::fused_tensor_of(n).is_some())
+            .map(String::as_str)
+            .collect();
+        if !fused.is_empty() {
+            bail!(
+                "the recipe trains parts of fused tensors ({}{}): exports name whole parameters, and \
+                 these parts are row ranges of Phi-3's qkv_proj/gate_up_proj, which the other trainers \
+                 cannot freeze row by row; train them with `tunescope train`",
+                fused.iter().take(3).copied().collect::<Vec<_>>().join(", "),
+                if fused.len() > 3 { ", ..." } else { "" }
+            );
+        }
         let records = read_records(&recipe.data_path()?)?;
         Ok(Self {
             recipe: recipe.clone(),

@@ -8,6 +8,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var, D};
 
 use super::config::{ModelConfig, RopeScaling};
+use super::fused::{self, FusedPart};
 use super::linear::{Linear, Param};
 use super::ops;
 use super::vlm::VisionPath;
@@ -24,6 +25,10 @@ pub struct WeightSource<'a> {
     device: Device,
     vars: BTreeMap<String, Var>,
     params: BTreeMap<String, Param>,
+    /// Selected parts of fused tensors (virtual names) that a fused `Var` stands for.
+    covered: HashSet<String>,
+    /// Fused tensors of which only some parts train: 1 on the rows that do, `(rows, 1)`.
+    row_masks: BTreeMap<String, Tensor>,
 }
 
 impl<'a> WeightSource<'a> {
@@ -41,7 +46,36 @@ impl<'a> WeightSource<'a> {
             device: device.clone(),
             vars: BTreeMap::new(),
             params: BTreeMap::new(),
+            covered: HashSet::new(),
+            row_masks: BTreeMap::new(),
         }
+    }
+
+    /// Loads a fused tensor (Phi-3) whose parts are selected separately: a `Var` when any part
+    /// trains, with a row mask when only some do.
+    fn fused_param(&mut self, name: &str, shape: &[usize], parts: &[FusedPart]) -> Result<Param> {
+        let chosen: Vec<&FusedPart> = parts
+            .iter()
+            .filter(|p| self.trainable.contains(&p.name))
+            .collect();
+        if chosen.is_empty() && !self.trainable.contains(name) {
+            return self.param(name, shape);
+        }
+        let tensor = self.store.load(name, shape, self.dtype, &self.device)?;
+        let var = Var::from_tensor(&tensor)?;
+        self.vars.insert(name.to_string(), var.clone());
+        self.covered.extend(chosen.iter().map(|p| p.name.clone()));
+        if chosen.len() < parts.len() && !self.trainable.contains(name) {
+            let mut mask = vec![0f32; shape[0]];
+            for p in &chosen {
+                mask[p.rows.clone()].iter_mut().for_each(|m| *m = 1.0);
+            }
+            let mask = Tensor::from_vec(mask, (shape[0], 1), &self.device)?;
+            self.row_masks.insert(name.to_string(), mask);
+        }
+        let param = Param::Trainable(var);
+        self.params.insert(name.to_string(), param.clone());
+        Ok(param)
     }
 
     /// Loads `name`, checking it has `shape`.
@@ -75,13 +109,50 @@ impl<'a> WeightSource<'a> {
     }
 }
 
+/// Projections that read the same input: separate linears (q, k, v / gate, up), or Phi-3's one
+/// fused linear whose output is split into parts of the given widths.
+#[derive(Debug, Clone)]
+enum Projections {
+    Separate(Vec<Linear>),
+    Fused(Linear, Vec<usize>),
+}
+
+impl Projections {
+    /// Each part's output, in order.
+    fn forward(&self, h: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Self::Separate(linears) => linears.iter().map(|l| l.forward(h)).collect(),
+            Self::Fused(linear, widths) => {
+                let out = linear.forward(h)?;
+                let mut start = 0;
+                widths
+                    .iter()
+                    .map(|&w| {
+                        let part = out.narrow(D::Minus1, start, w)?;
+                        start += w;
+                        Ok(part)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn map(&self, lin: &impl Fn(&Linear) -> Result<Linear>) -> Result<Self> {
+        Ok(match self {
+            Self::Separate(linears) => {
+                Self::Separate(linears.iter().map(lin).collect::<Result<_>>()?)
+            }
+            Self::Fused(linear, widths) => Self::Fused(lin(linear)?, widths.clone()),
+        })
+    }
+}
+
 /// One decoder layer.
 #[derive(Debug, Clone)]
 struct Layer {
     input_norm: Param,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k, v (Phi-3: one `qkv_proj`).
+    qkv: Projections,
     o: Linear,
     /// Per-head RMSNorm of queries and keys before rope (Qwen3).
     q_norm: Option<Param>,
@@ -94,8 +165,8 @@ struct Layer {
     /// Gemma's norms before and after the MLP (`post_norm` then follows attention).
     pre_ff_norm: Option<Param>,
     post_ff_norm: Option<Param>,
-    gate: Linear,
-    up: Linear,
+    /// gate, up (Phi-3: one `gate_up_proj`).
+    gate_up: Projections,
     down: Linear,
 }
 
@@ -110,9 +181,7 @@ impl Layer {
         };
         Ok(Self {
             input_norm: f(&self.input_norm)?,
-            q: lin(&self.q)?,
-            k: lin(&self.k)?,
-            v: lin(&self.v)?,
+            qkv: self.qkv.map(&lin)?,
             o: lin(&self.o)?,
             q_norm: self.q_norm.as_ref().map(f).transpose()?,
             k_norm: self.k_norm.as_ref().map(f).transpose()?,
@@ -121,8 +190,7 @@ impl Layer {
             post_norm: f(&self.post_norm)?,
             pre_ff_norm: self.pre_ff_norm.as_ref().map(f).transpose()?,
             post_ff_norm: self.post_ff_norm.as_ref().map(f).transpose()?,
-            gate: lin(&self.gate)?,
-            up: lin(&self.up)?,
+            gate_up: self.gate_up.map(&lin)?,
             down: lin(&self.down)?,
         })
     }
@@ -185,6 +253,8 @@ pub struct Decoder {
     inv_freq: Tensor,
     vars: BTreeMap<String, Var>,
     params: BTreeMap<String, Param>,
+    /// Fused tensors of which only some parts train: 1 on their rows (see [`Decoder::row_masks`]).
+    row_masks: BTreeMap<String, Tensor>,
     dtype: DType,
     device: Device,
 }
@@ -211,9 +281,20 @@ impl Decoder {
             let h = c.hidden_size;
             layers.push(Layer {
                 input_norm: src.param(&format!("{p}.input_layernorm.weight"), &[h])?,
-                q: src.linear(&format!("{p}.self_attn.q_proj"), h, c.q_dim(), c.qkv_bias)?,
-                k: src.linear(&format!("{p}.self_attn.k_proj"), h, c.kv_dim(), c.qkv_bias)?,
-                v: src.linear(&format!("{p}.self_attn.v_proj"), h, c.kv_dim(), c.qkv_bias)?,
+                qkv: if c.fused_projections {
+                    let widths = vec![c.q_dim(), c.kv_dim(), c.kv_dim()];
+                    let rows: usize = widths.iter().sum();
+                    let name = format!("{p}.self_attn.qkv_proj.weight");
+                    let parts = fused::parts(c, &name).context("qkv_proj parts")?;
+                    let weight = src.fused_param(&name, &[rows, h], &parts)?;
+                    Projections::Fused(Linear { weight, bias: None }, widths)
+                } else {
+                    Projections::Separate(vec![
+                        src.linear(&format!("{p}.self_attn.q_proj"), h, c.q_dim(), c.qkv_bias)?,
+                        src.linear(&format!("{p}.self_attn.k_proj"), h, c.kv_dim(), c.qkv_bias)?,
+                        src.linear(&format!("{p}.self_attn.v_proj"), h, c.kv_dim(), c.qkv_bias)?,
+                    ])
+                },
                 o: src.linear(&format!("{p}.self_attn.o_proj"), c.q_dim(), h, c.o_bias)?,
                 q_norm: c
                     .qk_norm
@@ -236,18 +317,28 @@ impl Decoder {
                     .then(|| src.param(&format!("{p}.post_feedforward_layernorm.weight"), &[h]))
                     .transpose()?,
                 post_norm: src.param(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                gate: src.linear(
-                    &format!("{p}.mlp.gate_proj"),
-                    h,
-                    c.intermediate_size,
-                    c.mlp_bias,
-                )?,
-                up: src.linear(
-                    &format!("{p}.mlp.up_proj"),
-                    h,
-                    c.intermediate_size,
-                    c.mlp_bias,
-                )?,
+                gate_up: if c.fused_projections {
+                    let i = c.intermediate_size;
+                    let name = format!("{p}.mlp.gate_up_proj.weight");
+                    let parts = fused::parts(c, &name).context("gate_up_proj parts")?;
+                    let weight = src.fused_param(&name, &[2 * i, h], &parts)?;
+                    Projections::Fused(Linear { weight, bias: None }, vec![i, i])
+                } else {
+                    Projections::Separate(vec![
+                        src.linear(
+                            &format!("{p}.mlp.gate_proj"),
+                            h,
+                            c.intermediate_size,
+                            c.mlp_bias,
+                        )?,
+                        src.linear(
+                            &format!("{p}.mlp.up_proj"),
+                            h,
+                            c.intermediate_size,
+                            c.mlp_bias,
+                        )?,
+                    ])
+                },
                 down: src.linear(
                     &format!("{p}.mlp.down_proj"),
                     c.intermediate_size,
@@ -289,7 +380,11 @@ impl Decoder {
         }
         let unknown: Vec<&String> = trainable
             .iter()
-            .filter(|name| !src.vars.contains_key(*name) && !unused.contains(*name))
+            .filter(|name| {
+                !src.vars.contains_key(*name)
+                    && !unused.contains(*name)
+                    && !src.covered.contains(*name)
+            })
             .collect();
         if !unknown.is_empty() {
             bail!(
@@ -312,6 +407,7 @@ impl Decoder {
             inv_freq,
             vars: src.vars,
             params: src.params,
+            row_masks: src.row_masks,
             dtype,
             device: device.clone(),
         })
@@ -320,6 +416,12 @@ impl Decoder {
     /// The model configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// Fused tensors (Phi-3) of which only some parts train, with a `(rows, 1)` mask that is 1 on
+    /// the trained rows: the trainer zeroes the other rows' gradients, so they stay bit-identical.
+    pub fn row_masks(&self) -> &BTreeMap<String, Tensor> {
+        &self.row_masks
     }
 
     /// The trainable parameters by name.
@@ -376,6 +478,7 @@ impl Decoder {
             inv_freq: self.inv_freq.clone(),
             vars: BTreeMap::new(),
             params,
+            row_masks: BTreeMap::new(),
             dtype: self.dtype,
             device: self.device.clone(),
         })
@@ -783,7 +886,11 @@ impl Decoder {
         }
         let x = (x + &attn)?;
         let h = self.norm(&x, layer.pre_ff_norm.as_ref().unwrap_or(&layer.post_norm))?;
-        let (gate, up) = (layer.gate.forward(&h)?, layer.up.forward(&h)?);
+        let [gate, up]: [Tensor; 2] = layer
+            .gate_up
+            .forward(&h)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("gate/up projections give two parts"))?;
         let gated = if self.config.gemma.gelu_tanh {
             (gate.gelu()? * up)?
         } else {
@@ -824,15 +931,14 @@ impl Decoder {
                 Ok(t)
             }
         };
-        let q = place(
-            heads(layer.q.forward(h)?, c.num_attention_heads)?,
-            &layer.q_norm,
-        )?;
-        let mut k = place(
-            heads(layer.k.forward(h)?, c.num_key_value_heads)?,
-            &layer.k_norm,
-        )?;
-        let mut v = heads(layer.v.forward(h)?, c.num_key_value_heads)?;
+        let [q, k, v]: [Tensor; 3] = layer
+            .qkv
+            .forward(h)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("q/k/v projections give three parts"))?;
+        let q = place(heads(q, c.num_attention_heads)?, &layer.q_norm)?;
+        let mut k = place(heads(k, c.num_key_value_heads)?, &layer.k_norm)?;
+        let mut v = heads(v, c.num_key_value_heads)?;
         if let Some(slot) = kv {
             if let Some((past_k, past_v)) = slot.as_ref() {
                 k = Tensor::cat(&[past_k, &k], 2)?;

@@ -3,6 +3,7 @@
 pub mod chat_template;
 pub mod config;
 pub mod decoder;
+pub mod fused;
 pub mod generate;
 pub mod linear;
 pub mod module_map;
@@ -54,7 +55,7 @@ impl Model {
 
     /// The module map of every parameter in the weight files.
     pub fn module_map(&self) -> ModuleMap {
-        ModuleMap::from_store(&self.weights)
+        ModuleMap::from_store_for(&self.weights, &self.config)
     }
 
     /// The image preprocessing of a vision-language model (`preprocessor_config.json`, else

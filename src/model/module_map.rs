@@ -111,6 +111,13 @@ impl ParamEntry {
 
 /// Classifies a Hugging Face parameter name into (kind, layer, is_bias).
 pub fn classify(name: &str) -> (ParamKind, Option<usize>, bool) {
+    // A part of a fused tensor (`…qkv_proj.weight[q]`) has the kind its part names.
+    if let Some(tensor) = super::fused::fused_tensor_of(name) {
+        let part = &name[tensor.len() + 1..name.len() - 1];
+        if let Some(kind) = ParamKind::parse(part) {
+            return (kind, layer_index(tensor), tensor.ends_with(".bias"));
+        }
+    }
     let is_bias = name.ends_with(".bias");
     let layer = layer_index(name);
     let has = |part: &str| name.split('.').any(|p| p == part);
@@ -196,6 +203,24 @@ impl ModuleMap {
                 .infos()
                 .map(|info| (info.name.clone(), info.shape.clone(), info.dtype.clone())),
         )
+    }
+
+    /// The map of a model's weights, with fused tensors (Phi-3) listed as their parts
+    /// (`…qkv_proj.weight[q]`, see [`super::fused`]).
+    pub fn from_store_for(store: &WeightStore, config: &super::ModelConfig) -> Self {
+        Self::from_entries(store.infos().flat_map(|info| {
+            match super::fused::parts(config, &info.name) {
+                Some(parts) => parts
+                    .into_iter()
+                    .map(|p| {
+                        let mut shape = info.shape.clone();
+                        shape[0] = p.rows.len();
+                        (p.name, shape, info.dtype.clone())
+                    })
+                    .collect::<Vec<_>>(),
+                None => vec![(info.name.clone(), info.shape.clone(), info.dtype.clone())],
+            }
+        }))
     }
 
     /// Builds the map from `(name, shape, dtype)` triples.

@@ -173,6 +173,12 @@ pub fn make_tiny_with_tokenizer(spec: &TinySpec, tokenizer: &Tokenizer, out: &Pa
             config["mlp_bias"] = json!(false);
             config["head_dim"] = json!(head_dim);
         }
+        Architecture::Phi3 => {
+            // Fused qkv_proj and gate_up_proj; no biases, head_dim derived.
+            config["resid_pdrop"] = json!(0.0);
+            config["embd_pdrop"] = json!(0.0);
+            config["sliding_window"] = Value::Null;
+        }
         Architecture::Gemma => {
             // Gemma 3 text: local and global layers alternate (pattern 2), a local rope base
             // of its own, per-head q/k norms; no softcapping.
@@ -278,15 +284,25 @@ fn random_weights(spec: &TinySpec, vocab: usize) -> Result<HashMap<String, Tenso
             1.0,
             0.1,
         )?;
-        for (name, out_dim, in_dim) in [
-            ("self_attn.q_proj", q_dim, h),
-            ("self_attn.k_proj", kv_dim, h),
-            ("self_attn.v_proj", kv_dim, h),
-            ("self_attn.o_proj", h, q_dim),
-            ("mlp.gate_proj", i, h),
-            ("mlp.up_proj", i, h),
-            ("mlp.down_proj", h, i),
-        ] {
+        let linears: &[(&str, usize, usize)] = if spec.arch == Architecture::Phi3 {
+            &[
+                ("self_attn.qkv_proj", q_dim + 2 * kv_dim, h),
+                ("self_attn.o_proj", h, q_dim),
+                ("mlp.gate_up_proj", 2 * i, h),
+                ("mlp.down_proj", h, i),
+            ]
+        } else {
+            &[
+                ("self_attn.q_proj", q_dim, h),
+                ("self_attn.k_proj", kv_dim, h),
+                ("self_attn.v_proj", kv_dim, h),
+                ("self_attn.o_proj", h, q_dim),
+                ("mlp.gate_proj", i, h),
+                ("mlp.up_proj", i, h),
+                ("mlp.down_proj", h, i),
+            ]
+        };
+        for &(name, out_dim, in_dim) in linears {
             add(format!("{p}.{name}.weight"), &[out_dim, in_dim], 0.0, std)?;
         }
         if spec.arch == Architecture::Qwen2 {

@@ -168,6 +168,15 @@ impl<'a> Session<'a> {
             );
         }
         let decoder = model.decoder(&selection.to_hash_set(), dtype, &device)?;
+        if let Some(name) = decoder.row_masks().keys().next() {
+            if recipe.optimizer.weight_decay > 0.0 {
+                anyhow::bail!(
+                    "the selection trains only some parts of the fused tensor {name}: with weight decay {} \
+                     AdamW would move the frozen rows too; set optimizer.weight_decay=0, or select every part",
+                    recipe.optimizer.weight_decay
+                );
+            }
+        }
         let batches_per_epoch = data::batches_per_epoch(data.examples.len(), recipe.batch_size);
         let steps_per_epoch = batches_per_epoch.div_ceil(recipe.grad_accum).max(1);
         let total_steps = recipe.max_steps.unwrap_or(recipe.epochs * steps_per_epoch);
@@ -332,6 +341,13 @@ impl<'a> Session<'a> {
                 }
             }
             self.micro_batches += self.recipe.grad_accum;
+            // Fused tensors trained in part (Phi-3): the other rows get no gradient, so AdamW
+            // (without weight decay, checked at start) leaves them bit-identical.
+            for (name, mask) in self.decoder.row_masks() {
+                if let Some(g) = grads.get_mut(name) {
+                    *g = g.broadcast_mul(&mask.to_dtype(g.dtype())?)?;
+                }
+            }
             let grad_norm = global_norm(&grads)?;
             if !grad_norm.is_finite() {
                 return self.fail(

@@ -87,7 +87,7 @@ pub(super) fn sliding_window(
             }
             Some(_) => r.opt_usize("sliding_window")?,
         },
-        "gemma2" | "gemma3_text" => match obj.get("sliding_window") {
+        "gemma2" | "gemma3_text" | "phi3" => match obj.get("sliding_window") {
             None => {
                 r.mark(&["sliding_window"]);
                 family.sliding_window
@@ -150,7 +150,7 @@ pub(super) fn sliding_window(
                 .map(|i| {
                     let slides = match model_type {
                         "qwen2" | "qwen3" => i >= max_window_layers,
-                        "mistral" => true,
+                        "mistral" | "phi3" => true,
                         // SmolLM3 slides its layers without rope.
                         "smollm3" => !rope_layers.get(i).copied().unwrap_or(true),
                         "gemma2" | "gemma3_text" => (i + 1) % pattern != 0,
@@ -178,7 +178,7 @@ pub(super) fn sliding_window(
     let effective = if count == 0 {
         None
     } else if count == layer_types.len()
-        || matches!(model_type, "mistral" | "gemma2" | "gemma3_text")
+        || matches!(model_type, "mistral" | "phi3" | "gemma2" | "gemma3_text")
     {
         window
     } else {

@@ -42,6 +42,8 @@ pub enum Architecture {
     /// scaled embeddings, GELU-tanh gating, alternating local and global layers, softcapping
     /// (Gemma 2), per-head q/k norms and a local rope base (Gemma 3).
     Gemma,
+    /// Phi-3 / Phi-4-mini: fused `qkv_proj` and `gate_up_proj`.
+    Phi3,
 }
 
 /// `model_type` values accepted in `config.json`.
@@ -53,6 +55,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "smollm3",
     "gemma2",
     "gemma3_text",
+    "phi3",
     "llava",
 ];
 
@@ -65,6 +68,7 @@ impl Architecture {
             Self::Qwen3 => "qwen3",
             Self::SmolLM3 => "smollm3",
             Self::Gemma => "gemma3_text",
+            Self::Phi3 => "phi3",
         }
     }
 
@@ -76,6 +80,7 @@ impl Architecture {
             Self::Qwen3 => "Qwen3ForCausalLM",
             Self::SmolLM3 => "SmolLM3ForCausalLM",
             Self::Gemma => "Gemma3ForCausalLM",
+            Self::Phi3 => "Phi3ForCausalLM",
         }
     }
 
@@ -87,6 +92,7 @@ impl Architecture {
             "qwen3" => Some(Self::Qwen3),
             "smollm3" => Some(Self::SmolLM3),
             "gemma2" | "gemma3_text" => Some(Self::Gemma),
+            "phi3" => Some(Self::Phi3),
             _ => None,
         }
     }
@@ -130,6 +136,9 @@ pub struct ModelConfig {
     /// The rope of sliding-window layers when it differs from the global one (Gemma 3).
     #[serde(default)]
     pub sliding_rope: Option<SlidingRope>,
+    /// Phi-3's fused `qkv_proj` and `gate_up_proj` (q, k, v and gate, up are row ranges of them).
+    #[serde(default)]
+    pub fused_projections: bool,
     /// The computation details that set Gemma apart (all off for the other families).
     #[serde(default)]
     pub gemma: GemmaStyle,
@@ -275,6 +284,7 @@ impl ModelConfig {
             r.usize_or("max_position_embeddings", family.max_position_embeddings)?;
         let (qkv_bias, o_bias) = match architecture {
             Architecture::Qwen2 => (true, false),
+            Architecture::Phi3 => (false, false),
             Architecture::Llama if model_type == "mistral" => (false, false),
             Architecture::Llama
             | Architecture::Qwen3
@@ -408,6 +418,7 @@ impl ModelConfig {
             o_bias,
             mlp_bias,
             qk_norm,
+            fused_projections: architecture == Architecture::Phi3,
             rope_layers,
             layer_sliding,
             sliding_rope,
