@@ -470,6 +470,18 @@ CASES = {
         "Phi-3: fused qkv_proj (rows q 0-31, k 32-47, v 48-63) and gate_up_proj (gate rows 0-63, up 64-127: "
         "act(gate) * up); no biases; untied.",
     ),
+    "phi3-partial-rotary": (
+        114,
+        Phi3Config,
+        Phi3ForCausalLM,
+        dict(
+            rope_parameters={"rope_type": "default", "rope_theta": 100000.0, "partial_rotary_factor": 0.5},
+            tie_word_embeddings=False,
+            max_position_embeddings=128,
+        ),
+        "Phi-4-mini style partial rotary: partial_rotary_factor 0.5 turns the first 4 of each head's 8 dimensions "
+        "(inv_freq over dim 4) and passes the other 4; config.legacy.json has it at the top level.",
+    ),
 }
 
 BATCH_LENGTHS = [14, 9, 4]
@@ -593,6 +605,8 @@ def legacy_config(config: dict) -> dict:
         legacy["sliding_window_pattern"] = 2
         params = dict(params["full_attention"])
     legacy["rope_theta"] = params.pop("rope_theta")
+    if "partial_rotary_factor" in params:  # 4.x kept it at the top level
+        legacy["partial_rotary_factor"] = params.pop("partial_rotary_factor")
     if params["rope_type"] == "default":
         legacy["rope_scaling"] = None
     else:

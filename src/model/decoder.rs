@@ -835,7 +835,7 @@ impl Decoder {
                 .flatten()
                 .max()
                 .map_or(0, |&p| p as usize + 1);
-            let freqs = super::config::rope::inv_freq(theta, scaling, c.head_dim, longest);
+            let freqs = super::config::rope::inv_freq(theta, scaling, c.rotary_dim(), longest);
             Tensor::new(freqs, &self.device)?
         } else {
             self.inv_freq.clone()
@@ -925,11 +925,17 @@ impl Decoder {
                 Some(w) => self.norm(&t, w)?,
                 None => t,
             };
-            if layer.rope {
-                rope(&t, cos, sin)
-            } else {
-                Ok(t)
+            if !layer.rope {
+                return Ok(t);
             }
+            // Partial rotary (Phi-4-mini): the first dimensions turn, the rest pass.
+            let turned = c.rotary_dim();
+            if turned == c.head_dim {
+                return rope(&t, cos, sin);
+            }
+            let rotated = rope(&t.narrow(D::Minus1, 0, turned)?.contiguous()?, cos, sin)?;
+            let passed = t.narrow(D::Minus1, turned, c.head_dim - turned)?;
+            Ok(Tensor::cat(&[&rotated, &passed], D::Minus1)?.contiguous()?)
         };
         let [q, k, v]: [Tensor; 3] = layer
             .qkv

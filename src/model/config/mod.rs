@@ -136,6 +136,10 @@ pub struct ModelConfig {
     /// The rope of sliding-window layers when it differs from the global one (Gemma 3).
     #[serde(default)]
     pub sliding_rope: Option<SlidingRope>,
+    /// Dimensions of each head that rotary embeddings turn (the first ones; Phi-4-mini's
+    /// `partial_rotary_factor` 0.75 leaves the rest unrotated); `head_dim` for most models.
+    #[serde(default)]
+    pub rotary_dim: usize,
     /// Phi-3's fused `qkv_proj` and `gate_up_proj` (q, k, v and gate, up are row ranges of them).
     #[serde(default)]
     pub fused_projections: bool,
@@ -333,6 +337,23 @@ impl ModelConfig {
             )
         })?;
         let rope = layer_rope.global;
+        let partial = rope::partial_rotary_factor(obj)?;
+        let rotary_dim = (head_dim as f64 * partial) as usize;
+        if partial != 1.0 {
+            if architecture != Architecture::Phi3 {
+                bail!("`partial_rotary_factor` {partial} is computed for Phi-3 models only (transformers' {} rotates whole heads)", family.class);
+            }
+            if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) || partial > 1.0 {
+                bail!("`partial_rotary_factor` {partial} gives {rotary_dim} rotary dimensions of {head_dim}; it must give a positive even number");
+            }
+            r.mark(&["partial_rotary_factor"]);
+            r.record(
+                "rotary dimensions",
+                rotary_dim,
+                "head_dim × partial_rotary_factor",
+                false,
+            );
+        }
         let sliding_rope = layer_rope.sliding.map(|local| {
             r.record(
                 "rope theta (sliding layers)",
@@ -419,6 +440,7 @@ impl ModelConfig {
             mlp_bias,
             qk_norm,
             fused_projections: architecture == Architecture::Phi3,
+            rotary_dim,
             rope_layers,
             layer_sliding,
             sliding_rope,
@@ -444,6 +466,15 @@ impl ModelConfig {
     /// Whether the model takes images (LLaVA).
     pub fn is_vision_language(&self) -> bool {
         self.vision.is_some()
+    }
+
+    /// Dimensions of each head that rope turns (the first ones).
+    pub fn rotary_dim(&self) -> usize {
+        if self.rotary_dim == 0 {
+            self.head_dim
+        } else {
+            self.rotary_dim
+        }
     }
 
     /// Whether layer `i` attends through the sliding window.
@@ -484,7 +515,7 @@ impl ModelConfig {
         rope::inv_freq(
             self.rope_theta,
             self.rope_scaling.as_ref(),
-            self.head_dim,
+            self.rotary_dim(),
             seq_len,
         )
     }

@@ -68,6 +68,32 @@ const YARN_KEYS: &[&str] = &[
     "truncate",
 ];
 
+/// The share of each head that rotary embeddings turn (`partial_rotary_factor`, top level or in
+/// the rope parameters; 1 when absent).
+pub fn partial_rotary_factor(obj: &Map<String, Value>) -> Result<f64> {
+    let mut found = Vec::new();
+    if let Some(v) = obj.get("partial_rotary_factor").filter(|v| !v.is_null()) {
+        found.push(number(v, "partial_rotary_factor")?);
+    }
+    if let Some(params) = obj.get("rope_parameters").and_then(Value::as_object) {
+        let sets: Vec<&Map<String, Value>> = if params.values().all(Value::is_object) {
+            params.values().filter_map(Value::as_object).collect()
+        } else {
+            vec![params]
+        };
+        for set in sets {
+            if let Some(v) = set.get("partial_rotary_factor").filter(|v| !v.is_null()) {
+                found.push(number(v, "rope_parameters.partial_rotary_factor")?);
+            }
+        }
+    }
+    match found.split_first() {
+        None => Ok(1.0),
+        Some((first, rest)) if rest.iter().all(|f| f == first) => Ok(*first),
+        Some(_) => bail!("`partial_rotary_factor` is given more than once with different values"),
+    }
+}
+
 /// transformers' `default_theta` for most families.
 pub const DEFAULT_THETA: f64 = 10_000.0;
 
@@ -331,11 +357,6 @@ fn scaling_from(
             .map(|v| number(v, &format!("{prefix}.{key}")))
             .transpose()
     };
-    if let Some(partial) = opt_num("partial_rotary_factor")? {
-        if partial != 1.0 {
-            bail!("`{prefix}.partial_rotary_factor` {partial} is not computed (only 1.0: rotary on the whole head)");
-        }
-    }
     let kind_value = get("rope_type").or_else(|| get("type"));
     let kind = match kind_value {
         None => "default",
