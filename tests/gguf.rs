@@ -619,6 +619,23 @@ fn unsupported_architecture_is_named() {
         "{err}"
     );
     assert!(err.contains("llama, qwen2, qwen3"), "{err}");
+    for arch in ["gemma3", "phi3"] {
+        let gguf = dir.path().join(format!("{arch}.gguf"));
+        write_gguf(
+            original.path(),
+            &gguf,
+            &Writer {
+                arch,
+                ..Writer::new(GgmlDType::F32)
+            },
+        );
+        let err = import_err(&gguf);
+        assert!(
+            err.contains(&format!("architecture `{arch}` is not imported"))
+                && err.contains("SentencePiece"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -28,6 +28,18 @@ impl GgufArch {
             "llama" => Ok(Self::Llama),
             "qwen2" => Ok(Self::Qwen2),
             "qwen3" => Ok(Self::Qwen3),
+            // tunescope trains these families, but their GGUF files do not map back cleanly.
+            "gemma2" | "gemma3" | "phi3" => bail!(
+                "{}: architecture `{arch}` is not imported: its GGUF files carry a SentencePiece tokenizer \
+                 (tokenizer.ggml.model `llama`), which import-gguf does not rebuild{}; load the Hugging Face \
+                 checkpoint of the same model instead (tunescope reads {arch} there)",
+                file.path().display(),
+                if arch.starts_with("gemma") {
+                    ", and llama.cpp stores Gemma's norm weights with the +1 folded in"
+                } else {
+                    ""
+                }
+            ),
             other => bail!(
                 "{}: architecture `{other}` is not supported; supported: {}",
                 file.path().display(),
