@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The opt-in round trips with the real Python trainers (tests/roundtrip.rs): builds the pinned
 # environments (scripts/conformance-env.sh; about 3 GB each with torch, once) and runs the tests
-# against them. ~6 min on 2 cores once the environments exist.
+# against them. ~10 min on 2 cores once the environments exist.
 #   scripts/roundtrip.sh                 # all: transformers + TRL, LLaMA-Factory, Axolotl
 #   SKIP_TRAINERS=1 scripts/roundtrip.sh # only transformers + TRL
 set -euo pipefail
