@@ -254,3 +254,29 @@ fn inspect_shows_value_sources_defaults_and_unknown_keys() {
         "the warning is logged too: {stderr}"
     );
 }
+
+/// `make-tiny` writes every family; each opens with no unknown key, Gemma 2 with its softcaps.
+#[test]
+fn make_tiny_writes_every_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    for arch in [
+        "llama", "qwen2", "qwen3", "smollm3", "gemma2", "gemma3", "phi3", "llava",
+    ] {
+        let dir = tmp.path().join(arch);
+        make_tiny(arch, &dir);
+        let out = tunescope(&["inspect", dir.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{arch}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!stdout.contains("warning:"), "{arch}: {stdout}");
+        if arch == "gemma2" {
+            assert!(
+                stdout.contains("attn_logit_softcapping") && stdout.contains("config (gemma2)"),
+                "{stdout}"
+            );
+        }
+    }
+}

@@ -17,7 +17,9 @@ pub enum ArchArg {
     Qwen3,
     /// SmolLM3: every other layer without rotary embeddings.
     Smollm3,
-    /// Gemma 3 (text): alternating local/global layers, (1 + w) norms, GELU-tanh.
+    /// Gemma 2: alternating local/global layers, (1 + w) norms, GELU-tanh, softcapping.
+    Gemma2,
+    /// Gemma 3 (text): as Gemma 2 without softcapping, with q/k norms and a local rope base.
     Gemma3,
     /// Phi-3: fused qkv_proj and gate_up_proj.
     Phi3,
@@ -62,7 +64,7 @@ pub fn run(args: MakeTinyArgs) -> Result<()> {
         ArchArg::Qwen2 => Architecture::Qwen2,
         ArchArg::Qwen3 => Architecture::Qwen3,
         ArchArg::Smollm3 => Architecture::SmolLM3,
-        ArchArg::Gemma3 => Architecture::Gemma,
+        ArchArg::Gemma2 | ArchArg::Gemma3 => Architecture::Gemma,
         ArchArg::Phi3 => Architecture::Phi3,
     };
     anyhow::ensure!(
@@ -79,6 +81,7 @@ pub fn run(args: MakeTinyArgs) -> Result<()> {
         num_heads: args.heads,
         num_kv_heads: args.kv_heads,
         tie_embeddings: args.tied,
+        gemma2: matches!(args.arch, ArchArg::Gemma2),
         ..TinySpec::new(arch, args.seed)
     };
     if matches!(args.arch, ArchArg::Llava) {
@@ -91,10 +94,11 @@ pub fn run(args: MakeTinyArgs) -> Result<()> {
         return Ok(());
     }
     make_tiny(&spec, &args.out)?;
-    println!(
-        "wrote {} model to {}",
-        arch.model_type(),
-        args.out.display()
-    );
+    let model_type = if spec.gemma2 {
+        "gemma2"
+    } else {
+        arch.model_type()
+    };
+    println!("wrote {model_type} model to {}", args.out.display());
     Ok(())
 }

@@ -179,6 +179,7 @@ pub fn pretrain(
         num_kv_heads: opts.num_kv_heads,
         vocab_size: tokenizer.get_vocab_size(true),
         tie_embeddings: Some(false),
+        gemma2: false,
         seed: derive_seed(opts.seed, "pretrain/init"),
     };
     make_tiny_with_tokenizer(&spec, &tokenizer, &init)?;

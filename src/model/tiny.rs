@@ -39,6 +39,8 @@ pub struct TinySpec {
     pub vocab_size: usize,
     /// `None`: tied for qwen2 and smollm3, untied otherwise.
     pub tie_embeddings: Option<bool>,
+    /// With `Architecture::Gemma`: Gemma 2 (softcapping, no q/k norms) instead of Gemma 3.
+    pub gemma2: bool,
     pub seed: u64,
 }
 
@@ -54,6 +56,7 @@ impl TinySpec {
             num_kv_heads: 2,
             vocab_size: 512,
             tie_embeddings: None,
+            gemma2: false,
             seed,
         }
     }
@@ -197,6 +200,18 @@ pub fn make_tiny_with_tokenizer(spec: &TinySpec, tokenizer: &Tokenizer, out: &Pa
                 "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
                 "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
             });
+            if spec.gemma2 {
+                // Gemma 2: one rope for every layer, softcapping, no q/k norms.
+                config["model_type"] = json!("gemma2");
+                config["architectures"] = json!(["Gemma2ForCausalLM"]);
+                config["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 10_000.0});
+                config["attn_logit_softcapping"] = json!(50.0);
+                config["final_logit_softcapping"] = json!(30.0);
+                config
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("sliding_window_pattern");
+            }
             let types: Vec<&str> = (0..spec.num_layers)
                 .map(|i| {
                     if (i + 1) % 2 != 0 {
@@ -312,8 +327,10 @@ fn random_weights(spec: &TinySpec, vocab: usize) -> Result<HashMap<String, Tenso
         }
         if spec.arch == Architecture::Gemma {
             // Gemma's norms multiply by (1 + w): weights near 0.
-            for name in ["self_attn.q_norm", "self_attn.k_norm"] {
-                add(format!("{p}.{name}.weight"), &[head_dim], 0.0, 0.1)?;
+            if !spec.gemma2 {
+                for name in ["self_attn.q_norm", "self_attn.k_norm"] {
+                    add(format!("{p}.{name}.weight"), &[head_dim], 0.0, 0.1)?;
+                }
             }
             for name in ["pre_feedforward_layernorm", "post_feedforward_layernorm"] {
                 add(format!("{p}.{name}.weight"), &[h], 0.0, 0.1)?;
