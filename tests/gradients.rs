@@ -166,15 +166,9 @@ fn finite_differences_agree_in(tiny: &TinyModel, names: &[&str]) {
     let grads = loss(&decoder, &dev).backward().unwrap();
     for &name in names {
         let var: &Var = &decoder.vars()[name];
-        let grad: Vec<f32> = grads
-            .get(var.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
         // The three elements with the largest gradients (well above f32 noise).
-        check_against_finite_differences(&decoder, var, &grad, 0..grad.len(), name);
+        let all = 0..var.as_tensor().elem_count();
+        check_against_finite_differences(&decoder, &grads, var, all, name);
     }
 }
 
@@ -182,12 +176,19 @@ fn finite_differences_agree_in(tiny: &TinyModel, names: &[&str]) {
 /// gradient, within 1 % relative.
 fn check_against_finite_differences(
     decoder: &Decoder,
+    grads: &candle_core::backprop::GradStore,
     var: &Var,
-    grad: &[f32],
     candidates: std::ops::Range<usize>,
     label: &str,
 ) {
     let dev = Device::Cpu;
+    let grad: Vec<f32> = grads
+        .get(var.as_tensor())
+        .unwrap_or_else(|| panic!("{label} has no gradient"))
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let original = var.as_tensor().copy().unwrap();
     let values: Vec<f32> = original.flatten_all().unwrap().to_vec1().unwrap();
     let mut order: Vec<usize> = candidates.collect();
@@ -315,13 +316,7 @@ fn finite_differences_agree_for_a_part_of_a_fused_tensor() {
     assert_eq!(mask, expected, "the mask covers exactly k's rows");
     let grads = loss(&decoder, &dev).backward().unwrap();
     let var: &Var = &decoder.vars()[fused];
-    let grad: Vec<f32> = grads
-        .get(var.as_tensor())
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
     let cols = model.config.hidden_size;
-    check_against_finite_differences(&decoder, var, &grad, q * cols..(q + kv) * cols, &part);
+    let k_rows = q * cols..(q + kv) * cols;
+    check_against_finite_differences(&decoder, &grads, var, k_rows, &part);
 }
