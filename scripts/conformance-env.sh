@@ -19,7 +19,7 @@ case "$which" in
   main)
     venv="$root/pyenv"
     pins=("torch==2.15.0" "transformers==5.24.0" "trl==1.16.0" "peft==0.21.2" "accelerate==1.15.0"
-          "safetensors==0.8.0" "tokenizers==0.23.3" "jinja2==3.1.6" "datasets")
+          "safetensors==0.8.0" "tokenizers==0.23.3" "jinja2==3.1.6" "pillow==12.3.0" "datasets")
     ;;
   llamafactory)
     venv="$root/pyenv-llamafactory"

@@ -260,7 +260,16 @@ fn inspect_shows_value_sources_defaults_and_unknown_keys() {
 fn make_tiny_writes_every_family() {
     let tmp = tempfile::tempdir().unwrap();
     for arch in [
-        "llama", "qwen2", "qwen3", "smollm3", "gemma2", "gemma3", "phi3", "llava",
+        "llama",
+        "qwen2",
+        "qwen3",
+        "smollm3",
+        "gemma2",
+        "gemma3",
+        "phi3",
+        "llava",
+        "llava-next",
+        "llava-onevision",
     ] {
         let dir = tmp.path().join(arch);
         make_tiny(arch, &dir);
@@ -277,6 +286,12 @@ fn make_tiny_writes_every_family() {
                 stdout.contains("attn_logit_softcapping") && stdout.contains("config (gemma2)"),
                 "{stdout}"
             );
+        }
+        if arch.starts_with("llava") {
+            assert!(stdout.contains("tensor layout"), "{arch}: {stdout}");
+        }
+        if arch == "llava-onevision" {
+            assert!(stdout.contains("config (qwen2)"), "{stdout}");
         }
     }
 }

@@ -17,6 +17,11 @@ use tunescope::model::{Model, ParamKind};
 
 const TOLERANCE: f32 = 1e-4;
 
+/// Images of one tile each.
+fn one_tile_each(px: &Tensor) -> tunescope::model::vlm::ImageBatch {
+    tunescope::model::vlm::ImageBatch::single_tiles(px.clone()).unwrap()
+}
+
 fn tiny_llava(spec: &TinyLlavaSpec) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     make_tiny_llava(spec, dir.path()).unwrap();
@@ -29,7 +34,10 @@ fn tiny_llava_has_the_hugging_face_layout() {
     let (dir, model) = tiny_llava(&TinyLlavaSpec::new(5));
     let c = &model.config;
     let v = c.vision.as_ref().expect("a llava config");
-    assert_eq!(c.weight_prefix, "language_model.");
+    let layout = tunescope::model::names::TensorLayout::detect(c, &model.weights).unwrap();
+    assert_eq!(layout.text, "language_model.model.");
+    assert_eq!(layout.lm_head, "language_model.lm_head");
+    assert_eq!(layout.vision.as_deref(), Some("vision_tower.vision_model."));
     assert_eq!(v.vision.num_patches(), 16);
     assert_eq!(v.image_seq_len(), 16, "default strategy drops CLS");
     assert_eq!(v.select, FeatureSelect::Default);
@@ -127,7 +135,7 @@ fn check_parity(spec: &TinyLlavaSpec) -> f32 {
     let px = pixels(2, &dev);
     let decoder = model.decoder(&HashSet::new(), DType::F32, &dev).unwrap();
     let ours = decoder
-        .forward_with_images(&ids_t, Some(&mask_t), Some(&px))
+        .forward_with_images(&ids_t, Some(&mask_t), Some(&one_tile_each(&px)))
         .unwrap();
 
     // Reference: candle-transformers' CLIP, a candle-nn projector and candle-transformers' Llama.
@@ -210,7 +218,11 @@ fn check_parity(spec: &TinyLlavaSpec) -> f32 {
     }
     // The image changes the logits: with other pixels they differ.
     let other = decoder
-        .forward_with_images(&ids_t, Some(&mask_t), Some(&(px + 0.5).unwrap()))
+        .forward_with_images(
+            &ids_t,
+            Some(&mask_t),
+            Some(&one_tile_each(&(px + 0.5).unwrap())),
+        )
         .unwrap();
     assert!(
         max_abs_diff(&ours, &other) > 1e-3,
@@ -243,11 +255,11 @@ fn image_token_count_mismatch_is_an_error() {
     let e = format!(
         "{:#}",
         decoder
-            .forward_with_images(&ids, None, Some(&pixels(1, &dev)))
+            .forward_with_images(&ids, None, Some(&one_tile_each(&pixels(1, &dev))))
             .unwrap_err()
     );
     assert!(
-        e.contains("1 image tokens") && e.contains("16 tokens each"),
+        e.contains("holds 1 image tokens") && e.contains("make 16"),
         "{e}"
     );
 }
@@ -495,7 +507,7 @@ fn vision_and_projector_gradients_agree_with_finite_differences() {
     // A fixed linear read-out of the logits after the image.
     let loss = || -> Tensor {
         let logits = decoder
-            .forward_with_images(&input, None, Some(&px))
+            .forward_with_images(&input, None, Some(&one_tile_each(&px)))
             .unwrap();
         let tail = logits.i((0, 18.., ..)).unwrap();
         let n = tail.elem_count();
@@ -641,5 +653,107 @@ fn a_deep_vision_tower_row_wraps_to_the_pane() {
     println!("{text}");
     for label in ["■ L0", "■ L13", "■ post-norm", "■ embed", "· linear_2"] {
         assert!(text.contains(label), "{label} not on screen:\n{text}");
+    }
+}
+
+/// Gradients through anyres packing (unpadding, OneVision's bilinear shrink, image_newline)
+/// and the SigLIP tower agree with finite differences.
+#[test]
+fn anyres_and_siglip_gradients_agree_with_finite_differences() {
+    let dev = Device::Cpu;
+    let cases: [(TinyLlavaSpec, &[&str]); 2] = [
+        (
+            TinyLlavaSpec::next(32),
+            &[
+                "image_newline",
+                "multi_modal_projector.linear_2.weight",
+                "vision_tower.vision_model.encoder.layers.0.self_attn.v_proj.weight",
+            ],
+        ),
+        (
+            TinyLlavaSpec::onevision(33),
+            &[
+                "image_newline",
+                "multi_modal_projector.linear_1.weight",
+                "vision_tower.embeddings.patch_embedding.bias",
+                "vision_tower.encoder.layers.0.mlp.fc1.weight",
+                "vision_tower.encoder.layers.1.layer_norm2.weight",
+            ],
+        ),
+    ];
+    for (spec, names) in cases {
+        let (_dir, model) = tiny_llava(&spec);
+        let inputs = model.tokenizer.images.clone().unwrap();
+        // 64 wide, 40 high: a 2×2 grid whose unpadding cuts rows; OneVision's anyres_max_2
+        // then shrinks it (bilinear).
+        let img = image::RgbImage::from_fn(64, 40, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 6) as u8, ((x * y) % 251) as u8])
+        });
+        let pixels = inputs.processor.process(&img, false);
+        let tokens = inputs.tokens_for(&pixels);
+        assert!(tokens > inputs.tokens_per_tile() + pixels.tiles, "{tokens}");
+        let ids: Vec<u32> = [
+            vec![5, 17],
+            vec![inputs.image_token; tokens],
+            vec![42, 99, 3],
+        ]
+        .concat();
+        let input = Tensor::new(ids.as_slice(), &dev)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let batch = tunescope::model::vlm::ImageBatch::from_pixels(&[&pixels], &dev)
+            .unwrap()
+            .unwrap();
+        let trainable: HashSet<String> = names.iter().map(|s| s.to_string()).collect();
+        let decoder = model.decoder(&trainable, DType::F32, &dev).unwrap();
+        let loss = || -> Tensor {
+            let logits = decoder
+                .forward_with_images(&input, None, Some(&batch))
+                .unwrap();
+            let tail = logits.i((0, 2 + tokens - 4.., ..)).unwrap();
+            let n = tail.elem_count();
+            let w: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.013).sin()).collect();
+            let w = Tensor::from_vec(w, tail.shape(), &dev).unwrap();
+            (tail * w).unwrap().sum_all().unwrap()
+        };
+        let grads = loss().backward().unwrap();
+        for name in names {
+            let var = &decoder.vars()[*name];
+            let grad: Vec<f32> = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let original = var.as_tensor().copy().unwrap();
+            let values: Vec<f32> = original.flatten_all().unwrap().to_vec1().unwrap();
+            let mut order: Vec<usize> = (0..grad.len()).collect();
+            order.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
+            for &index in order.iter().take(2) {
+                let eps = 1e-2f32;
+                let eval = |delta: f32| -> f64 {
+                    let mut x = values.clone();
+                    x[index] += delta;
+                    var.set(&Tensor::from_vec(x, original.shape(), &dev).unwrap())
+                        .unwrap();
+                    loss().to_scalar::<f32>().unwrap() as f64
+                };
+                let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
+                var.set(&original).unwrap();
+                let analytic = grad[index] as f64;
+                let rel = (numeric - analytic).abs() / analytic.abs().max(1e-6);
+                println!(
+                    "{} {name}[{index}]: analytic {analytic:.5e} numeric {numeric:.5e} rel {rel:.1e}",
+                    spec.family
+                );
+                assert!(
+                    rel <= 2e-2,
+                    "{} {name}[{index}]: relative error {rel}",
+                    spec.family
+                );
+            }
+        }
     }
 }

@@ -22,11 +22,15 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(&TinyLlavaSpec::new(8))
+}
+
+fn setup_with(spec: &TinyLlavaSpec) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let shapes = tmp.path().join("shapes");
     ShapesWorld::new(2).write(&shapes).unwrap();
     let model_dir = tmp.path().join("llava");
-    make_tiny_llava(&TinyLlavaSpec::new(8), &model_dir).unwrap();
+    make_tiny_llava(spec, &model_dir).unwrap();
     let model = Model::open(&model_dir.to_string_lossy()).unwrap();
     Setup {
         _tmp: tmp,
@@ -36,9 +40,10 @@ fn setup() -> Setup {
     }
 }
 
-fn pixel_tensor(p: &tunescope::data::Pixels) -> Tensor {
-    let (c, h, w) = p.dims;
-    Tensor::from_slice(&p.values, (1, c, h, w), &Device::Cpu).unwrap()
+fn pixel_tensor(p: &tunescope::data::Pixels) -> tunescope::model::vlm::ImageBatch {
+    tunescope::model::vlm::ImageBatch::from_pixels(&[p], &Device::Cpu)
+        .unwrap()
+        .unwrap()
 }
 
 #[test]
@@ -140,7 +145,7 @@ fn task_items_with_images_are_scored_with_them() {
     let ctx_text = tunescope::eval::tasks::prompt::render(tok, prompt, true).unwrap();
     let mut ids = tok.encode(&ctx_text).unwrap();
     let images = tok.images.as_ref().unwrap();
-    ids = images.expand(&ids).0;
+    ids = images.expand_with(&ids, &[images.tokens_per_tile()]).0;
     let start = ids.len();
     ids.extend(tok.encode(&choices[2]).unwrap());
     let px = pixel_tensor(
@@ -179,43 +184,50 @@ fn task_items_with_images_are_scored_with_them() {
 }
 
 #[test]
+/// On every LLaVA family: LLaVA-1.5, LLaVA-NeXT and LLaVA-OneVision.
 fn training_with_image_probe_and_eval_finishes() {
     use tunescope::recipe::Recipe;
     use tunescope::run::{RunDir, RunState};
     use tunescope::train::{run_training, TrainControl, TrainEvent};
-    let s = setup();
-    let sh = |p: &str| s.shapes.join(p).display().to_string();
-    let recipe = Recipe::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/projector.yaml"),
-        &[
-            format!("model={}", s.model_dir.display()),
-            format!("data={}", sh("train/counting.jsonl")),
-            "max_steps=3".into(),
-            format!("probe.target={}", sh("probe/target.jsonl")),
-            format!("probe.heldout={}", sh("probe/heldout.jsonl")),
-            "probe.every_steps=3".into(),
-            "probe.max_prompts=4".into(),
-            "probe.max_new_tokens=3".into(),
-            format!(
-                "eval.tasks=[{}, {}]",
-                sh("tasks/counting.yaml"),
-                sh("tasks/shape.yaml")
-            ),
-            "eval.every_steps=3".into(),
-            "eval.max_items=4".into(),
-        ],
-    )
-    .unwrap();
-    let run = RunDir::create(&s.shapes.join("runs"), "vlm").unwrap();
-    let mut monitors = 0;
-    let outcome = run_training(&recipe, &run, false, &TrainControl::default(), &mut |e| {
-        if let TrainEvent::Monitor { .. } = e {
-            monitors += 1;
-        }
-    })
-    .unwrap();
-    assert_eq!(outcome.state, RunState::Finished, "{:?}", outcome.reason);
-    assert_eq!(monitors, 2, "step 0 and the last step");
+    for spec in [
+        TinyLlavaSpec::new(8),
+        TinyLlavaSpec::next(9),
+        TinyLlavaSpec::onevision(10),
+    ] {
+        let s = setup_with(&spec);
+        let sh = |p: &str| s.shapes.join(p).display().to_string();
+        let recipe = Recipe::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/projector.yaml"),
+            &[
+                format!("model={}", s.model_dir.display()),
+                format!("data={}", sh("train/counting.jsonl")),
+                "max_steps=3".into(),
+                format!("probe.target={}", sh("probe/target.jsonl")),
+                format!("probe.heldout={}", sh("probe/heldout.jsonl")),
+                "probe.every_steps=3".into(),
+                "probe.max_prompts=4".into(),
+                "probe.max_new_tokens=3".into(),
+                format!(
+                    "eval.tasks=[{}, {}]",
+                    sh("tasks/counting.yaml"),
+                    sh("tasks/shape.yaml")
+                ),
+                "eval.every_steps=3".into(),
+                "eval.max_items=4".into(),
+            ],
+        )
+        .unwrap();
+        let run = RunDir::create(&s.shapes.join("runs"), "vlm").unwrap();
+        let mut monitors = 0;
+        let outcome = run_training(&recipe, &run, false, &TrainControl::default(), &mut |e| {
+            if let TrainEvent::Monitor { .. } = e {
+                monitors += 1;
+            }
+        })
+        .unwrap();
+        assert_eq!(outcome.state, RunState::Finished, "{:?}", outcome.reason);
+        assert_eq!(monitors, 2, "{}: step 0 and the last step", spec.family);
+    }
 }
 
 #[test]

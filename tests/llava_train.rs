@@ -81,9 +81,19 @@ fn mean(xs: &[f64]) -> f64 {
 /// Trains `name` and checks the loss falls below `ratio` of its start (means of the first and
 /// last 4 steps) and that exactly the selected tensors changed.
 fn check_recipe(name: &str, lr: &str, ratio: f64, prefix_changed: &dyn Fn(&str) -> bool) {
+    check_recipe_on(&TinyLlavaSpec::new(21), name, lr, ratio, prefix_changed)
+}
+
+fn check_recipe_on(
+    spec: &TinyLlavaSpec,
+    name: &str,
+    lr: &str,
+    ratio: f64,
+    prefix_changed: &dyn Fn(&str) -> bool,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let model_dir = tmp.path().join("tiny-llava");
-    make_tiny_llava(&TinyLlavaSpec::new(21), &model_dir).unwrap();
+    make_tiny_llava(spec, &model_dir).unwrap();
     let data = write_colour_data(tmp.path());
     let r = recipe(
         name,
@@ -150,6 +160,20 @@ fn sa_proj_recipe_changes_only_language_model_attention() {
     check_recipe("sa-proj", "0.01", 0.5, &|n| {
         n.starts_with("language_model.model.layers.") && n.contains(".self_attn.")
     });
+}
+
+#[test]
+fn next_and_onevision_recipes_change_exactly_their_part() {
+    for spec in [TinyLlavaSpec::next(22), TinyLlavaSpec::onevision(23)] {
+        println!("{}", spec.family);
+        // The projector kind is the two linears and image_newline.
+        check_recipe_on(&spec, "projector", "0.05", 0.97, &|n| {
+            n.starts_with("multi_modal_projector.") || n == "image_newline"
+        });
+        check_recipe_on(&spec, "sa-proj", "0.01", 0.6, &|n| {
+            n.starts_with("language_model.model.layers.") && n.contains(".self_attn.")
+        });
+    }
 }
 
 fn prepare_error(lines: &str, files: &[(&str, &[u8])]) -> String {
@@ -230,6 +254,7 @@ fn image_placeholder_expands_and_a_cut_through_it_drops_the_image() {
     let img = ImageTokens {
         id: v.image_token_index,
         count: v.image_seq_len(),
+        per_image: Default::default(),
     };
     let msg = |role: &str, content: &str| ChatMessage {
         role: role.into(),
@@ -248,7 +273,7 @@ fn image_placeholder_expands_and_a_cut_through_it_drops_the_image() {
         std::slice::from_ref(&rec),
         &model.tokenizer,
         &opts(512),
-        Some(img),
+        Some(&img),
     )
     .unwrap();
     let ex = &data.examples[0];
@@ -267,7 +292,8 @@ fn image_placeholder_expands_and_a_cut_through_it_drops_the_image() {
         Some(tmp.path().join("x.png").as_path())
     );
     // A cut inside the run drops the whole run and the image.
-    let data = tokenize_with_images(&[rec], &model.tokenizer, &opts(first + 5), Some(img)).unwrap();
+    let data =
+        tokenize_with_images(&[rec], &model.tokenizer, &opts(first + 5), Some(&img)).unwrap();
     let ex = &data.examples[0];
     assert_eq!(ex.input_ids.len(), first);
     assert!(ex.image.is_none());

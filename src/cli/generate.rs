@@ -8,6 +8,7 @@ use clap::Args;
 use crate::model::generate::{generate_with_image, GenerateOptions};
 use crate::model::tokenizer::ChatMessage;
 use crate::model::vlm::IMAGE_TOKEN;
+use crate::model::vlm::{ImageBatch, Pixels};
 use crate::model::Model;
 use crate::util::device::{parse_device, parse_dtype};
 
@@ -18,10 +19,10 @@ pub struct GenerateArgs {
     /// The user message.
     #[arg(long)]
     prompt: String,
-    /// An image for a vision-language (LLaVA) model; `<image>` is put before the prompt unless
-    /// the prompt already holds it.
+    /// An image for a vision-language (LLaVA-family) model; repeat for several, one `<image>`
+    /// in the prompt each (put before the prompt when it holds none).
     #[arg(long)]
-    image: Option<std::path::PathBuf>,
+    image: Vec<std::path::PathBuf>,
     /// Use the prompt as raw text, without the chat template.
     #[arg(long)]
     raw: bool,
@@ -51,8 +52,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let model = Model::open(&args.model)?;
     let decoder = model.decoder(&Default::default(), dtype, &device)?;
     let mut prompt = args.prompt.clone();
-    if args.image.is_some() && !prompt.contains(IMAGE_TOKEN) {
-        prompt = format!("{IMAGE_TOKEN}\n{prompt}");
+    if !args.image.is_empty() && !prompt.contains(IMAGE_TOKEN) {
+        prompt = format!("{}\n{prompt}", IMAGE_TOKEN.repeat(args.image.len()));
     }
     let text = if args.raw {
         prompt.clone()
@@ -70,34 +71,27 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
     };
     let mut prompt_ids = model.tokenizer.encode(&text)?;
-    let pixel_values = match (&model.tokenizer.images, &args.image) {
-        (None, Some(_)) => anyhow::bail!(
+    let images = match &model.tokenizer.images {
+        None if !args.image.is_empty() => anyhow::bail!(
             "--image needs a vision-language model; {} is text-only",
             args.model
         ),
-        (Some(images), image) => {
-            let (ids, placeholders) = images.expand(&prompt_ids);
-            prompt_ids = ids;
-            match (image, placeholders) {
-                (Some(path), 1) => {
-                    let p = images.load_pixels(path)?;
-                    let (c, h, w) = p.dims;
-                    Some(candle_core::Tensor::from_slice(
-                        &p.values,
-                        (1, c, h, w),
-                        &device,
-                    )?)
-                }
-                (None, 0) => None,
-                (Some(_), n) => {
-                    anyhow::bail!("the prompt must hold exactly one {IMAGE_TOKEN}, found {n}")
-                }
-                (None, _) => anyhow::bail!(
-                    "the prompt holds {IMAGE_TOKEN}: pass the picture with --image PATH"
-                ),
+        None => None,
+        Some(inputs) => {
+            let paths: Vec<&std::path::Path> = args.image.iter().map(|p| p.as_path()).collect();
+            let pixels = inputs.load_record_images(&paths)?;
+            let refs: Vec<&Pixels> = pixels.iter().collect();
+            let (ids, placeholders) = inputs.expand(&prompt_ids, &refs);
+            if placeholders != pixels.len() {
+                anyhow::bail!(
+                    "the prompt holds {placeholders} {IMAGE_TOKEN} placeholder(s) but {} image(s) were given with --image; \
+                     put one {IMAGE_TOKEN} where each picture belongs",
+                    pixels.len()
+                );
             }
+            prompt_ids = ids;
+            ImageBatch::from_pixels(&refs, &device)?
         }
-        (None, None) => None,
     };
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
@@ -109,22 +103,16 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let mut stdout = std::io::stdout();
     let mut generated: Vec<u32> = Vec::new();
     let mut printed = 0;
-    generate_with_image(
-        &decoder,
-        &prompt_ids,
-        pixel_values.as_ref(),
-        &options,
-        |token| {
-            generated.push(token);
-            let text = model.tokenizer.decode(&generated)?;
-            if text.len() > printed && text.is_char_boundary(printed) {
-                print!("{}", &text[printed..]);
-                stdout.flush()?;
-                printed = text.len();
-            }
-            Ok(())
-        },
-    )?;
+    generate_with_image(&decoder, &prompt_ids, images.as_ref(), &options, |token| {
+        generated.push(token);
+        let text = model.tokenizer.decode(&generated)?;
+        if text.len() > printed && text.is_char_boundary(printed) {
+            print!("{}", &text[printed..]);
+            stdout.flush()?;
+            printed = text.len();
+        }
+        Ok(())
+    })?;
     println!();
     Ok(())
 }

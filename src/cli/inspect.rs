@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::model::module_map::{ModuleMap, ModuleNode};
+use crate::model::names::TensorLayout;
 use crate::model::Model;
 pub use crate::util::format::group_digits;
 
@@ -36,6 +37,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
             "model": args.model,
             "config": model.config,
             "chat_template_source": model.tokenizer.chat_template_source,
+            "tensor_layout": TensorLayout::detect(&model.config, &model.weights).ok(),
             "total": map.total(),
             "totals_by_kind": map.totals_by_kind().into_iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
             "totals_by_layer": map.totals_by_layer(),
@@ -105,6 +107,13 @@ pub fn render_config(model: &Model) -> String {
         None => "none: prompts are used as plain text".to_string(),
     };
     let _ = writeln!(out, "  {:<38} {:<22} {template}", "chat template", "");
+    if config.vision.is_some() {
+        let layout = match TensorLayout::detect(config, &model.weights) {
+            Ok(layout) => layout.describe(),
+            Err(e) => format!("unreadable: {e}"),
+        };
+        let _ = writeln!(out, "  {:<38} {:<22} ← {layout}", "tensor layout", "");
+    }
     for warning in &config.warnings {
         let _ = writeln!(out, "  warning: {warning}");
     }

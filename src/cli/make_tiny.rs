@@ -25,6 +25,10 @@ pub enum ArchArg {
     Phi3,
     /// LLaVA: a CLIP vision tower, a projector and a tiny Llama (32×32 images, 8×8 patches).
     Llava,
+    /// LLaVA-NeXT: LLaVA with anyres tiling (1×2, 2×1, 2×2 tiles) and image_newline.
+    LlavaNext,
+    /// LLaVA-OneVision: a SigLIP tower, a tiny Qwen2, anyres_max_2 and image_newline.
+    LlavaOnevision,
 }
 
 #[derive(Debug, Args)]
@@ -60,7 +64,8 @@ pub struct MakeTinyArgs {
 
 pub fn run(args: MakeTinyArgs) -> Result<()> {
     let arch = match args.arch {
-        ArchArg::Llama | ArchArg::Llava => Architecture::Llama,
+        ArchArg::Llama | ArchArg::Llava | ArchArg::LlavaNext => Architecture::Llama,
+        ArchArg::LlavaOnevision => Architecture::Qwen2,
         ArchArg::Qwen2 => Architecture::Qwen2,
         ArchArg::Qwen3 => Architecture::Qwen3,
         ArchArg::Smollm3 => Architecture::SmolLM3,
@@ -84,13 +89,16 @@ pub fn run(args: MakeTinyArgs) -> Result<()> {
         gemma2: matches!(args.arch, ArchArg::Gemma2),
         ..TinySpec::new(arch, args.seed)
     };
-    if matches!(args.arch, ArchArg::Llava) {
-        let spec = TinyLlavaSpec {
-            text: spec,
-            ..TinyLlavaSpec::new(args.seed)
-        };
+    let llava = match args.arch {
+        ArchArg::Llava => Some(TinyLlavaSpec::new(args.seed)),
+        ArchArg::LlavaNext => Some(TinyLlavaSpec::next(args.seed)),
+        ArchArg::LlavaOnevision => Some(TinyLlavaSpec::onevision(args.seed)),
+        _ => None,
+    };
+    if let Some(base) = llava {
+        let spec = TinyLlavaSpec { text: spec, ..base };
         make_tiny_llava(&spec, &args.out)?;
-        println!("wrote llava model to {}", args.out.display());
+        println!("wrote {} model to {}", spec.family, args.out.display());
         return Ok(());
     }
     make_tiny(&spec, &args.out)?;

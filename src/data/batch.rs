@@ -8,6 +8,7 @@ use rand::SeedableRng;
 
 use super::images::Pixels;
 use super::tokenize::{count_labels, TokenizedData, IGNORE_INDEX};
+use crate::model::vlm::ImageBatch;
 
 /// Rows of examples right-padded to the longest row: ids with the pad id, labels with `-100`,
 /// attention mask 1 for real tokens and 0 for padding, and the rows' images in row order.
@@ -45,22 +46,10 @@ impl Batch {
         Ok((ids, labels, mask))
     }
 
-    /// The batch's images stacked `(I, C, H, W)`, or `None` when no row has one.
-    pub fn pixel_tensor(&self, device: &Device) -> Result<Option<Tensor>> {
-        let Some(first) = self.pixel_values.first() else {
-            return Ok(None);
-        };
-        let (c, h, w) = first.dims;
-        let mut data = Vec::with_capacity(self.pixel_values.len() * c * h * w);
-        for p in &self.pixel_values {
-            anyhow::ensure!(p.dims == first.dims, "images of one batch differ in size");
-            data.extend_from_slice(&p.values);
-        }
-        Ok(Some(Tensor::from_vec(
-            data,
-            (self.pixel_values.len(), c, h, w),
-            device,
-        )?))
+    /// The batch's images for the decoder, or `None` when no row has one.
+    pub fn images(&self, device: &Device) -> Result<Option<ImageBatch>> {
+        let pixels: Vec<&Pixels> = self.pixel_values.iter().collect();
+        ImageBatch::from_pixels(&pixels, device)
     }
 
     /// Labelled positions that have a previous token (`labels[t] != -100` for `t >= 1`): the

@@ -1,40 +1,50 @@
 //! Images of vision-language training records: decoded and preprocessed once, shared by the
 //! batches that use them.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 
 use super::tokenize::TokenizedData;
-use crate::model::vlm::ImageProcessor;
+pub use crate::model::vlm::Pixels;
+use crate::model::vlm::{ImageInputs, ImageProcessor};
 
-/// Preprocessed pixel values of one image, channel first `(C, H, W)`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pixels {
-    pub dims: (usize, usize, usize),
-    pub values: Arc<Vec<f32>>,
-}
-
-/// Loads every example's image through `processor`. Errors name the JSONL file (`source`),
-/// the record's line and the image file.
-pub fn load_images(
-    data: &mut TokenizedData,
-    processor: &ImageProcessor,
-    source: &Path,
-) -> Result<()> {
-    let (h, w) = processor.crop_size;
+/// Loads every example's image through the model's image inputs. Errors name the JSONL file
+/// (`source`), the record's line and the image file.
+pub fn load_images(data: &mut TokenizedData, images: &ImageInputs, source: &Path) -> Result<()> {
     for ex in &mut data.examples {
         let Some(path) = &ex.image else {
             continue;
         };
-        let values = processor
-            .load_file(path)
+        let pixels = images
+            .load_pixels(path)
             .map_err(|e| anyhow!("{} line {}: {e:#}", source.display(), ex.line))?;
-        ex.pixel_values = Some(Pixels {
-            dims: (3, h as usize, w as usize),
-            values: Arc::new(values),
-        });
+        ex.pixel_values = Some(pixels);
     }
     Ok(())
+}
+
+/// Image tokens of each distinct image file among `paths`, from the files' headers (anyres
+/// models give each image size its own count).
+pub fn image_token_counts<'a>(
+    images: &ImageInputs,
+    paths: impl Iterator<Item = (usize, &'a Path)>,
+    source: &Path,
+) -> Result<BTreeMap<PathBuf, usize>> {
+    let mut counts = BTreeMap::new();
+    for (line, path) in paths {
+        if counts.contains_key(path) {
+            continue;
+        }
+        let original = ImageProcessor::image_size(path)
+            .map_err(|e| anyhow!("{} line {line}: {e:#}", source.display()))?;
+        let tiles = match images.config.anyres() {
+            Some(anyres) => anyres.num_tiles(original),
+            None => 1,
+        };
+        let count = crate::model::vlm::vision::image_tokens(&images.config, tiles, original);
+        counts.insert(path.to_path_buf(), count);
+    }
+    Ok(counts)
 }

@@ -7,7 +7,7 @@ pub mod jsonl;
 pub mod tokenize;
 
 pub use batch::{batches_per_epoch, epoch_order, make_batch, Batch};
-pub use images::{load_images, Pixels};
+pub use images::{image_token_counts, load_images, Pixels};
 pub use jsonl::{read_records, Record};
 pub use tokenize::{
     tokenize, tokenize_with_images, Example, ImageTokens, TokenizeOptions, TokenizedData,

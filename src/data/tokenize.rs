@@ -42,11 +42,23 @@ pub struct TokenizeOptions {
 }
 
 /// How a vision-language model's image placeholder expands: the `<image>` token id and the
-/// number of image tokens it becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// number of image tokens it becomes: `count`, or for anyres models the count of the record's
+/// own image in `per_image`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageTokens {
     pub id: u32,
     pub count: usize,
+    pub per_image: std::collections::BTreeMap<PathBuf, usize>,
+}
+
+impl ImageTokens {
+    /// Image tokens of the record's image.
+    fn count_for(&self, image: Option<&PathBuf>) -> usize {
+        image
+            .and_then(|p| self.per_image.get(p))
+            .copied()
+            .unwrap_or(self.count)
+    }
 }
 
 /// Tokenized training data and what happened on the way.
@@ -104,7 +116,7 @@ pub fn tokenize_with_images(
     records: &[Record],
     tok: &ModelTokenizer,
     opts: &TokenizeOptions,
-    image: Option<ImageTokens>,
+    image: Option<&ImageTokens>,
 ) -> Result<TokenizedData> {
     if opts.max_length == 0 {
         bail!("max_length is 0; set it to at least the length of a short example (e.g. 512)");
@@ -160,8 +172,9 @@ pub fn tokenize_with_images(
                 match image {
                     Some(img) if id == img.id => {
                         placeholders += 1;
-                        input_ids.extend(std::iter::repeat_n(id, img.count));
-                        labels.extend(std::iter::repeat_n(IGNORE_INDEX, img.count));
+                        let count = img.count_for(record.image.as_ref());
+                        input_ids.extend(std::iter::repeat_n(id, count));
+                        labels.extend(std::iter::repeat_n(IGNORE_INDEX, count));
                     }
                     _ => {
                         input_ids.push(id);
@@ -193,7 +206,8 @@ pub fn tokenize_with_images(
         let mut with_image = image.is_some() && record.image.is_some();
         if let Some(img) = image.filter(|_| cut && with_image) {
             let first = input_ids.iter().position(|&t| t == img.id);
-            if let Some(first) = first.filter(|&f| f + img.count > keep) {
+            if let Some(first) = first.filter(|&f| f + img.count_for(record.image.as_ref()) > keep)
+            {
                 // The cut goes through the image's tokens: drop them all.
                 keep = first;
                 with_image = false;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::numeric::NumericVocab;
 use crate::data::Pixels;
 use crate::model::tokenizer::ChatMessage;
+use crate::model::vlm::ImageBatch;
 use crate::model::{Decoder, ModelTokenizer};
 
 /// One probe prompt, rendered and tokenized.
@@ -27,28 +28,16 @@ pub struct ProbePrompt {
     pub pixel_values: Option<Pixels>,
 }
 
-/// Stacks the images of `prompts` (those that have one) into `(I, C, H, W)`.
+/// The images of `prompts` (those that have one), in order.
 pub(crate) fn stack_pixels<'a>(
     prompts: impl IntoIterator<Item = &'a ProbePrompt>,
     device: &candle_core::Device,
-) -> Result<Option<Tensor>> {
+) -> Result<Option<ImageBatch>> {
     let pixels: Vec<&Pixels> = prompts
         .into_iter()
         .filter_map(|p| p.pixel_values.as_ref())
         .collect();
-    let Some(first) = pixels.first() else {
-        return Ok(None);
-    };
-    let (c, h, w) = first.dims;
-    let mut data = Vec::with_capacity(pixels.len() * c * h * w);
-    for p in &pixels {
-        data.extend_from_slice(&p.values);
-    }
-    Ok(Some(Tensor::from_vec(
-        data,
-        (pixels.len(), c, h, w),
-        device,
-    )?))
+    ImageBatch::from_pixels(&pixels, device)
 }
 
 /// Reads `{"prompt": ...}` lines (with `"image": "path"` relative to the file, for a
@@ -81,12 +70,14 @@ pub fn load_prompts(
         let mut rendered = render_prompt(prompt, tok)?;
         if let Some(images) = &tok.images {
             let at = || format!("{} line {}", path.display(), index + 1);
-            let (ids, placeholders) = images.expand(&rendered.ids);
+            if let Some(file) = image {
+                let file = path.parent().unwrap_or(Path::new("")).join(file);
+                rendered.pixel_values = Some(images.load_pixels(&file).with_context(at)?);
+            }
+            let own: Vec<&Pixels> = rendered.pixel_values.iter().collect();
+            let (ids, placeholders) = images.expand(&rendered.ids, &own);
             match (image, placeholders) {
-                (Some(file), 1) => {
-                    let file = path.parent().unwrap_or(Path::new("")).join(file);
-                    rendered.pixel_values = Some(images.load_pixels(&file).with_context(at)?);
-                }
+                (Some(_), 1) => {}
                 (None, 0) => {}
                 (Some(_), n) => bail!(
                     "{}: a prompt with an image needs exactly one <image> placeholder, found {n}",
@@ -302,7 +293,7 @@ pub(crate) struct ForcedBatch {
     pub ids: Tensor,
     pub mask: Tensor,
     /// The prompts' images, in row order.
-    pub pixels: Option<Tensor>,
+    pub pixels: Option<ImageBatch>,
     pub positions: Vec<Vec<u32>>,
 }
 

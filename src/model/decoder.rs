@@ -10,8 +10,9 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use super::config::{ModelConfig, RopeScaling};
 use super::fused::{self, FusedPart};
 use super::linear::{Linear, Param};
+use super::names::TensorLayout;
 use super::ops;
-use super::vlm::VisionPath;
+use super::vlm::{ImageBatch, VisionPath};
 use super::weights::WeightStore;
 
 /// Additive mask value for hidden keys; finite so fully padded rows stay NaN-free.
@@ -90,6 +91,11 @@ impl<'a> WeightSource<'a> {
         };
         self.params.insert(name.to_string(), param.clone());
         Ok(param)
+    }
+
+    /// Every tensor name in the weight files.
+    pub fn store_names(&self) -> impl Iterator<Item = &str> {
+        self.store.infos().map(|i| i.name.as_str())
     }
 
     pub(crate) fn linear(
@@ -270,14 +276,15 @@ impl Decoder {
     ) -> Result<Self> {
         let c = config;
         let mut src = WeightSource::new(store, trainable, dtype, device);
-        let pre = c.weight_prefix.as_str();
+        let layout = TensorLayout::detect(c, store)?;
+        let pre = layout.text.as_str();
         let embed = src.param(
-            &format!("{pre}model.embed_tokens.weight"),
+            &format!("{pre}embed_tokens.weight"),
             &[c.vocab_size, c.hidden_size],
         )?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
-            let p = format!("{pre}model.layers.{i}");
+            let p = format!("{pre}layers.{i}");
             let h = c.hidden_size;
             layers.push(Layer {
                 input_norm: src.param(&format!("{p}.input_layernorm.weight"), &[h])?,
@@ -347,8 +354,9 @@ impl Decoder {
                 )?,
             });
         }
-        let norm = src.param(&format!("{pre}model.norm.weight"), &[c.hidden_size])?;
-        let has_lm_head = store.info(&format!("{pre}lm_head.weight")).is_some();
+        let norm = src.param(&format!("{pre}norm.weight"), &[c.hidden_size])?;
+        let head = layout.lm_head.as_str();
+        let has_lm_head = store.info(&format!("{head}.weight")).is_some();
         let lm_head = if c.tie_word_embeddings || !has_lm_head {
             if !c.tie_word_embeddings {
                 tracing::warn!("lm_head.weight is absent; tying it to the embeddings");
@@ -358,11 +366,11 @@ impl Decoder {
                 bias: None,
             }
         } else {
-            src.linear(&format!("{pre}lm_head"), c.hidden_size, c.vocab_size, false)?
+            src.linear(head, c.hidden_size, c.vocab_size, false)?
         };
         let (vision, unused) = match &c.vision {
             Some(vc) => {
-                let (path, unused) = VisionPath::load(vc, c.hidden_size, &mut src)?;
+                let (path, unused) = VisionPath::load(vc, &layout, c.hidden_size, &mut src)?;
                 (Some(path), unused)
             }
             None => (None, Default::default()),
@@ -503,10 +511,10 @@ impl Decoder {
         &self,
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
-        pixel_values: Option<&Tensor>,
+        images: Option<&ImageBatch>,
     ) -> Result<BlockOutputs> {
         let ctx = self.full_sequence_context(input_ids, attention_mask)?;
-        let mut x = self.embed_inputs(input_ids, pixel_values)?;
+        let mut x = self.embed_inputs(input_ids, images)?;
         let mut outputs = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
             let (next, attn, mlp) = self.layer_parts(layer, &x, ctx.for_layer(layer), None)?;
@@ -570,17 +578,17 @@ impl Decoder {
         self.vision.as_ref()
     }
 
-    /// Like [`Decoder::hidden_states`], with images: `pixel_values` `(I, C, H, W)` holds the
-    /// images in the order their image-token runs appear (row by row), and the embeddings at
-    /// image-token positions are replaced by the projected image features (`N` tokens each).
+    /// Like [`Decoder::hidden_states`], with images: `images` holds them in the order their
+    /// image-token runs appear (row by row), and the embeddings at image-token positions are
+    /// replaced by the projected image features (as many tokens as each image makes).
     pub fn hidden_states_with_images(
         &self,
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
-        pixel_values: Option<&Tensor>,
+        images: Option<&ImageBatch>,
     ) -> Result<Tensor> {
         let ctx = self.full_sequence_context(input_ids, attention_mask)?;
-        let x = self.embed_inputs(input_ids, pixel_values)?;
+        let x = self.embed_inputs(input_ids, images)?;
         let x = self.run_layers(x, &ctx, None)?;
         self.norm(&x, &self.norm)
     }
@@ -590,9 +598,9 @@ impl Decoder {
         &self,
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
-        pixel_values: Option<&Tensor>,
+        images: Option<&ImageBatch>,
     ) -> Result<Tensor> {
-        let hidden = self.hidden_states_with_images(input_ids, attention_mask, pixel_values)?;
+        let hidden = self.hidden_states_with_images(input_ids, attention_mask, images)?;
         self.logits(&hidden)
     }
 
@@ -657,19 +665,22 @@ impl Decoder {
         }
     }
 
-    fn embed_inputs(&self, input_ids: &Tensor, pixel_values: Option<&Tensor>) -> Result<Tensor> {
+    fn embed_inputs(&self, input_ids: &Tensor, images: Option<&ImageBatch>) -> Result<Tensor> {
         let x = self.embed_ids(input_ids)?;
-        let Some(pixels) = pixel_values else {
+        let Some(images) = images.filter(|i| !i.is_empty()) else {
             return Ok(x);
         };
         let vision = self.vision.as_ref().context(
-            "images were given but the model has no vision tower (config.json is not a llava config)",
+            "images were given but the model has no vision tower (config.json is not a LLaVA-family config)",
         )?;
         let image_token = vision.config().image_token_index;
-        let per_image = vision.config().image_seq_len();
-        let images = pixels.dim(0)?;
+        let expected: usize = images
+            .images
+            .iter()
+            .map(|&(tiles, original)| vision.tokens_for(tiles, original))
+            .sum();
         let ids = input_ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
-        let mut gather = Vec::with_capacity(ids.len() * per_image);
+        let mut gather = Vec::with_capacity(ids.len() * ids.first().map_or(0, Vec::len));
         let mut is_image = Vec::with_capacity(gather.capacity());
         let mut next = 0u32;
         for row in &ids {
@@ -680,17 +691,15 @@ impl Decoder {
                 next += u32::from(hit);
             }
         }
-        if next as usize != images * per_image {
+        if next as usize != expected {
             bail!(
-                "the input holds {next} image tokens but {images} image(s) of {per_image} tokens each were given; \
-                 every <image> placeholder must expand to {per_image} tokens, one placeholder per image"
+                "the input holds {next} image tokens but its {} image(s) make {expected}; \
+                 every <image> placeholder must expand to its image's token count, one placeholder per image",
+                images.len()
             );
         }
         let (batch, seq, hidden) = x.dims3()?;
-        let features = vision
-            .image_embeddings(pixels)?
-            .to_dtype(x.dtype())?
-            .reshape((images * per_image, hidden))?;
+        let features = vision.image_embeddings(images)?.to_dtype(x.dtype())?;
         let gather = Tensor::from_vec(gather, batch * seq, &self.device)?;
         let picked = features
             .index_select(&gather, 0)?
@@ -736,7 +745,7 @@ impl Decoder {
         input_ids: &Tensor,
         valid: Option<&[Vec<bool>]>,
         cache: &mut KvCache,
-        pixel_values: Option<&Tensor>,
+        images: Option<&ImageBatch>,
     ) -> Result<Tensor> {
         let (batch, seq) = input_ids.dims2()?;
         if cache.key_valid.len() != batch {
@@ -760,7 +769,7 @@ impl Decoder {
             row.extend_from_slice(new);
         }
         let ctx = self.layer_context(&positions, &new_valid, &cache.key_valid, past)?;
-        let x = self.embed_inputs(input_ids, pixel_values)?;
+        let x = self.embed_inputs(input_ids, images)?;
         let x = self.run_layers(x, &ctx, Some(cache))?;
         let last = x.narrow(1, seq - 1, 1)?.squeeze(1)?;
         let last = self.norm(&last, &self.norm)?;

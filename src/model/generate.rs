@@ -5,6 +5,7 @@ use candle_core::Tensor;
 use candle_transformers::generation::LogitsProcessor;
 
 use super::decoder::Decoder;
+use super::vlm::ImageBatch;
 
 /// Decoding settings.
 #[derive(Debug, Clone)]
@@ -41,11 +42,11 @@ pub fn generate(
     generate_with_image(decoder, prompt, None, options, on_token)
 }
 
-/// [`generate`] for a prompt whose image tokens take `pixel_values` `(1, C, H, W)`.
+/// [`generate`] for a prompt whose image tokens take `images`.
 pub fn generate_with_image(
     decoder: &Decoder,
     prompt: &[u32],
-    pixel_values: Option<&Tensor>,
+    images: Option<&ImageBatch>,
     options: &GenerateOptions,
     mut on_token: impl FnMut(u32) -> Result<()>,
 ) -> Result<Vec<u32>> {
@@ -55,7 +56,7 @@ pub fn generate_with_image(
     let mut cache = decoder.new_cache(1);
     let mut input = Tensor::new(prompt, decoder.device())?.unsqueeze(0)?;
     let mut out = Vec::new();
-    let mut pixels = pixel_values;
+    let mut pixels = images;
     for _ in 0..options.max_new_tokens {
         let logits = decoder
             .forward_cached_with_images(&input, None, &mut cache, pixels.take())?

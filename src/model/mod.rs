@@ -7,6 +7,7 @@ pub mod fused;
 pub mod generate;
 pub mod linear;
 pub mod module_map;
+pub mod names;
 pub mod ops;
 pub mod source;
 pub mod tiny;

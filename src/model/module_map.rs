@@ -126,7 +126,10 @@ pub fn classify(name: &str) -> (ParamKind, Option<usize>, bool) {
         || name.starts_with("visual.")
     {
         ParamKind::Vision
-    } else if name.contains("multi_modal_projector") || name.contains("mm_projector") {
+    } else if name.contains("multi_modal_projector")
+        || name.contains("mm_projector")
+        || name.split('.').any(|p| p == "image_newline")
+    {
         ParamKind::Projector
     } else if has("q_norm") {
         ParamKind::QNorm

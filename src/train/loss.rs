@@ -1,6 +1,7 @@
 //! Next-token cross entropy computed only at positions that carry a label, so no
 //! full-vocabulary logits are built for prompt or padding tokens.
 
+use crate::model::vlm::ImageBatch;
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
@@ -40,14 +41,12 @@ pub fn summed_nll_with_images(
     input_ids: &Tensor,
     attention_mask: &Tensor,
     labels: &[Vec<i64>],
-    pixel_values: Option<&Tensor>,
+    images: Option<&ImageBatch>,
 ) -> Result<Tensor> {
     let (positions, targets) = label_positions(labels);
     let device = decoder.device();
-    let hidden = match pixel_values {
-        Some(_) => {
-            decoder.hidden_states_with_images(input_ids, Some(attention_mask), pixel_values)?
-        }
+    let hidden = match images {
+        Some(_) => decoder.hidden_states_with_images(input_ids, Some(attention_mask), images)?,
         None => decoder.hidden_states(input_ids, Some(attention_mask))?,
     };
     let (b, t, h) = hidden.dims3()?;

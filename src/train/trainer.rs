@@ -136,14 +136,28 @@ impl<'a> Session<'a> {
             max_length: recipe.max_length,
             train_on_prompt: recipe.train_on_prompt,
         };
-        let image_tokens = model.config.vision.as_ref().map(|v| data::ImageTokens {
-            id: v.image_token_index,
-            count: v.image_seq_len(),
-        });
-        let mut data =
-            data::tokenize_with_images(&records, &model.tokenizer, &options, image_tokens)?;
-        if let Some(processor) = model.image_processor()? {
-            data::load_images(&mut data, &processor, &data_path)?;
+        let image_tokens = match &model.tokenizer.images {
+            Some(images) => Some(data::ImageTokens {
+                id: images.image_token,
+                count: images.tokens_per_tile(),
+                per_image: data::image_token_counts(
+                    images,
+                    records
+                        .iter()
+                        .filter_map(|r| Some((r.line, r.image.as_deref()?))),
+                    &data_path,
+                )?,
+            }),
+            None => None,
+        };
+        let mut data = data::tokenize_with_images(
+            &records,
+            &model.tokenizer,
+            &options,
+            image_tokens.as_ref(),
+        )?;
+        if let Some(images) = &model.tokenizer.images {
+            data::load_images(&mut data, images, &data_path)?;
         }
         let vision_side = selection
             .names
@@ -301,7 +315,7 @@ impl<'a> Session<'a> {
             let mut grads: HashMap<String, Tensor> = HashMap::new();
             for batch in &batches {
                 let (ids, _labels, mask) = batch.to_tensors(self.decoder.device())?;
-                let pixels = batch.pixel_tensor(self.decoder.device())?;
+                let pixels = batch.images(self.decoder.device())?;
                 let loss = (summed_nll_with_images(
                     &self.decoder,
                     &ids,

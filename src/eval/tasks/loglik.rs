@@ -1,6 +1,7 @@
 //! Batched log-probabilities of scored token spans: one right-padded forward pass, logits only
 //! at the positions that predict a scored token.
 
+use crate::model::vlm::ImageBatch;
 use anyhow::{ensure, Result};
 use candle_core::{DType, Tensor};
 
@@ -22,12 +23,12 @@ pub fn span_logprobs(decoder: &Decoder, spans: &[Span], pad_id: u32) -> Result<V
     span_logprobs_with_images(decoder, spans, pad_id, None)
 }
 
-/// [`span_logprobs`] with images `(I, C, H, W)` for the spans' image tokens, in row order.
+/// [`span_logprobs`] with images for the spans' image tokens, in row order.
 pub fn span_logprobs_with_images(
     decoder: &Decoder,
     spans: &[Span],
     pad_id: u32,
-    pixel_values: Option<&Tensor>,
+    images: Option<&ImageBatch>,
 ) -> Result<Vec<Vec<f64>>> {
     if spans.is_empty() {
         return Ok(Vec::new());
@@ -53,7 +54,7 @@ pub fn span_logprobs_with_images(
     }
     let input = Tensor::from_vec(ids, (batch, seq), device)?;
     let mask = Tensor::from_vec(mask, (batch, seq), device)?;
-    let hidden = decoder.hidden_states_with_images(&input, Some(&mask), pixel_values)?;
+    let hidden = decoder.hidden_states_with_images(&input, Some(&mask), images)?;
     let width = hidden.dim(2)?;
     let hidden = hidden.reshape((batch * seq, width))?;
 

@@ -70,14 +70,6 @@ pub fn item_image(
     let (Some(images), Some(Some(path))) = (&tok.images, task.images.get(index)) else {
         return Ok(None);
     };
-    let (expanded, placeholders) = images.expand(ids);
-    anyhow::ensure!(
-        placeholders == 1,
-        "task `{}` item {}: an item with an image needs exactly one <image> placeholder in its prompt, found {placeholders}",
-        task.name,
-        index + 1
-    );
-    *ids = expanded;
     let pixels = images.load_pixels(path).with_context(|| {
         format!(
             "task `{}` item {} ({})",
@@ -86,18 +78,26 @@ pub fn item_image(
             task.data.display()
         )
     })?;
+    let (expanded, placeholders) = images.expand(ids, &[&pixels]);
+    anyhow::ensure!(
+        placeholders == 1,
+        "task `{}` item {}: an item with an image needs exactly one <image> placeholder in its prompt, found {placeholders}",
+        task.name,
+        index + 1
+    );
+    *ids = expanded;
     Ok(Some(pixels))
 }
 
-/// `copies` copies of one image stacked `(copies, C, H, W)`.
+/// `copies` copies of one image, for as many rows that show it.
 pub fn repeat_pixels(
     pixels: &crate::data::Pixels,
     copies: usize,
     device: &candle_core::Device,
-) -> Result<candle_core::Tensor> {
-    let (c, h, w) = pixels.dims;
-    let one = candle_core::Tensor::from_slice(&pixels.values, (1, c, h, w), device)?;
-    Ok(one.repeat((copies, 1, 1, 1))?)
+) -> Result<crate::model::vlm::ImageBatch> {
+    let refs = vec![pixels; copies];
+    crate::model::vlm::ImageBatch::from_pixels(&refs, device)?
+        .context("no copies of the image were asked for")
 }
 
 /// Whether prompts of a task are rendered raw: `chat: false`, or the model has no template.

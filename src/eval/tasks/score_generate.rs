@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::vlm::ImageBatch;
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor, D};
 
@@ -36,14 +37,14 @@ pub fn greedy_batch(
     greedy_batch_with_images(decoder, tok, prompts, max_new_tokens, stop, None)
 }
 
-/// [`greedy_batch`] with images `(I, C, H, W)` for the prompts' image tokens, in row order.
+/// [`greedy_batch`] with images for the prompts' image tokens, in row order.
 pub fn greedy_batch_with_images(
     decoder: &Decoder,
     tok: &ModelTokenizer,
     prompts: &[Vec<u32>],
     max_new_tokens: usize,
     stop: &[String],
-    pixel_values: Option<&Tensor>,
+    images: Option<&ImageBatch>,
 ) -> Result<Vec<String>> {
     let batch = prompts.len();
     if batch == 0 || max_new_tokens == 0 {
@@ -68,7 +69,7 @@ pub fn greedy_batch_with_images(
     let mut cache = decoder.new_cache(batch);
     let input = Tensor::from_vec(ids, (batch, seq), device)?;
     let mut logits =
-        decoder.forward_cached_with_images(&input, Some(&valid), &mut cache, pixel_values)?;
+        decoder.forward_cached_with_images(&input, Some(&valid), &mut cache, images)?;
     let mut generated: Vec<Vec<u32>> = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
     for step in 0..max_new_tokens {
@@ -138,28 +139,15 @@ pub fn predictions(
             prompts.push(ids);
             pixels.extend(image);
         }
-        let pixel_values = match pixels.first() {
-            Some(first) => {
-                let (ch, h, w) = first.dims;
-                let data: Vec<f32> = pixels
-                    .iter()
-                    .flat_map(|p| p.values.iter().copied())
-                    .collect();
-                Some(Tensor::from_vec(
-                    data,
-                    (pixels.len(), ch, h, w),
-                    decoder.device(),
-                )?)
-            }
-            None => None,
-        };
+        let refs: Vec<&crate::data::Pixels> = pixels.iter().collect();
+        let images = ImageBatch::from_pixels(&refs, decoder.device())?;
         out.extend(greedy_batch_with_images(
             decoder,
             tok,
             &prompts,
             task.max_new_tokens,
             &task.stop,
-            pixel_values.as_ref(),
+            images.as_ref(),
         )?);
     }
     Ok(out)

@@ -9,15 +9,26 @@ use crate::model::vlm::VisionLanguageConfig;
 
 impl ModelConfig {
     /// A LLaVA config: the language model from `text_config` (model_type llama when absent),
-    /// its tensors under `language_model.`, plus the vision side.
+    /// plus the vision side (where its tensors are is found from the weights: [`crate::model::names`]).
     pub(super) fn from_llava_json(obj: &serde_json::Map<String, Value>) -> Result<Self> {
+        let family = obj
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or("llava");
+        let (class, text_default) = match family {
+            "llava_next" => ("LlavaNextConfig", "llama"),
+            "llava_onevision" => ("LlavaOnevisionConfig", "qwen2"),
+            _ => ("LlavaConfig", "llama"),
+        };
         let mut text = obj
             .get("text_config")
             .and_then(Value::as_object)
-            .context("key `text_config` is missing or not an object (model_type llava)")?
+            .with_context(|| {
+                format!("key `text_config` is missing or not an object (model_type {family})")
+            })?
             .clone();
         text.entry("model_type")
-            .or_insert_with(|| Value::String("llama".into()));
+            .or_insert_with(|| Value::String(text_default.into()));
         // LLaVA-1.5 configs list only what differs from `LlamaConfig` in `text_config`: the
         // family defaults fill the rest, and `inspect` shows them as defaults.
         for key in ["eos_token_id", "bos_token_id", "tie_word_embeddings"] {
@@ -29,7 +40,7 @@ impl ModelConfig {
             Self::from_json_at(&Value::Object(text), "text_config.").context("in `text_config`")?;
         let vision = VisionLanguageConfig::from_json(obj)?;
         let vision_warnings = classify_vision_keys(obj)?;
-        let top = KeyReader::new(obj, "", "LlavaConfig");
+        let top = KeyReader::new(obj, "", class);
         top.mark(&[
             "model_type",
             "text_config",
@@ -42,14 +53,29 @@ impl ModelConfig {
             "eos_token_id",
             "bos_token_id",
             "tie_word_embeddings",
+            "image_grid_pinpoints",
+            "vision_aspect_ratio",
+            "multimodal_projector_bias",
         ]);
+        if family == "llava_onevision"
+            && top.get("use_image_newline_parameter") == Some(&Value::Bool(false))
+        {
+            bail!("key `use_image_newline_parameter` is false; tunescope's LLaVA-OneVision always ends rows with image_newline");
+        }
         if top.get("multimodal_projector_bias") == Some(&Value::Bool(false)) {
             bail!("key `multimodal_projector_bias` is false; tunescope's projector has biases");
         }
         if let Some(v) = top.get("dtype").or_else(|| top.get("torch_dtype")) {
             config.saved_dtype = v.as_str().map(String::from);
         }
-        let (_, warnings) = top.finish(&["ignore_index", "image_seq_length"])?;
+        // Inert: the loss's ignore index, the processor's token count (derived here), video inputs.
+        let (_, warnings) = top.finish(&[
+            "ignore_index",
+            "image_seq_length",
+            "video_token_index",
+            "video_token_id",
+            "use_image_newline_parameter",
+        ])?;
         config.warnings.extend(warnings);
         config.warnings.extend(vision_warnings);
         if vision.image_token_index as usize >= config.vocab_size {
@@ -59,7 +85,6 @@ impl ModelConfig {
                 config.vocab_size
             );
         }
-        config.weight_prefix = "language_model.".into();
         config.vision = Some(vision);
         Ok(config)
     }
@@ -72,7 +97,13 @@ fn classify_vision_keys(obj: &serde_json::Map<String, Value>) -> Result<Vec<Stri
     let Some(vc) = obj.get("vision_config").and_then(Value::as_object) else {
         return Ok(Vec::new());
     };
-    let r = KeyReader::new(vc, "vision_config.", "CLIPVisionConfig");
+    let siglip = vc.get("model_type").and_then(Value::as_str) == Some("siglip_vision_model");
+    let class = if siglip {
+        "SiglipVisionConfig"
+    } else {
+        "CLIPVisionConfig"
+    };
+    let r = KeyReader::new(vc, "vision_config.", class);
     r.mark(&[
         "hidden_size",
         "intermediate_size",
@@ -97,6 +128,8 @@ fn classify_vision_keys(obj: &serde_json::Map<String, Value>) -> Result<Vec<Stri
         "dtype",
         "torch_dtype",
         "vocab_size",
+        // SigLIP's pooling head: LLaVA takes hidden states, never the pooled output.
+        "vision_use_head",
     ])?;
     Ok(warnings)
 }

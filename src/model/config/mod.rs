@@ -57,6 +57,8 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "gemma3_text",
     "phi3",
     "llava",
+    "llava_next",
+    "llava_onevision",
 ];
 
 impl Architecture {
@@ -150,10 +152,6 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
-    /// Prefix of the language model's tensor names (`language_model.` in a LLaVA checkpoint,
-    /// empty for a plain decoder).
-    #[serde(default)]
-    pub weight_prefix: String,
     /// The vision tower and projector of a vision-language (LLaVA) model; the fields above then
     /// describe its `text_config`.
     #[serde(default)]
@@ -196,7 +194,11 @@ impl ModelConfig {
             .and_then(Value::as_str)
             .with_context(|| format!("key `{path}model_type` is missing; expected one of llama, mistral, qwen2, llava"))?
             .to_string();
-        if model_type == "llava" && path.is_empty() {
+        if matches!(
+            model_type.as_str(),
+            "llava" | "llava_next" | "llava_onevision"
+        ) && path.is_empty()
+        {
             return Self::from_llava_json(obj);
         }
         let Some(architecture) = Architecture::from_model_type(&model_type) else {
@@ -448,7 +450,6 @@ impl ModelConfig {
             sliding_window,
             bos_token_id,
             eos_token_ids,
-            weight_prefix: String::new(),
             vision: None,
             saved_dtype,
             sources: Vec::new(),

@@ -1,5 +1,6 @@
-//! The vision side of a LLaVA `config.json`: `vision_config` (a CLIP vision transformer), the
-//! feature layer and selection strategy, the image placeholder token and the projector.
+//! The vision side of a LLaVA, LLaVA-NeXT or LLaVA-OneVision `config.json`: `vision_config` (a
+//! CLIP or SigLIP vision transformer), the feature layer and selection strategy, the image
+//! placeholder token, the projector and the anyres tiling.
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -15,9 +16,36 @@ pub enum FeatureSelect {
     Full,
 }
 
-/// A CLIP vision transformer's shapes (`vision_config`).
+/// Which vision transformer the tower is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TowerKind {
+    /// CLIP: a class token, `pre_layrnorm`, quick-GELU.
+    #[default]
+    Clip,
+    /// SigLIP: no class token, a patch embedding with bias, tanh-approximated GELU.
+    Siglip,
+}
+
+/// How a model turns one image into tiles and image tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub enum ImageLayout {
+    /// One fixed-size crop per image (LLaVA-1.5).
+    #[default]
+    Single,
+    /// LLaVA-NeXT's and OneVision's anyres: grid pinpoints `(height, width)`, tiles beside a base
+    /// image, unpadding and `image_newline`; `max_tiles` is OneVision's `anyres_max_N`.
+    AnyRes {
+        pinpoints: Vec<(u32, u32)>,
+        max_tiles: Option<usize>,
+    },
+}
+
+/// A CLIP or SigLIP vision transformer's shapes (`vision_config`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VisionConfig {
+    #[serde(default)]
+    pub tower: TowerKind,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
@@ -51,16 +79,40 @@ pub struct VisionLanguageConfig {
     pub image_token_index: u32,
     /// Activation between the projector's two linears (`gelu` only).
     pub projector_hidden_act: String,
+    /// Tiling of images (anyres for LLaVA-NeXT and OneVision).
+    #[serde(default)]
+    pub layout: ImageLayout,
+    /// The config's `model_type`: `llava`, `llava_next` or `llava_onevision`.
+    #[serde(default)]
+    pub family: String,
 }
 
 impl VisionLanguageConfig {
-    /// Image tokens each `<image>` placeholder expands to.
+    /// Image tokens of one tile (for LLaVA-1.5: of each image).
     pub fn image_seq_len(&self) -> usize {
+        let class_token = usize::from(self.vision.tower == TowerKind::Clip);
         self.vision.num_patches()
             + match self.select {
                 FeatureSelect::Default => 0,
-                FeatureSelect::Full => 1,
+                FeatureSelect::Full => class_token,
             }
+    }
+
+    /// The anyres geometry, for LLaVA-NeXT and OneVision.
+    pub fn anyres(&self) -> Option<super::anyres::AnyRes> {
+        match &self.layout {
+            ImageLayout::Single => None,
+            ImageLayout::AnyRes {
+                pinpoints,
+                max_tiles,
+            } => Some(super::anyres::AnyRes {
+                pinpoints: pinpoints.clone(),
+                tile: self.vision.image_size as u32,
+                side: self.vision.image_size / self.vision.patch_size,
+                tokens_per_tile: self.image_seq_len(),
+                max_tiles: *max_tiles,
+            }),
+        }
     }
 
     /// The hidden-state index used as image features, in `0..=num_hidden_layers`
@@ -91,7 +143,19 @@ impl VisionLanguageConfig {
                 }),
             }
         };
+        let model_type = obj
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or("llava");
+        let tower = match vc.get("model_type").and_then(Value::as_str) {
+            None | Some("clip_vision_model") => TowerKind::Clip,
+            Some("siglip_vision_model") => TowerKind::Siglip,
+            Some(other) => bail!(
+                "vision_config.model_type `{other}` is not supported; supported: clip_vision_model, siglip_vision_model"
+            ),
+        };
         let vision = VisionConfig {
+            tower,
             hidden_size: usize_key("hidden_size", None)?,
             intermediate_size: usize_key("intermediate_size", None)?,
             num_hidden_layers: usize_key("num_hidden_layers", None)?,
@@ -99,10 +163,12 @@ impl VisionLanguageConfig {
             image_size: usize_key("image_size", None)?,
             patch_size: usize_key("patch_size", None)?,
             num_channels: usize_key("num_channels", Some(3))?,
-            layer_norm_eps: vc
-                .get("layer_norm_eps")
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-5),
+            layer_norm_eps: vc.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(
+                match tower {
+                    TowerKind::Clip => 1e-5,
+                    TowerKind::Siglip => 1e-6,
+                },
+            ),
         };
         if vision.num_attention_heads == 0
             || !vision
@@ -125,15 +191,24 @@ impl VisionLanguageConfig {
         if vision.num_hidden_layers == 0 {
             bail!("vision_config.num_hidden_layers must be at least 1");
         }
+        let expected_act = match tower {
+            TowerKind::Clip => "quick_gelu",
+            TowerKind::Siglip => "gelu_pytorch_tanh",
+        };
         let act = vc
             .get("hidden_act")
             .and_then(Value::as_str)
-            .unwrap_or("quick_gelu");
-        if act != "quick_gelu" {
-            bail!("vision_config.hidden_act `{act}` is not supported; supported: quick_gelu");
+            .unwrap_or(expected_act);
+        if act != expected_act {
+            bail!("vision_config.hidden_act `{act}` is not supported for this tower; supported: {expected_act}");
         }
+        let default_layer = if model_type == "llava_onevision" {
+            -1
+        } else {
+            -2
+        };
         let vision_feature_layer = match obj.get("vision_feature_layer") {
-            None | Some(Value::Null) => -2,
+            None | Some(Value::Null) => default_layer,
             Some(v) => v.as_i64().with_context(|| {
                 format!("key `vision_feature_layer` must be an integer, got {v} (lists of layers are not supported)")
             })?,
@@ -144,10 +219,15 @@ impl VisionLanguageConfig {
                 "vision_feature_layer {vision_feature_layer} is out of range for a vision tower of {layers} layers"
             );
         }
+        let default_select = if model_type == "llava_onevision" {
+            "full"
+        } else {
+            "default"
+        };
         let select = match obj
             .get("vision_feature_select_strategy")
             .and_then(Value::as_str)
-            .unwrap_or("default")
+            .unwrap_or(default_select)
         {
             "default" => FeatureSelect::Default,
             "full" => FeatureSelect::Full,
@@ -171,12 +251,53 @@ impl VisionLanguageConfig {
                 "projector_hidden_act `{projector_hidden_act}` is not supported; supported: gelu"
             );
         }
+        let layout = match model_type {
+            "llava" => ImageLayout::Single,
+            "llava_next" | "llava_onevision" => {
+                let pinpoints = obj.get("image_grid_pinpoints").with_context(|| {
+                    format!("key `image_grid_pinpoints` is missing (model_type {model_type})")
+                })?;
+                let pinpoints = super::anyres::AnyRes::pinpoints_from_json(
+                    pinpoints,
+                    vision.image_size as u32,
+                )?;
+                let max_tiles = if model_type == "llava_onevision" {
+                    let ratio = obj
+                        .get("vision_aspect_ratio")
+                        .and_then(Value::as_str)
+                        .unwrap_or("anyres_max_9");
+                    let n = ratio
+                        .strip_prefix("anyres_max_")
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .filter(|&n| n > 0)
+                        .with_context(|| {
+                            format!("vision_aspect_ratio `{ratio}` is not supported; supported: anyres_max_N")
+                        })?;
+                    Some(n)
+                } else {
+                    None
+                };
+                ImageLayout::AnyRes {
+                    pinpoints,
+                    max_tiles,
+                }
+            }
+            other => bail!("model_type `{other}` is not a LLaVA family"),
+        };
+        if matches!(layout, ImageLayout::AnyRes { .. })
+            && select == FeatureSelect::Full
+            && tower == TowerKind::Clip
+        {
+            bail!("vision_feature_select_strategy `full` with a CLIP tower keeps the class token, which anyres tiles cannot place on their grid; use `default`");
+        }
         Ok(Self {
             vision,
             vision_feature_layer,
             select,
             image_token_index,
             projector_hidden_act,
+            layout,
+            family: model_type.to_string(),
         })
     }
 }

@@ -1,21 +1,43 @@
-//! Image preprocessing as a `CLIPImageProcessor` describes it in `preprocessor_config.json`:
-//! convert to RGB, resize the shortest edge (bicubic), center crop, rescale, normalise, giving
-//! channel-first pixel values `(3, H, W)`.
+//! Image preprocessing as transformers' image processors do it (their PIL backend), from
+//! `preprocessor_config.json` or the `image_processor` section of a transformers-5
+//! `processor_config.json`:
+//! - `CLIPImageProcessor` (LLaVA-1.5): resize the shortest edge (bicubic), centre crop, rescale,
+//!   normalise, giving channel-first pixel values `(3, H, W)`;
+//! - `LlavaNextImageProcessor` and `LlavaOnevisionImageProcessor`: anyres tiles (see
+//!   [`super::anyres`]), the base image first, each tile then processed as above; OneVision's
+//!   images in a record with several images are padded to a square with the mean colour instead.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
-use image::imageops::FilterType;
 use image::RgbImage;
+
+use super::resample::resize_bicubic;
+use super::Pixels;
 use serde_json::Value;
+
+/// Which transformers image processor the settings describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessorKind {
+    /// `CLIPImageProcessor`: one crop per image.
+    Clip,
+    /// `LlavaNextImageProcessor`: anyres tiles.
+    LlavaNext,
+    /// `LlavaOnevisionImageProcessor`: anyres tiles; several images per record padded to squares.
+    LlavaOnevision,
+}
 
 /// The preprocessing settings of `preprocessor_config.json`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageProcessor {
+    pub kind: ProcessorKind,
     pub do_resize: bool,
-    /// Target length of the shorter side.
+    /// Target length of the shorter side (when `exact_size` is `None`).
     pub shortest_edge: u32,
+    /// `size: {height, width}`: resize to exactly this `(height, width)`.
+    pub exact_size: Option<(u32, u32)>,
+    /// Anyres grid pinpoints `(height, width)` (LLaVA-NeXT, OneVision).
+    pub pinpoints: Vec<(u32, u32)>,
     pub do_center_crop: bool,
     /// `(height, width)` of the crop.
     pub crop_size: (u32, u32),
@@ -35,8 +57,11 @@ impl ImageProcessor {
     /// CLIP defaults for a square `size`: resize and crop to it, rescale by 1/255, CLIP mean/std.
     pub fn clip(size: u32) -> Self {
         Self {
+            kind: ProcessorKind::Clip,
             do_resize: true,
             shortest_edge: size,
+            exact_size: None,
+            pinpoints: Vec::new(),
             do_center_crop: true,
             crop_size: (size, size),
             do_rescale: true,
@@ -49,12 +74,23 @@ impl ImageProcessor {
 
     /// The `preprocessor_config.json` text for these settings.
     pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "image_processor_type": "CLIPImageProcessor",
-            "processor_class": "LlavaProcessor",
+        let (class, processor) = match self.kind {
+            ProcessorKind::Clip => ("CLIPImageProcessor", "LlavaProcessor"),
+            ProcessorKind::LlavaNext => ("LlavaNextImageProcessor", "LlavaNextProcessor"),
+            ProcessorKind::LlavaOnevision => {
+                ("LlavaOnevisionImageProcessor", "LlavaOnevisionProcessor")
+            }
+        };
+        let size = match self.exact_size {
+            Some((h, w)) => serde_json::json!({"height": h, "width": w}),
+            None => serde_json::json!({"shortest_edge": self.shortest_edge}),
+        };
+        let mut v = serde_json::json!({
+            "image_processor_type": class,
+            "processor_class": processor,
             "do_convert_rgb": true,
             "do_resize": self.do_resize,
-            "size": {"shortest_edge": self.shortest_edge},
+            "size": size,
             "resample": 3,
             "do_center_crop": self.do_center_crop,
             "crop_size": {"height": self.crop_size.0, "width": self.crop_size.1},
@@ -63,21 +99,52 @@ impl ImageProcessor {
             "do_normalize": self.do_normalize,
             "image_mean": self.image_mean,
             "image_std": self.image_std,
-        })
+        });
+        if self.kind != ProcessorKind::Clip {
+            v["image_grid_pinpoints"] = serde_json::json!(self
+                .pinpoints
+                .iter()
+                .map(|&(h, w)| [h, w])
+                .collect::<Vec<_>>());
+            v["do_pad"] = Value::Bool(true);
+        }
+        v
     }
 
-    /// Reads `preprocessor_config.json`; missing keys take CLIP's defaults for `default_size`.
+    /// Reads `preprocessor_config.json`, or the `image_processor` object of a transformers-5
+    /// `processor_config.json`; missing keys take CLIP's defaults for `default_size`.
     pub fn from_file(path: &Path, default_size: u32) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let value: Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", path.display()))?;
-        Self::from_json(&value, default_size).with_context(|| format!("in {}", path.display()))
+        let settings = value.get("image_processor").unwrap_or(&value);
+        Self::from_json(settings, default_size).with_context(|| format!("in {}", path.display()))
     }
 
     /// Parses the processor settings from JSON.
     pub fn from_json(v: &Value, default_size: u32) -> Result<Self> {
         let mut p = Self::clip(default_size);
+        let class = v
+            .get("image_processor_type")
+            .and_then(Value::as_str)
+            .unwrap_or("CLIPImageProcessor");
+        let class = class
+            .trim_end_matches("Fast")
+            .trim_end_matches("Pil")
+            .to_string();
+        p.kind = match class.as_str() {
+            "CLIPImageProcessor" => ProcessorKind::Clip,
+            "LlavaNextImageProcessor" => ProcessorKind::LlavaNext,
+            "LlavaOnevisionImageProcessor" => ProcessorKind::LlavaOnevision,
+            other => bail!(
+                "image_processor_type `{other}` is not supported; supported: CLIPImageProcessor, \
+                 LlavaNextImageProcessor, LlavaOnevisionImageProcessor"
+            ),
+        };
+        if let Some(pins) = v.get("image_grid_pinpoints") {
+            p.pinpoints = super::anyres::AnyRes::pinpoints_from_json(pins, 1)?;
+        }
         let flag = |key: &str, default: bool| -> Result<bool> {
             match v.get(key) {
                 None | Some(Value::Null) => Ok(default),
@@ -87,22 +154,31 @@ impl ImageProcessor {
             }
         };
         p.do_resize = flag("do_resize", true)?;
-        p.do_center_crop = flag("do_center_crop", true)?;
+        // OneVision's processor resizes straight to the tile size and crops nothing.
+        p.do_center_crop = flag("do_center_crop", p.kind != ProcessorKind::LlavaOnevision)?;
         p.do_rescale = flag("do_rescale", true)?;
         p.do_normalize = flag("do_normalize", true)?;
         match v.get("size") {
             None | Some(Value::Null) => {}
             Some(Value::Number(n)) => p.shortest_edge = n.as_u64().context("key `size`")? as u32,
-            Some(size) => {
-                p.shortest_edge = size
-                    .get("shortest_edge")
-                    .and_then(Value::as_u64)
-                    .context("key `size.shortest_edge` is missing or not an integer (only shortest-edge resizing is supported)")?
-                    as u32
-            }
+            Some(size) => match size.get("shortest_edge").and_then(Value::as_u64) {
+                Some(edge) => p.shortest_edge = edge as u32,
+                None => {
+                    let side = |k: &str| size.get(k).and_then(Value::as_u64).map(|n| n as u32);
+                    match (side("height"), side("width")) {
+                        (Some(h), Some(w)) => {
+                            p.exact_size = Some((h, w));
+                            p.shortest_edge = h.min(w);
+                        }
+                        _ => bail!("key `size` must hold `shortest_edge` or `height` and `width`, got {size}"),
+                    }
+                }
+            },
         }
         match v.get("crop_size") {
-            None | Some(Value::Null) => p.crop_size = (p.shortest_edge, p.shortest_edge),
+            None | Some(Value::Null) => {
+                p.crop_size = p.exact_size.unwrap_or((p.shortest_edge, p.shortest_edge))
+            }
             Some(Value::Number(n)) => {
                 let s = n.as_u64().context("key `crop_size`")? as u32;
                 p.crop_size = (s, s)
@@ -145,12 +221,22 @@ impl ImageProcessor {
         Ok(p)
     }
 
-    /// `(height, width)` of the output.
-    pub fn output_size(&self, image: (u32, u32)) -> (u32, u32) {
-        let (h, w) = if self.do_resize {
-            resized_size(image.0, image.1, self.shortest_edge)
+    /// `(height, width)` of one tile.
+    pub fn tile_size(&self) -> (u32, u32) {
+        if self.do_center_crop {
+            self.crop_size
         } else {
-            image
+            self.exact_size
+                .unwrap_or((self.shortest_edge, self.shortest_edge))
+        }
+    }
+
+    /// `(height, width)` of the output for a plain (CLIP) image of `image` size.
+    pub fn output_size(&self, image: (u32, u32)) -> (u32, u32) {
+        let (h, w) = match (self.do_resize, self.exact_size) {
+            (false, _) => image,
+            (true, Some(size)) => size,
+            (true, None) => resized_size(image.0, image.1, self.shortest_edge),
         };
         if self.do_center_crop {
             self.crop_size
@@ -159,24 +245,104 @@ impl ImageProcessor {
         }
     }
 
-    /// Decodes and preprocesses the image file at `path`; errors name the file.
-    pub fn load_file(&self, path: &Path) -> Result<Vec<f32>> {
+    /// Decodes the image file at `path`; errors name the file.
+    pub fn open(path: &Path) -> Result<RgbImage> {
         let img = image::ImageReader::open(path)
             .with_context(|| format!("cannot open image {}", path.display()))?
             .with_guessed_format()
             .with_context(|| format!("cannot read image {}", path.display()))?
             .decode()
             .with_context(|| format!("cannot decode image {}", path.display()))?;
-        Ok(self.preprocess(&img.to_rgb8()).1)
+        Ok(img.to_rgb8())
     }
 
-    /// Preprocesses an RGB image into `((C, H, W), values)` in channel-first order.
+    /// `(height, width)` of the image file at `path`, from its header.
+    pub fn image_size(path: &Path) -> Result<(u32, u32)> {
+        let (w, h) = image::ImageReader::open(path)
+            .with_context(|| format!("cannot open image {}", path.display()))?
+            .with_guessed_format()
+            .with_context(|| format!("cannot read image {}", path.display()))?
+            .into_dimensions()
+            .with_context(|| format!("cannot read the size of image {}", path.display()))?;
+        Ok((h, w))
+    }
+
+    /// Decodes and preprocesses the image file at `path` as the only image of its record;
+    /// errors name the file.
+    pub fn load_file(&self, path: &Path) -> Result<Vec<f32>> {
+        Ok(self.process(&Self::open(path)?, false).values.to_vec())
+    }
+
+    /// Preprocesses one image into its tiles; `among_several` when its record holds more than
+    /// one image (OneVision then pads it to a square instead of tiling it).
+    pub fn process(&self, img: &RgbImage, among_several: bool) -> Pixels {
+        let original = (img.height(), img.width());
+        let tiles: Vec<RgbImage> = match self.kind {
+            ProcessorKind::Clip => vec![img.clone()],
+            ProcessorKind::LlavaOnevision if among_several => {
+                let background = self.image_mean.map(|m| (m * 255.0) as u8);
+                vec![pad_to_square(img, background)]
+            }
+            ProcessorKind::LlavaNext | ProcessorKind::LlavaOnevision => self.anyres_tiles(img),
+        };
+        let (h, w) = self.tile_size();
+        let mut values = Vec::with_capacity(tiles.len() * 3 * (h * w) as usize);
+        for tile in &tiles {
+            let (dims, v) = self.preprocess(tile);
+            debug_assert_eq!(dims, (3, h as usize, w as usize));
+            values.extend(v);
+        }
+        Pixels {
+            dims: (3, h as usize, w as usize),
+            tiles: tiles.len(),
+            original,
+            values: std::sync::Arc::new(values),
+        }
+    }
+
+    /// The base image (the whole image squashed to a tile) and the grid's tiles, row by row
+    /// (`get_image_patches`).
+    fn anyres_tiles(&self, img: &RgbImage) -> Vec<RgbImage> {
+        let original = (img.height(), img.width());
+        let best = super::anyres::select_best_resolution(original, &self.pinpoints);
+        let (nh, nw) = super::anyres::fit_inside(original, best);
+        let resized = resize_bicubic(img, nw, nh);
+        let (th, tw) = best;
+        let mut padded = RgbImage::new(tw, th);
+        image::imageops::replace(
+            &mut padded,
+            &resized,
+            ((tw - nw) / 2) as i64,
+            ((th - nh) / 2) as i64,
+        );
+        let patch = if self.do_center_crop {
+            self.crop_size.0
+        } else {
+            self.exact_size.map_or(self.shortest_edge, |s| s.0)
+        };
+        let base_size = self
+            .exact_size
+            .unwrap_or((self.shortest_edge, self.shortest_edge));
+        let mut tiles = vec![resize_bicubic(img, base_size.1, base_size.0)];
+        for y in (0..th).step_by(patch as usize) {
+            for x in (0..tw).step_by(patch as usize) {
+                tiles.push(image::imageops::crop_imm(&padded, x, y, patch, patch).to_image());
+            }
+        }
+        tiles
+    }
+
+    /// Resizes, crops, rescales and normalises one image (or tile) into `((C, H, W), values)`
+    /// in channel-first order.
     pub fn preprocess(&self, img: &RgbImage) -> ((usize, usize, usize), Vec<f32>) {
         let mut img = img.clone();
         if self.do_resize {
-            let (h, w) = resized_size(img.height(), img.width(), self.shortest_edge);
+            let (h, w) = match self.exact_size {
+                Some(size) => size,
+                None => resized_size(img.height(), img.width(), self.shortest_edge),
+            };
             if (h, w) != (img.height(), img.width()) {
-                img = image::imageops::resize(&img, w, h, FilterType::CatmullRom);
+                img = resize_bicubic(&img, w, h);
             }
         }
         if self.do_center_crop {
@@ -199,13 +365,24 @@ impl ImageProcessor {
         }
         ((3, h, w), out)
     }
+}
 
-    /// Stacks preprocessed images (each `3·H·W` values of the crop size) into `(I, 3, H, W)`.
-    pub fn stack(&self, images: &[&[f32]], device: &Device) -> Result<Tensor> {
-        let (h, w) = (self.crop_size.0 as usize, self.crop_size.1 as usize);
-        let data: Vec<f32> = images.iter().flat_map(|i| i.iter().copied()).collect();
-        Ok(Tensor::from_vec(data, (images.len(), 3, h, w), device)?)
+/// `img` centred on a square of `background` (`pad_to_square`; the extra row or column goes
+/// after the image).
+pub fn pad_to_square(img: &RgbImage, background: [u8; 3]) -> RgbImage {
+    let (w, h) = img.dimensions();
+    if w == h {
+        return img.clone();
     }
+    let side = w.max(h);
+    let mut out = RgbImage::from_pixel(side, side, image::Rgb(background));
+    let (x, y) = if w > h {
+        (0, (side - h) / 2)
+    } else {
+        ((side - w) / 2, 0)
+    };
+    image::imageops::replace(&mut out, img, x as i64, y as i64);
+    out
 }
 
 /// `(height, width)` after resizing the shorter side to `edge`, keeping the aspect ratio

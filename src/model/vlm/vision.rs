@@ -1,175 +1,124 @@
-//! Our differentiable CLIP vision transformer and the LLaVA projector, built from the same
-//! trainable/frozen [`Param`]s as the decoder, so either can train.
+//! The vision path of a LLaVA-family model: the vision tower (CLIP or SigLIP), the projector
+//! (`multi_modal_projector.linear_1`, GELU, `linear_2`) and, for anyres models, the packing of
+//! tile features with `image_newline`.
 
 use std::collections::BTreeSet;
 
-use anyhow::Result;
-use candle_core::{DType, Tensor, D};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
 
 use super::config::{FeatureSelect, VisionLanguageConfig};
+use super::pack::pack_image;
+use super::tower::{map_linear, VisionTower};
+use super::Pixels;
 use crate::model::decoder::WeightSource;
-use crate::model::linear::{frozen_matmul, Linear, Param};
-use crate::model::ops;
+use crate::model::linear::{Linear, Param};
+use crate::model::names::TensorLayout;
 
-/// Layer norm over the last dimension, in f32, from ops that all have a backward.
-fn layer_norm(x: &Tensor, weight: &Param, bias: &Param, eps: f64) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let x = x.to_dtype(DType::F32)?;
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let centered = x.broadcast_sub(&mean)?;
-    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-    let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
-    let w = weight.tensor().to_dtype(DType::F32)?;
-    let b = bias.tensor().to_dtype(DType::F32)?;
-    Ok(normed
-        .broadcast_mul(&w)?
-        .broadcast_add(&b)?
-        .to_dtype(dtype)?)
-}
-
-/// `x · sigmoid(1.702 x)` (CLIP's activation).
-fn quick_gelu(x: &Tensor) -> Result<Tensor> {
-    let sig = ((x * -1.702)?.exp()? + 1.0)?.recip()?;
-    Ok((x * sig)?)
-}
-
-/// A layer norm's weight and bias.
+/// The images of one forward pass, in the order their image-token runs appear (row by row).
 #[derive(Debug, Clone)]
-struct Norm {
-    weight: Param,
-    bias: Param,
+pub struct ImageBatch {
+    /// Every image's tiles stacked `(tiles, C, H, W)`.
+    pub tiles: Tensor,
+    /// Per image: its tile count and original `(height, width)`.
+    pub images: Vec<(usize, (u32, u32))>,
 }
 
-impl Norm {
-    fn load(src: &mut WeightSource, prefix: &str, dim: usize) -> Result<Self> {
+impl ImageBatch {
+    /// Stacks preprocessed images; `None` when there are none.
+    pub fn from_pixels(pixels: &[&Pixels], device: &Device) -> Result<Option<Self>> {
+        let Some(first) = pixels.first() else {
+            return Ok(None);
+        };
+        let (c, h, w) = first.dims;
+        let mut data = Vec::with_capacity(pixels.iter().map(|p| p.values.len()).sum());
+        let mut images = Vec::with_capacity(pixels.len());
+        for p in pixels {
+            anyhow::ensure!(
+                p.dims == first.dims,
+                "images of one batch differ in tile size"
+            );
+            data.extend_from_slice(&p.values);
+            images.push((p.tiles, p.original));
+        }
+        let total: usize = images.iter().map(|i| i.0).sum();
+        Ok(Some(Self {
+            tiles: Tensor::from_vec(data, (total, c, h, w), device)?,
+            images,
+        }))
+    }
+
+    /// Images of one tile each (LLaVA-1.5), stacked `(I, C, H, W)`.
+    pub fn single_tiles(tiles: Tensor) -> Result<Self> {
+        let (count, _, h, w) = tiles.dims4()?;
         Ok(Self {
-            weight: src.param(&format!("{prefix}.weight"), &[dim])?,
-            bias: src.param(&format!("{prefix}.bias"), &[dim])?,
+            tiles,
+            images: vec![(1, (h as u32, w as u32)); count],
         })
     }
 
-    fn forward(&self, x: &Tensor, eps: f64) -> Result<Tensor> {
-        layer_norm(x, &self.weight, &self.bias, eps)
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.images.len()
     }
 
-    fn map(&self, f: &mut dyn FnMut(&Param) -> Result<Param>) -> Result<Self> {
-        Ok(Self {
-            weight: f(&self.weight)?,
-            bias: f(&self.bias)?,
-        })
+    /// Whether the batch holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
     }
 }
 
-fn map_linear(l: &Linear, f: &mut dyn FnMut(&Param) -> Result<Param>) -> Result<Linear> {
-    Ok(Linear {
-        weight: f(&l.weight)?,
-        bias: l.bias.as_ref().map(&mut *f).transpose()?,
-    })
-}
-
-/// One CLIP encoder layer.
-#[derive(Debug, Clone)]
-struct EncoderLayer {
-    norm1: Norm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    norm2: Norm,
-    fc1: Linear,
-    fc2: Linear,
-}
-
-/// The CLIP vision transformer (`vision_tower.vision_model`), up to the feature layer, then
-/// the projector (`multi_modal_projector.linear_1`, GELU, `linear_2`).
+/// The vision tower up to the feature layer, the projector and `image_newline`.
 #[derive(Debug, Clone)]
 pub struct VisionPath {
     config: VisionLanguageConfig,
-    patch_embedding: Param,
-    class_embedding: Param,
-    position_embedding: Param,
-    pre_norm: Norm,
-    layers: Vec<EncoderLayer>,
+    tower: VisionTower,
     linear_1: Linear,
     linear_2: Linear,
+    /// LLaVA-NeXT's and OneVision's row separator, `(H,)`.
+    newline: Option<Param>,
 }
 
-/// Prefix of the vision tower's tensors in a LLaVA checkpoint.
-pub const VISION_PREFIX: &str = "vision_tower.vision_model";
-/// Prefix of the projector's tensors.
-pub const PROJECTOR_PREFIX: &str = "multi_modal_projector";
-
 impl VisionPath {
-    /// Loads the tensors the forward uses. Layers past the feature layer and `post_layernorm`
-    /// never reach the language model; their names are returned so the caller can keep them
-    /// frozen.
+    /// Loads the tensors the forward uses, under the prefixes `layout` found. Tensors that never
+    /// reach the language model (layers past the feature layer, `post_layernorm`, SigLIP's
+    /// head) are returned so the caller can keep them frozen.
     pub fn load(
         config: &VisionLanguageConfig,
+        layout: &TensorLayout,
         text_hidden: usize,
         src: &mut WeightSource,
     ) -> Result<(Self, BTreeSet<String>)> {
-        let vc = &config.vision;
-        let d = vc.hidden_size;
-        let p = vc.patch_size;
-        let v = VISION_PREFIX;
-        let patch_embedding = src.param(
-            &format!("{v}.embeddings.patch_embedding.weight"),
-            &[d, vc.num_channels, p, p],
+        let (Some(v), Some(pr)) = (&layout.vision, &layout.projector) else {
+            bail!("the checkpoint layout names no vision tower or projector");
+        };
+        let (tower, unused) = VisionTower::load(
+            &config.vision,
+            v.trim_end_matches('.'),
+            config.feature_index(),
+            src,
         )?;
-        let class_embedding = src.param(&format!("{v}.embeddings.class_embedding"), &[d])?;
-        let position_embedding = src.param(
-            &format!("{v}.embeddings.position_embedding.weight"),
-            &[vc.num_patches() + 1, d],
-        )?;
-        let pre_norm = Norm::load(src, &format!("{v}.pre_layrnorm"), d)?;
-        let used = config.feature_index();
-        let mut layers = Vec::with_capacity(used);
-        for i in 0..used {
-            let l = format!("{v}.encoder.layers.{i}");
-            let i_dim = vc.intermediate_size;
-            layers.push(EncoderLayer {
-                norm1: Norm::load(src, &format!("{l}.layer_norm1"), d)?,
-                q: src.linear(&format!("{l}.self_attn.q_proj"), d, d, true)?,
-                k: src.linear(&format!("{l}.self_attn.k_proj"), d, d, true)?,
-                v: src.linear(&format!("{l}.self_attn.v_proj"), d, d, true)?,
-                out: src.linear(&format!("{l}.self_attn.out_proj"), d, d, true)?,
-                norm2: Norm::load(src, &format!("{l}.layer_norm2"), d)?,
-                fc1: src.linear(&format!("{l}.mlp.fc1"), d, i_dim, true)?,
-                fc2: src.linear(&format!("{l}.mlp.fc2"), i_dim, d, true)?,
-            });
-        }
-        let mut unused = BTreeSet::new();
-        for i in used..vc.num_hidden_layers {
-            let l = format!("{v}.encoder.layers.{i}");
-            for part in [
-                "layer_norm1",
-                "layer_norm2",
-                "self_attn.q_proj",
-                "self_attn.k_proj",
-                "self_attn.v_proj",
-                "self_attn.out_proj",
-                "mlp.fc1",
-                "mlp.fc2",
-            ] {
-                unused.insert(format!("{l}.{part}.weight"));
-                unused.insert(format!("{l}.{part}.bias"));
-            }
-        }
-        unused.insert(format!("{v}.post_layernorm.weight"));
-        unused.insert(format!("{v}.post_layernorm.bias"));
-        let pr = PROJECTOR_PREFIX;
+        let pr = pr.trim_end_matches('.');
+        let d = config.vision.hidden_size;
         let linear_1 = src.linear(&format!("{pr}.linear_1"), d, text_hidden, true)?;
         let linear_2 = src.linear(&format!("{pr}.linear_2"), text_hidden, text_hidden, true)?;
+        let newline = match config.anyres() {
+            Some(_) => {
+                let name = layout
+                    .newline
+                    .as_deref()
+                    .context("the checkpoint has no image_newline tensor")?;
+                Some(src.param(name, &[text_hidden])?)
+            }
+            None => None,
+        };
         Ok((
             Self {
                 config: config.clone(),
-                patch_embedding,
-                class_embedding,
-                position_embedding,
-                pre_norm,
-                layers,
+                tower,
                 linear_1,
                 linear_2,
+                newline,
             },
             unused,
         ))
@@ -177,31 +126,12 @@ impl VisionPath {
 
     /// The same path with every parameter passed through `f`.
     pub fn map(&self, f: &mut dyn FnMut(&Param) -> Result<Param>) -> Result<Self> {
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| {
-                Ok(EncoderLayer {
-                    norm1: l.norm1.map(f)?,
-                    q: map_linear(&l.q, f)?,
-                    k: map_linear(&l.k, f)?,
-                    v: map_linear(&l.v, f)?,
-                    out: map_linear(&l.out, f)?,
-                    norm2: l.norm2.map(f)?,
-                    fc1: map_linear(&l.fc1, f)?,
-                    fc2: map_linear(&l.fc2, f)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             config: self.config.clone(),
-            patch_embedding: f(&self.patch_embedding)?,
-            class_embedding: f(&self.class_embedding)?,
-            position_embedding: f(&self.position_embedding)?,
-            pre_norm: self.pre_norm.map(f)?,
-            layers,
+            tower: self.tower.map(f)?,
             linear_1: map_linear(&self.linear_1, f)?,
             linear_2: map_linear(&self.linear_2, f)?,
+            newline: self.newline.as_ref().map(&mut *f).transpose()?,
         })
     }
 
@@ -210,84 +140,60 @@ impl VisionPath {
         &self.config
     }
 
-    /// Vision-tower hidden states at the feature layer, `(B, P+1, D)` (CLS first), from pixel
-    /// values `(B, C, H, W)`.
+    /// Vision-tower hidden states at the feature layer for tiles `(B, C, H, W)`.
     pub fn features(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        let vc = &self.config.vision;
-        let (b, c, h, w) = pixel_values.dims4()?;
-        let p = vc.patch_size;
-        anyhow::ensure!(
-            c == vc.num_channels && h == vc.image_size && w == vc.image_size,
-            "pixel values are {c}×{h}×{w} but the vision tower takes {}×{}×{}",
-            vc.num_channels,
-            vc.image_size,
-            vc.image_size
-        );
-        let (gh, gw) = (h / p, w / p);
-        let dtype = self.patch_embedding.tensor().dtype();
-        // Non-overlapping patches flattened in (channel, row, column) order: the conv kernel's.
-        let patches = pixel_values
-            .to_dtype(dtype)?
-            .reshape((b, c, gh, p, gw, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b * gh * gw, c * p * p))?;
-        let kernel = self
-            .patch_embedding
-            .tensor()
-            .reshape((vc.hidden_size, c * p * p))?;
-        let embeds = match &self.patch_embedding {
-            Param::Trainable(_) => patches.matmul(&kernel.t()?)?,
-            Param::Frozen(_) => frozen_matmul(&patches, &kernel)?,
-        };
-        let embeds = embeds.reshape((b, gh * gw, vc.hidden_size))?;
-        let class = self
-            .class_embedding
-            .tensor()
-            .reshape((1, 1, vc.hidden_size))?
-            .broadcast_as((b, 1, vc.hidden_size))?;
-        let x = Tensor::cat(&[&class, &embeds], 1)?;
-        let x = x.broadcast_add(self.position_embedding.tensor())?;
-        let mut x = self.pre_norm.forward(&x, vc.layer_norm_eps)?;
-        for layer in &self.layers {
-            x = self.layer_forward(layer, &x)?;
-        }
-        Ok(x)
+        self.tower.features(pixel_values)
     }
 
-    fn layer_forward(&self, layer: &EncoderLayer, x: &Tensor) -> Result<Tensor> {
-        let vc = &self.config.vision;
-        let eps = vc.layer_norm_eps;
-        let (b, t, d) = x.dims3()?;
-        let heads = vc.num_attention_heads;
-        let hd = vc.head_dim();
-        let split = |y: Tensor| -> Result<Tensor> {
-            Ok(y.reshape((b, t, heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let h = layer.norm1.forward(x, eps)?;
-        let q = split(layer.q.forward(&h)?)?;
-        let k = split(layer.k.forward(&h)?)?;
-        let v = split(layer.v.forward(&h)?)?;
-        let scores = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
-        let probs = ops::softmax_last_dim(&scores)?;
-        let attn = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        let x = (x + layer.out.forward(&attn)?)?;
-        let h = layer.norm2.forward(&x, eps)?;
-        let h = layer.fc2.forward(&quick_gelu(&layer.fc1.forward(&h)?)?)?;
-        Ok((x + h)?)
-    }
-
-    /// Image embeddings in the language model's space, `(B, N, H)` with `N` image tokens per
-    /// image (CLS dropped with the `default` strategy).
-    pub fn image_embeddings(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        let features = self.features(pixel_values)?;
-        let features = match self.config.select {
-            FeatureSelect::Default => features.narrow(1, 1, features.dim(1)? - 1)?,
-            FeatureSelect::Full => features,
+    /// Projected features of every tile, `(B, N, H)` with `N` image tokens per tile (CLIP's
+    /// class token dropped with the `default` strategy).
+    pub fn tile_embeddings(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let features = self.tower.features(pixel_values)?;
+        let features = match (self.config.select, &self.config.vision.tower) {
+            (FeatureSelect::Default, super::config::TowerKind::Clip) => {
+                features.narrow(1, 1, features.dim(1)? - 1)?
+            }
+            _ => features,
         };
         let h = self.linear_1.forward(&features)?.gelu_erf()?;
         self.linear_2.forward(&h)
+    }
+
+    /// Image tokens an image of `tiles` tiles and `original` size becomes.
+    pub fn tokens_for(&self, tiles: usize, original: (u32, u32)) -> usize {
+        image_tokens(&self.config, tiles, original)
+    }
+
+    /// Every image's embeddings in the language model's space, concatenated in order:
+    /// `(Σ tokens, H)`.
+    pub fn image_embeddings(&self, images: &ImageBatch) -> Result<Tensor> {
+        let tiles = self.tile_embeddings(&images.tiles)?;
+        let (_, per_tile, hidden) = tiles.dims3()?;
+        let Some(anyres) = self.config.anyres() else {
+            return Ok(tiles.reshape((images.tiles.dim(0)? * per_tile, hidden))?);
+        };
+        let newline = self
+            .newline
+            .as_ref()
+            .context("an anyres model needs image_newline")?
+            .tensor();
+        let mut start = 0;
+        let mut out = Vec::with_capacity(images.len());
+        for &(count, original) in &images.images {
+            let own = tiles.narrow(0, start, count)?;
+            out.push(pack_image(&own, original, &anyres, newline)?);
+            start += count;
+        }
+        Ok(Tensor::cat(&out, 0)?)
+    }
+}
+
+/// Image tokens an image of `tiles` tiles and `original` size becomes under `config` (what the
+/// processors' `_get_number_of_features` count).
+pub fn image_tokens(config: &VisionLanguageConfig, tiles: usize, original: (u32, u32)) -> usize {
+    match config.anyres() {
+        None => tiles * config.image_seq_len(),
+        Some(_) if tiles == 1 => config.image_seq_len() + 1,
+        Some(anyres) => anyres.num_tokens(original),
     }
 }
