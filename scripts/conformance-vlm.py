@@ -39,7 +39,11 @@ from transformers import (
     LlavaOnevisionProcessor,
     LlavaProcessor,
     PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
     Qwen2Config,
+    Qwen2VLImageProcessorPil,
     SiglipVisionConfig,
 )
 
@@ -61,7 +65,14 @@ VISION = dict(
 TILE = 32
 
 # (height, width) of the synthetic images: square, wide, tall, very wide, odd sizes.
-IMAGES = {"square": (64, 64), "wide": (30, 70), "tall": (57, 23), "strip": (20, 100), "odd": (45, 91)}
+IMAGES = {
+    "square": (64, 64),
+    "wide": (30, 70),
+    "tall": (57, 23),
+    "strip": (20, 100),
+    "odd": (45, 91),
+    "large": (150, 200),
+}
 PROMPT = "USER: <image>\nHow many apples are on the table? ASSISTANT:"
 PAIR_PROMPT = "USER: <image> and <image>\nWhich has more apples? ASSISTANT:"
 
@@ -83,9 +94,13 @@ def make_image(name, height, width, seed):
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
-def tokenizer_with_image_token():
+QWEN_VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def tokenizer_with_image_token(extra=()):
     tok = PreTrainedTokenizerFast.from_pretrained(ROOT / "tests/fixtures/conformance/tokenizer")
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tok.add_special_tokens({"additional_special_tokens": ["<image>", *extra]})
     return tok
 
 
@@ -190,6 +205,63 @@ def llava_onevision_case(tok):
     return model, processor, notes
 
 
+def qwen2_5_vl_case(tok):
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_VISION_TOKENS}
+    text = dict(TEXT)
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 100000.0, "mrope_section": [2, 1, 1]}
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            use_sliding_window=False,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            **text,
+        ),
+        vision_config=dict(
+            depth=3,
+            hidden_size=32,
+            intermediate_size=48,
+            num_heads=2,
+            out_hidden_size=32,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=56,
+            fullatt_block_indexes=[1],
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    processor = ImageProcessorOnly(
+        image_processor=Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112),
+        tokenizer=tok,
+    )
+    model = Qwen2_5_VLForConditionalGeneration._from_config(config, attn_implementation="eager", dtype=torch.float32)
+    notes = (
+        "Qwen2.5-VL: images smart-resized to multiples of 28 with 56x56 <= pixels <= 112x112 (PIL bicubic), cut "
+        "into 14x14 patches (two identical frames), a 3-block ViT with RMSNorm, SwiGLU, 2-D rotary; blocks 0 and 2 "
+        "attend within windows of 2x2 merged units (window_size 56), block 1 over the whole image; a 2x2 merger "
+        "(ln_q, Linear, GELU, Linear). The text model uses M-RoPE, mrope_section [2, 1, 1] of head_dim 8: "
+        "frequencies 0-1 turn with the temporal position, 2 with the row, 3 with the column."
+    )
+    return model, processor, notes
+
+
+class ImageProcessorOnly(Qwen2_5_VLProcessor):
+    """Qwen2_5_VLProcessor without its video processor, which needs torchvision (no wheel pairs with the pinned
+    torch); images go through the same code."""
+
+    def check_argument_for_proper_class(self, attribute_name, arg):
+        if attribute_name != "video_processor":
+            super().check_argument_for_proper_class(attribute_name, arg)
+
+    def save_pretrained(self, path, **kwargs):
+        self.image_processor.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+
 class OnevisionImageProcessorOnly(LlavaOnevisionProcessor):
     """LlavaOnevisionProcessor without its video processor, which needs torchvision (no wheel pairs with the
     pinned torch); images go through the same code."""
@@ -207,6 +279,7 @@ CASES = {
     "llava": (201, llava_case),
     "llava-next": (202, llava_next_case),
     "llava-onevision": (203, llava_onevision_case),
+    "qwen2.5-vl": (204, qwen2_5_vl_case),
 }
 
 
@@ -234,6 +307,9 @@ def run_record(model, processor, text, images):
 
 
 def write_case(name, seed, build, tok, out, image_files):
+    qwen = name.startswith("qwen")
+    if qwen:
+        tok = tokenizer_with_image_token(QWEN_VISION_TOKENS)
     case_dir = out / name
     model, processor, notes = build(tok)
     init_weights(model, seed)
@@ -249,12 +325,16 @@ def write_case(name, seed, build, tok, out, image_files):
         (case_dir / "layouts").mkdir(exist_ok=True)
         save_file(tensors, case_dir / "layouts" / f"{layout}.safetensors")
 
-    image_id = tok.convert_tokens_to_ids("<image>")
+    image_id = tok.convert_tokens_to_ids("<|image_pad|>" if qwen else "<image>")
     tensors, records = {}, []
-    singles = [[k] for k in IMAGES]
+    singles = [[k] for k in IMAGES if k != "large"]
     pairs = [["wide", "tall"]] if name != "llava" else []
+    if qwen:
+        singles.append(["large"])
     for index, names in enumerate(singles + pairs):
         text = PROMPT if len(names) == 1 else PAIR_PROMPT
+        if qwen:
+            text = text.replace("<image>", QWEN_IMAGE)
         imgs = [Image.open(image_files[n]) for n in names]
         # One record: a nested list tells OneVision's processor the images share it (not tiled).
         inputs, logits = run_record(model, processor, text, [imgs] if len(imgs) > 1 else imgs[0])
@@ -269,7 +349,15 @@ def write_case(name, seed, build, tok, out, image_files):
         if "image_sizes" in inputs:
             sizes = inputs["image_sizes"].tolist()
             record["image_sizes"] = sizes
-        if pixels.dim() == 5:
+        if "image_grid_thw" in inputs:
+            grids = inputs["image_grid_thw"].tolist()
+            record["image_grid_thw"] = grids
+            start = 0
+            for i, (t, h, w) in enumerate(grids):
+                tensors[f"pixels.{index}.{i}"] = pixels[start : start + t * h * w].contiguous()
+                start += t * h * w
+            record["tiles"] = [t * h * w for t, h, w in grids]
+        elif pixels.dim() == 5:
             # (images, tiles padded to the most, C, H, W): keep each image's own tiles.
             per_image = []
             for i in range(pixels.shape[0]):

@@ -689,7 +689,7 @@ fn anyres_and_siglip_gradients_agree_with_finite_differences() {
         let img = image::RgbImage::from_fn(64, 40, |x, y| {
             image::Rgb([(x * 4) as u8, (y * 6) as u8, ((x * y) % 251) as u8])
         });
-        let pixels = inputs.processor.process(&img, false);
+        let pixels = inputs.processor.process(&img, false).unwrap();
         let tokens = inputs.tokens_for(&pixels);
         assert!(tokens > inputs.tokens_per_tile() + pixels.tiles, "{tokens}");
         let ids: Vec<u32> = [

@@ -39,11 +39,9 @@ pub fn image_token_counts<'a>(
         }
         let original = ImageProcessor::image_size(path)
             .map_err(|e| anyhow!("{} line {line}: {e:#}", source.display()))?;
-        let tiles = match images.config.anyres() {
-            Some(anyres) => anyres.num_tiles(original),
-            None => 1,
-        };
-        let count = crate::model::vlm::vision::image_tokens(&images.config, tiles, original);
+        let count = images
+            .tokens_for_size(original)
+            .map_err(|e| anyhow!("{} line {line}: {e:#}", source.display()))?;
         counts.insert(path.to_path_buf(), count);
     }
     Ok(counts)

@@ -202,6 +202,12 @@ impl Layer {
     }
 }
 
+/// Rotary positions: one per token, or M-RoPE's three streams (temporal, row, column).
+enum Positions {
+    Flat(Vec<Vec<u32>>),
+    Sections([Vec<Vec<u32>>; 3]),
+}
+
 /// What one kind of layer attends with: rope tables `(B, 1, T, D)` and the additive mask.
 struct AttentionInputs {
     cos: Tensor,
@@ -233,6 +239,8 @@ pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     /// For each row, whether each cached key is a real token (false for left padding).
     key_valid: Vec<Vec<bool>>,
+    /// M-RoPE: each row's next text position (images advance it by less than their tokens).
+    next_position: Vec<u32>,
 }
 
 impl KvCache {
@@ -513,7 +521,7 @@ impl Decoder {
         attention_mask: Option<&Tensor>,
         images: Option<&ImageBatch>,
     ) -> Result<BlockOutputs> {
-        let ctx = self.full_sequence_context(input_ids, attention_mask)?;
+        let ctx = self.full_sequence_context(input_ids, attention_mask, images)?;
         let mut x = self.embed_inputs(input_ids, images)?;
         let mut outputs = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
@@ -587,7 +595,7 @@ impl Decoder {
         attention_mask: Option<&Tensor>,
         images: Option<&ImageBatch>,
     ) -> Result<Tensor> {
-        let ctx = self.full_sequence_context(input_ids, attention_mask)?;
+        let ctx = self.full_sequence_context(input_ids, attention_mask, images)?;
         let x = self.embed_inputs(input_ids, images)?;
         let x = self.run_layers(x, &ctx, None)?;
         self.norm(&x, &self.norm)
@@ -610,21 +618,106 @@ impl Decoder {
         &self,
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
+        images: Option<&ImageBatch>,
     ) -> Result<LayerContext> {
         let (batch, seq) = input_ids.dims2()?;
         let valid = match attention_mask {
             Some(mask) => mask_rows(mask, batch, seq)?,
             None => vec![vec![true; seq]; batch],
         };
-        let positions = positions_from_valid(&valid, &vec![0; batch]);
+        let positions = match self.config.mrope_section {
+            Some(_) => {
+                let (streams, _) =
+                    self.mrope_positions(input_ids, &valid, images, &vec![0; batch])?;
+                Positions::Sections(streams)
+            }
+            None => Positions::Flat(positions_from_valid(&valid, &vec![0; batch])),
+        };
         self.layer_context(&positions, &valid, &valid, 0)
+    }
+
+    /// M-RoPE positions (temporal, row, column) of every token (`get_rope_index`): text tokens
+    /// count up on all three; an image's tokens share the temporal position and take their row
+    /// and column on top of it, and the text after the image resumes at the image's start plus
+    /// its longer side. Padding gets 0. Also each row's next position.
+    fn mrope_positions(
+        &self,
+        input_ids: &Tensor,
+        valid: &[Vec<bool>],
+        images: Option<&ImageBatch>,
+        starts: &[u32],
+    ) -> Result<([Vec<Vec<u32>>; 3], Vec<u32>)> {
+        let ids = input_ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let vision = self.config.vision.as_ref();
+        let image_token = vision.map(|v| v.image_token_index);
+        let merge = vision
+            .and_then(|v| v.qwen.as_ref())
+            .map_or(1, |q| q.spatial_merge_size);
+        let mut grids = images
+            .map(|i| {
+                i.images
+                    .iter()
+                    .map(|s| (s.grid.0 / merge, s.grid.1 / merge))
+                    .collect()
+            })
+            .unwrap_or_else(Vec::new)
+            .into_iter();
+        let mut streams: [Vec<Vec<u32>>; 3] = Default::default();
+        let mut next = Vec::with_capacity(ids.len());
+        for ((row, valid), &start) in ids.iter().zip(valid).zip(starts) {
+            let mut out = [
+                vec![0u32; row.len()],
+                vec![0u32; row.len()],
+                vec![0u32; row.len()],
+            ];
+            let mut cur = start;
+            let mut t = 0;
+            while t < row.len() {
+                if !valid[t] {
+                    t += 1;
+                    continue;
+                }
+                if Some(row[t]) == image_token {
+                    let (lh, lw) = grids
+                        .next()
+                        .context("the input holds more images' tokens than images were given")?;
+                    anyhow::ensure!(
+                        t + lh * lw <= row.len()
+                            && row[t..t + lh * lw].iter().all(|&x| Some(x) == image_token),
+                        "an image of {lh}×{lw} merged patches needs {} image tokens in a row",
+                        lh * lw
+                    );
+                    for i in 0..lh {
+                        for j in 0..lw {
+                            let k = t + i * lw + j;
+                            out[0][k] = cur;
+                            out[1][k] = cur + i as u32;
+                            out[2][k] = cur + j as u32;
+                        }
+                    }
+                    t += lh * lw;
+                    cur += lh.max(lw) as u32;
+                } else {
+                    for s in &mut out {
+                        s[t] = cur;
+                    }
+                    cur += 1;
+                    t += 1;
+                }
+            }
+            for (stream, o) in streams.iter_mut().zip(out) {
+                stream.push(o);
+            }
+            next.push(cur);
+        }
+        Ok((streams, next))
     }
 
     /// What each kind of layer attends with: global layers (every layer for most models) and,
     /// for Gemma's alternating layers, sliding-window layers with their own mask and rope.
     fn layer_context(
         &self,
-        positions: &[Vec<u32>],
+        positions: &Positions,
         query_valid: &[Vec<bool>],
         key_valid: &[Vec<bool>],
         past: usize,
@@ -632,7 +725,14 @@ impl Decoder {
         let c = &self.config;
         let per_layer = !c.layer_sliding.is_empty();
         let global_window = if per_layer { None } else { c.sliding_window };
-        let (cos, sin) = self.rope_tables(positions, false)?;
+        let (cos, sin) = match positions {
+            Positions::Flat(p) => self.rope_tables(p, false)?,
+            Positions::Sections(streams) => self.mrope_tables(streams)?,
+        };
+        let flat = match positions {
+            Positions::Flat(p) => p.as_slice(),
+            Positions::Sections(streams) => streams[0].as_slice(),
+        };
         let global = AttentionInputs {
             bias: self.attention_bias(query_valid, key_valid, past, global_window)?,
             cos,
@@ -640,7 +740,7 @@ impl Decoder {
         };
         let sliding = if per_layer && c.layer_sliding.iter().any(|s| *s) {
             let (cos, sin) = if c.sliding_rope.is_some() {
-                self.rope_tables(positions, true)?
+                self.rope_tables(flat, true)?
             } else {
                 (global.cos.clone(), global.sin.clone())
             };
@@ -677,7 +777,7 @@ impl Decoder {
         let expected: usize = images
             .images
             .iter()
-            .map(|&(tiles, original)| vision.tokens_for(tiles, original))
+            .map(|shape| vision.tokens_for(shape))
             .sum();
         let ids = input_ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
         let mut gather = Vec::with_capacity(ids.len() * ids.first().map_or(0, Vec::len));
@@ -724,6 +824,7 @@ impl Decoder {
         KvCache {
             layers: vec![None; self.layers.len()],
             key_valid: vec![Vec::new(); batch],
+            next_position: vec![0; batch],
         }
     }
 
@@ -764,7 +865,15 @@ impl Decoder {
             .iter()
             .map(|row| row.iter().filter(|v| **v).count() as u32)
             .collect();
-        let positions = positions_from_valid(&new_valid, &offsets);
+        let positions = match self.config.mrope_section {
+            Some(_) => {
+                let (streams, next) =
+                    self.mrope_positions(input_ids, &new_valid, images, &cache.next_position)?;
+                cache.next_position = next;
+                Positions::Sections(streams)
+            }
+            None => Positions::Flat(positions_from_valid(&new_valid, &offsets)),
+        };
         for (row, new) in cache.key_valid.iter_mut().zip(&new_valid) {
             row.extend_from_slice(new);
         }
@@ -863,6 +972,47 @@ impl Decoder {
         let cos = cos.reshape(shape)?.to_dtype(self.dtype)?;
         let sin = sin.reshape(shape)?.to_dtype(self.dtype)?;
         Ok((cos, sin))
+    }
+
+    /// M-RoPE tables: frequency `j` turns with the stream whose `mrope_section` holds it.
+    fn mrope_tables(&self, streams: &[Vec<Vec<u32>>; 3]) -> Result<(Tensor, Tensor)> {
+        let section = self
+            .config
+            .mrope_section
+            .as_ref()
+            .context("M-RoPE positions for a model without mrope_section")?;
+        let inv_freq: Vec<f32> = self.inv_freq.to_dtype(DType::F32)?.to_vec1()?;
+        let half = inv_freq.len();
+        let stream_of: Vec<usize> = section
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &n)| std::iter::repeat_n(s, n))
+            .collect();
+        anyhow::ensure!(
+            stream_of.len() == half,
+            "mrope_section covers {} of {half} frequencies",
+            stream_of.len()
+        );
+        let batch = streams[0].len();
+        let seq = streams[0].first().map_or(0, Vec::len);
+        let mut angles = Vec::with_capacity(batch * seq * 2 * half);
+        for b in 0..batch {
+            for t in 0..seq {
+                let row: Vec<f32> = (0..half)
+                    .map(|j| streams[stream_of[j]][b][t] as f32 * inv_freq[j])
+                    .collect();
+                angles.extend_from_slice(&row);
+                angles.extend_from_slice(&row);
+            }
+        }
+        let angles = Tensor::from_vec(angles, (batch, 1, seq, 2 * half), &self.device)?;
+        let scaling = super::config::rope::attention_scaling(self.config.rope_scaling.as_ref());
+        let (mut cos, mut sin) = (angles.cos()?, angles.sin()?);
+        if scaling != 1.0 {
+            cos = (cos * scaling)?;
+            sin = (sin * scaling)?;
+        }
+        Ok((cos.to_dtype(self.dtype)?, sin.to_dtype(self.dtype)?))
     }
 
     fn run_layers(

@@ -121,16 +121,14 @@ pub fn classify(name: &str) -> (ParamKind, Option<usize>, bool) {
     let is_bias = name.ends_with(".bias");
     let layer = layer_index(name);
     let has = |part: &str| name.split('.').any(|p| p == part);
-    let kind = if name.contains("vision_tower")
-        || name.contains("vision_model")
-        || name.starts_with("visual.")
-    {
-        ParamKind::Vision
-    } else if name.contains("multi_modal_projector")
+    let kind = if name.contains("multi_modal_projector")
         || name.contains("mm_projector")
-        || name.split('.').any(|p| p == "image_newline")
+        || has("image_newline")
+        || (has("visual") && has("merger"))
     {
         ParamKind::Projector
+    } else if name.contains("vision_tower") || name.contains("vision_model") || has("visual") {
+        ParamKind::Vision
     } else if has("q_norm") {
         ParamKind::QNorm
     } else if has("k_norm") {

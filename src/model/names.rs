@@ -9,6 +9,9 @@
 //! | projector | `multi_modal_projector.` | `model.multi_modal_projector.` |
 //! | row separator (anyres) | `image_newline` | `model.image_newline` |
 //!
+//! Qwen2.5-VL saves `model.` (language model), `visual.` (vision transformer, its merger the
+//! projector) and `lm_head`; in memory they are `model.language_model.` and `model.visual.`.
+//!
 //! Each part is looked up on its own, so mixed files load too; tensors keep the names they came
 //! with everywhere (module map, selection, checkpoints, `final/`).
 
@@ -48,6 +51,10 @@ const LLAVA_VISION: [&str; 4] = [
 ];
 /// Candidate projector prefixes, in lookup order.
 const LLAVA_PROJECTOR: [&str; 2] = ["multi_modal_projector.", "model.multi_modal_projector."];
+/// Candidate (body prefix, head name) pairs of Qwen2.5-VL's language model.
+const QWEN_TEXT: [(&str, &str); 2] = [("model.", "lm_head"), ("model.language_model.", "lm_head")];
+/// Candidate prefixes of Qwen2.5-VL's vision transformer.
+const QWEN_VISION: [&str; 2] = ["visual.", "model.visual."];
 /// Candidate names of `image_newline`, in lookup order.
 const LLAVA_NEWLINE: [&str; 2] = ["image_newline", "model.image_newline"];
 
@@ -66,10 +73,13 @@ impl TensorLayout {
     /// Finds where `store` keeps each part of the model `config` describes; a part found under
     /// none of the known names is an error listing the names tried.
     pub fn detect(config: &ModelConfig, store: &WeightStore) -> Result<Self> {
-        if config.vision.is_none() {
+        let Some(vision) = &config.vision else {
             return Ok(Self::text_only());
-        }
+        };
         let has = |name: String| store.info(&name).is_some();
+        if vision.qwen.is_some() {
+            return Self::detect_qwen(store, &has);
+        }
         let (text, lm_head) = pick(
             "the language model",
             LLAVA_TEXT.iter().copied(),
@@ -109,6 +119,32 @@ impl TensorLayout {
             vision: Some(vision.into()),
             projector: Some(projector.into()),
             newline: newline.map(String::from),
+        })
+    }
+
+    /// Qwen2.5-VL: `model.` / `visual.` as saved, `model.language_model.` / `model.visual.` in
+    /// memory; the merger is the projector.
+    fn detect_qwen(store: &WeightStore, has: &impl Fn(String) -> bool) -> Result<Self> {
+        let (text, lm_head) = pick(
+            "the language model",
+            QWEN_TEXT.iter().copied(),
+            |(body, _)| format!("{body}embed_tokens.weight"),
+            has,
+            store,
+        )?;
+        let vision = pick(
+            "the vision transformer",
+            QWEN_VISION.iter().copied(),
+            |prefix| format!("{prefix}patch_embed.proj.weight"),
+            has,
+            store,
+        )?;
+        Ok(Self {
+            text: text.into(),
+            lm_head: lm_head.into(),
+            vision: Some(vision.into()),
+            projector: Some(format!("{vision}merger.")),
+            newline: None,
         })
     }
 

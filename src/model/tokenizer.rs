@@ -94,9 +94,18 @@ impl ModelTokenizer {
 
     /// Token ids of `text` (special tokens in the text are recognised; none are added).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        // `<image>` stands for the model's own image placeholder (Qwen2.5-VL's differs).
+        let text = match &self.images {
+            Some(images) if images.placeholder_text() != super::vlm::IMAGE_TOKEN => {
+                std::borrow::Cow::Owned(
+                    text.replace(super::vlm::IMAGE_TOKEN, images.placeholder_text()),
+                )
+            }
+            _ => std::borrow::Cow::Borrowed(text),
+        };
         let encoding = self
             .tokenizer
-            .encode(text, false)
+            .encode(text.as_ref(), false)
             .map_err(anyhow::Error::msg)?;
         Ok(encoding.get_ids().to_vec())
     }

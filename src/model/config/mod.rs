@@ -14,6 +14,7 @@ mod gemma;
 mod keys;
 mod layout;
 mod llava;
+mod qwen_vl;
 pub mod rope;
 mod rope_freq;
 
@@ -59,6 +60,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "llava",
     "llava_next",
     "llava_onevision",
+    "qwen2_5_vl",
 ];
 
 impl Architecture {
@@ -152,6 +154,10 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// M-RoPE (Qwen2.5-VL): how many of the rotary frequencies turn with the temporal, row and
+    /// column positions, in that order.
+    #[serde(default)]
+    pub mrope_section: Option<Vec<usize>>,
     /// The vision tower and projector of a vision-language (LLaVA) model; the fields above then
     /// describe its `text_config`.
     #[serde(default)]
@@ -194,6 +200,9 @@ impl ModelConfig {
             .and_then(Value::as_str)
             .with_context(|| format!("key `{path}model_type` is missing; expected one of llama, mistral, qwen2, llava"))?
             .to_string();
+        if model_type == "qwen2_5_vl" && path.is_empty() {
+            return Self::from_qwen_vl_json(obj);
+        }
         if matches!(
             model_type.as_str(),
             "llava" | "llava_next" | "llava_onevision"
@@ -451,6 +460,7 @@ impl ModelConfig {
             bos_token_id,
             eos_token_ids,
             vision: None,
+            mrope_section: None,
             saved_dtype,
             sources: Vec::new(),
             warnings: Vec::new(),

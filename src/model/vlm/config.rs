@@ -25,6 +25,23 @@ pub enum TowerKind {
     Clip,
     /// SigLIP: no class token, a patch embedding with bias, tanh-approximated GELU.
     Siglip,
+    /// Qwen2.5-VL's ViT: RMSNorm, SwiGLU, 2-D rotary, window attention, a 2×2 patch merger.
+    QwenVit,
+}
+
+/// What Qwen2.5-VL's vision transformer adds to [`VisionConfig`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QwenVision {
+    /// Patches merged per side into one image token (2: 2×2 patches per token).
+    pub spatial_merge_size: usize,
+    /// Frames per patch (an image is repeated to fill them).
+    pub temporal_patch_size: usize,
+    /// Window side in pixels for windowed attention.
+    pub window_size: usize,
+    /// Blocks that attend over the whole image instead of windows.
+    pub fullatt_block_indexes: Vec<usize>,
+    /// Base of the 2-D rotary embedding.
+    pub rope_theta: f64,
 }
 
 /// How a model turns one image into tiles and image tokens.
@@ -39,6 +56,8 @@ pub enum ImageLayout {
         pinpoints: Vec<(u32, u32)>,
         max_tiles: Option<usize>,
     },
+    /// Qwen2.5-VL: any size, resized to multiples of the merged patch, one token per 2×2 patches.
+    Dynamic,
 }
 
 /// A CLIP or SigLIP vision transformer's shapes (`vision_config`).
@@ -82,9 +101,12 @@ pub struct VisionLanguageConfig {
     /// Tiling of images (anyres for LLaVA-NeXT and OneVision).
     #[serde(default)]
     pub layout: ImageLayout,
-    /// The config's `model_type`: `llava`, `llava_next` or `llava_onevision`.
+    /// The config's `model_type`: `llava`, `llava_next`, `llava_onevision` or `qwen2_5_vl`.
     #[serde(default)]
     pub family: String,
+    /// Qwen2.5-VL's vision settings.
+    #[serde(default)]
+    pub qwen: Option<QwenVision>,
 }
 
 impl VisionLanguageConfig {
@@ -101,7 +123,7 @@ impl VisionLanguageConfig {
     /// The anyres geometry, for LLaVA-NeXT and OneVision.
     pub fn anyres(&self) -> Option<super::anyres::AnyRes> {
         match &self.layout {
-            ImageLayout::Single => None,
+            ImageLayout::Single | ImageLayout::Dynamic => None,
             ImageLayout::AnyRes {
                 pinpoints,
                 max_tiles,
@@ -166,7 +188,7 @@ impl VisionLanguageConfig {
             layer_norm_eps: vc.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(
                 match tower {
                     TowerKind::Clip => 1e-5,
-                    TowerKind::Siglip => 1e-6,
+                    TowerKind::Siglip | TowerKind::QwenVit => 1e-6,
                 },
             ),
         };
@@ -194,6 +216,7 @@ impl VisionLanguageConfig {
         let expected_act = match tower {
             TowerKind::Clip => "quick_gelu",
             TowerKind::Siglip => "gelu_pytorch_tanh",
+            TowerKind::QwenVit => "silu",
         };
         let act = vc
             .get("hidden_act")
@@ -298,6 +321,7 @@ impl VisionLanguageConfig {
             projector_hidden_act,
             layout,
             family: model_type.to_string(),
+            qwen: None,
         })
     }
 }

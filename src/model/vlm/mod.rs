@@ -6,17 +6,21 @@ pub mod anyres;
 pub mod config;
 pub mod pack;
 pub mod preprocess;
+pub mod qwen_vit;
 pub mod resample;
 pub mod tiny;
 pub mod tower;
 pub mod vision;
 
 pub use config::{FeatureSelect, ImageLayout, TowerKind, VisionConfig, VisionLanguageConfig};
-pub use preprocess::{ImageProcessor, ProcessorKind};
+pub use preprocess::{ImageProcessor, ProcessorKind, QwenPatching};
 pub use vision::{ImageBatch, VisionPath};
 
 /// The image placeholder token's text.
 pub const IMAGE_TOKEN: &str = "<image>";
+
+/// Qwen2.5-VL's image placeholder: the image tokens (`<|image_pad|>`) between its markers.
+pub const QWEN_IMAGE_TEXT: &str = "<|vision_start|><|image_pad|><|vision_end|>";
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,8 +39,30 @@ pub struct Pixels {
     pub tiles: usize,
     /// The image's `(height, width)` before preprocessing.
     pub original: (u32, u32),
+    /// Qwen2.5-VL: the `(rows, columns)` of patches (each tile is then one patch); `(0, 0)`
+    /// for the LLaVA family.
+    pub grid: (usize, usize),
     /// `tiles · C · H · W` values, tile after tile.
     pub values: Arc<Vec<f32>>,
+}
+
+impl Pixels {
+    /// What the model needs to know of the image besides its values.
+    pub fn shape(&self) -> ImageShape {
+        ImageShape {
+            tiles: self.tiles,
+            original: self.original,
+            grid: self.grid,
+        }
+    }
+}
+
+/// One image's tile count, original size and (Qwen2.5-VL) patch grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageShape {
+    pub tiles: usize,
+    pub original: (u32, u32),
+    pub grid: (usize, usize),
 }
 
 /// What turns a prompt's `<image>` placeholders and their pictures into model inputs (like a
@@ -69,6 +95,11 @@ impl ImageInputs {
                         p.exact_size = Some((size, size));
                         ProcessorKind::LlavaOnevision
                     }
+                    "qwen2_5_vl" => {
+                        p.do_center_crop = false;
+                        p.qwen = Some(QwenPatching::defaults());
+                        ProcessorKind::Qwen2Vl
+                    }
                     _ => ProcessorKind::Clip,
                 };
                 tracing::warn!(
@@ -83,6 +114,7 @@ impl ImageInputs {
         let expected = match vision.family.as_str() {
             "llava_next" => ProcessorKind::LlavaNext,
             "llava_onevision" => ProcessorKind::LlavaOnevision,
+            "qwen2_5_vl" => ProcessorKind::Qwen2Vl,
             _ => ProcessorKind::Clip,
         };
         if processor.kind != expected {
@@ -104,7 +136,18 @@ impl ImageInputs {
                 );
             }
         }
-        if processor.tile_size() != (size, size) {
+        if let (Some(q), Some(qv)) = (&processor.qwen, &vision.qwen) {
+            if q.patch_size as usize != vision.vision.patch_size
+                || q.merge_size as usize != qv.spatial_merge_size
+                || q.temporal_patch_size as usize != qv.temporal_patch_size
+            {
+                bail!(
+                    "the image processor's patching (patch {}, merge {}, frames {}) differs from the vision tower's (patch {}, merge {}, frames {})",
+                    q.patch_size, q.merge_size, q.temporal_patch_size,
+                    vision.vision.patch_size, qv.spatial_merge_size, qv.temporal_patch_size
+                );
+            }
+        } else if processor.tile_size() != (size, size) {
             bail!(
                 "the image processor makes {:?} (height, width) tiles but the vision tower takes {size}×{size}",
                 processor.tile_size()
@@ -119,7 +162,40 @@ impl ImageInputs {
 
     /// Image tokens an image of these pixels expands to.
     pub fn tokens_for(&self, pixels: &Pixels) -> usize {
-        vision::image_tokens(&self.config, pixels.tiles, pixels.original)
+        vision::image_tokens(&self.config, &pixels.shape())
+    }
+
+    /// Image tokens of an image of `original` `(height, width)`, known before it is decoded.
+    pub fn tokens_for_size(&self, original: (u32, u32)) -> Result<usize> {
+        let (tiles, grid) = match (&self.processor.qwen, self.config.anyres()) {
+            (Some(q), _) => {
+                let (h, w) = q.smart_resize(original.0, original.1)?;
+                let grid = ((h / q.patch_size) as usize, (w / q.patch_size) as usize);
+                (grid.0 * grid.1, grid)
+            }
+            (None, Some(anyres)) => (anyres.num_tiles(original), (0, 0)),
+            (None, None) => (1, (0, 0)),
+        };
+        Ok(vision::image_tokens(
+            &self.config,
+            &ImageShape {
+                tiles,
+                original,
+                grid,
+            },
+        ))
+    }
+
+    /// The text that stands for one image in this model's prompts: `<image>` for the LLaVA
+    /// family; Qwen2.5-VL's `<|vision_start|><|image_pad|><|vision_end|>`. Records and probe
+    /// prompts write `<image>` for every model; [`crate::model::ModelTokenizer::encode`] puts
+    /// this in its place.
+    pub fn placeholder_text(&self) -> &'static str {
+        if self.config.qwen.is_some() {
+            QWEN_IMAGE_TEXT
+        } else {
+            IMAGE_TOKEN
+        }
     }
 
     /// Image tokens of one image of the vision tower's own size (LLaVA-1.5: every image).
@@ -152,7 +228,7 @@ impl ImageInputs {
 
     /// Loads and preprocesses an image file as the only image of its record.
     pub fn load_pixels(&self, path: &Path) -> Result<Pixels> {
-        Ok(self.processor.process(&ImageProcessor::open(path)?, false))
+        self.processor.process(&ImageProcessor::open(path)?, false)
     }
 
     /// Loads and preprocesses the images of one record (OneVision tiles only a record's single
@@ -161,7 +237,7 @@ impl ImageInputs {
         let several = paths.len() > 1;
         paths
             .iter()
-            .map(|p| Ok(self.processor.process(&ImageProcessor::open(p)?, several)))
+            .map(|p| self.processor.process(&ImageProcessor::open(p)?, several))
             .collect()
     }
 }

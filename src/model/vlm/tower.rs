@@ -293,6 +293,7 @@ impl VisionTower {
         let h = match vc.tower {
             TowerKind::Clip => quick_gelu(&h)?,
             TowerKind::Siglip => h.gelu()?,
+            TowerKind::QwenVit => anyhow::bail!("Qwen2.5-VL's blocks are not CLIP-style layers"),
         };
         Ok((x + layer.fc2.forward(&h)?)?)
     }

@@ -9,8 +9,9 @@ use candle_core::{Device, Tensor};
 
 use super::config::{FeatureSelect, VisionLanguageConfig};
 use super::pack::pack_image;
+use super::qwen_vit::QwenVisionTower;
 use super::tower::{map_linear, VisionTower};
-use super::Pixels;
+use super::{ImageShape, Pixels};
 use crate::model::decoder::WeightSource;
 use crate::model::linear::{Linear, Param};
 use crate::model::names::TensorLayout;
@@ -20,8 +21,8 @@ use crate::model::names::TensorLayout;
 pub struct ImageBatch {
     /// Every image's tiles stacked `(tiles, C, H, W)`.
     pub tiles: Tensor,
-    /// Per image: its tile count and original `(height, width)`.
-    pub images: Vec<(usize, (u32, u32))>,
+    /// Per image: its tile count, original `(height, width)` and patch grid.
+    pub images: Vec<ImageShape>,
 }
 
 impl ImageBatch {
@@ -39,9 +40,9 @@ impl ImageBatch {
                 "images of one batch differ in tile size"
             );
             data.extend_from_slice(&p.values);
-            images.push((p.tiles, p.original));
+            images.push(p.shape());
         }
-        let total: usize = images.iter().map(|i| i.0).sum();
+        let total: usize = images.iter().map(|i| i.tiles).sum();
         Ok(Some(Self {
             tiles: Tensor::from_vec(data, (total, c, h, w), device)?,
             images,
@@ -53,7 +54,14 @@ impl ImageBatch {
         let (count, _, h, w) = tiles.dims4()?;
         Ok(Self {
             tiles,
-            images: vec![(1, (h as u32, w as u32)); count],
+            images: vec![
+                ImageShape {
+                    tiles: 1,
+                    original: (h as u32, w as u32),
+                    grid: (0, 0),
+                };
+                count
+            ],
         })
     }
 
@@ -68,15 +76,25 @@ impl ImageBatch {
     }
 }
 
-/// The vision tower up to the feature layer, the projector and `image_newline`.
+/// The vision tower up to the feature layer, the projector and `image_newline` (LLaVA
+/// family), or Qwen2.5-VL's vision transformer with its merger.
 #[derive(Debug, Clone)]
 pub struct VisionPath {
     config: VisionLanguageConfig,
-    tower: VisionTower,
-    linear_1: Linear,
-    linear_2: Linear,
-    /// LLaVA-NeXT's and OneVision's row separator, `(H,)`.
-    newline: Option<Param>,
+    parts: Parts,
+}
+
+/// The modules of either family.
+#[derive(Debug, Clone)]
+enum Parts {
+    Llava {
+        tower: VisionTower,
+        linear_1: Linear,
+        linear_2: Linear,
+        /// LLaVA-NeXT's and OneVision's row separator, `(H,)`.
+        newline: Option<Param>,
+    },
+    Qwen(QwenVisionTower),
 }
 
 impl VisionPath {
@@ -92,6 +110,22 @@ impl VisionPath {
         let (Some(v), Some(pr)) = (&layout.vision, &layout.projector) else {
             bail!("the checkpoint layout names no vision tower or projector");
         };
+        if let Some(qwen) = &config.qwen {
+            let tower = QwenVisionTower::load(
+                &config.vision,
+                qwen,
+                text_hidden,
+                v.trim_end_matches('.'),
+                src,
+            )?;
+            return Ok((
+                Self {
+                    config: config.clone(),
+                    parts: Parts::Qwen(tower),
+                },
+                BTreeSet::new(),
+            ));
+        }
         let (tower, unused) = VisionTower::load(
             &config.vision,
             v.trim_end_matches('.'),
@@ -115,10 +149,12 @@ impl VisionPath {
         Ok((
             Self {
                 config: config.clone(),
-                tower,
-                linear_1,
-                linear_2,
-                newline,
+                parts: Parts::Llava {
+                    tower,
+                    linear_1,
+                    linear_2,
+                    newline,
+                },
             },
             unused,
         ))
@@ -126,12 +162,23 @@ impl VisionPath {
 
     /// The same path with every parameter passed through `f`.
     pub fn map(&self, f: &mut dyn FnMut(&Param) -> Result<Param>) -> Result<Self> {
+        let parts = match &self.parts {
+            Parts::Llava {
+                tower,
+                linear_1,
+                linear_2,
+                newline,
+            } => Parts::Llava {
+                tower: tower.map(f)?,
+                linear_1: map_linear(linear_1, f)?,
+                linear_2: map_linear(linear_2, f)?,
+                newline: newline.as_ref().map(&mut *f).transpose()?,
+            },
+            Parts::Qwen(tower) => Parts::Qwen(tower.map(f)?),
+        };
         Ok(Self {
             config: self.config.clone(),
-            tower: self.tower.map(f)?,
-            linear_1: map_linear(&self.linear_1, f)?,
-            linear_2: map_linear(&self.linear_2, f)?,
-            newline: self.newline.as_ref().map(&mut *f).transpose()?,
+            parts,
         })
     }
 
@@ -140,49 +187,66 @@ impl VisionPath {
         &self.config
     }
 
+    /// The LLaVA family's tower and projector; an error for Qwen2.5-VL.
+    fn llava_parts(&self) -> Result<(&VisionTower, &Linear, &Linear, Option<&Param>)> {
+        match &self.parts {
+            Parts::Llava {
+                tower,
+                linear_1,
+                linear_2,
+                newline,
+            } => Ok((tower, linear_1, linear_2, newline.as_ref())),
+            Parts::Qwen(_) => bail!("Qwen2.5-VL's vision transformer has no fixed-size tiles"),
+        }
+    }
+
     /// Vision-tower hidden states at the feature layer for tiles `(B, C, H, W)`.
     pub fn features(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        self.tower.features(pixel_values)
+        self.llava_parts()?.0.features(pixel_values)
     }
 
     /// Projected features of every tile, `(B, N, H)` with `N` image tokens per tile (CLIP's
     /// class token dropped with the `default` strategy).
     pub fn tile_embeddings(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        let features = self.tower.features(pixel_values)?;
+        let (tower, linear_1, linear_2, _) = self.llava_parts()?;
+        let features = tower.features(pixel_values)?;
         let features = match (self.config.select, &self.config.vision.tower) {
             (FeatureSelect::Default, super::config::TowerKind::Clip) => {
                 features.narrow(1, 1, features.dim(1)? - 1)?
             }
             _ => features,
         };
-        let h = self.linear_1.forward(&features)?.gelu_erf()?;
-        self.linear_2.forward(&h)
+        let h = linear_1.forward(&features)?.gelu_erf()?;
+        linear_2.forward(&h)
     }
 
     /// Image tokens an image of `tiles` tiles and `original` size becomes.
-    pub fn tokens_for(&self, tiles: usize, original: (u32, u32)) -> usize {
-        image_tokens(&self.config, tiles, original)
+    pub fn tokens_for(&self, shape: &ImageShape) -> usize {
+        image_tokens(&self.config, shape)
     }
 
     /// Every image's embeddings in the language model's space, concatenated in order:
     /// `(Σ tokens, H)`.
     pub fn image_embeddings(&self, images: &ImageBatch) -> Result<Tensor> {
+        if let Parts::Qwen(tower) = &self.parts {
+            return tower.image_embeddings(images);
+        }
         let tiles = self.tile_embeddings(&images.tiles)?;
         let (_, per_tile, hidden) = tiles.dims3()?;
         let Some(anyres) = self.config.anyres() else {
             return Ok(tiles.reshape((images.tiles.dim(0)? * per_tile, hidden))?);
         };
         let newline = self
-            .newline
-            .as_ref()
+            .llava_parts()?
+            .3
             .context("an anyres model needs image_newline")?
             .tensor();
         let mut start = 0;
         let mut out = Vec::with_capacity(images.len());
-        for &(count, original) in &images.images {
-            let own = tiles.narrow(0, start, count)?;
-            out.push(pack_image(&own, original, &anyres, newline)?);
-            start += count;
+        for shape in &images.images {
+            let own = tiles.narrow(0, start, shape.tiles)?;
+            out.push(pack_image(&own, shape.original, &anyres, newline)?);
+            start += shape.tiles;
         }
         Ok(Tensor::cat(&out, 0)?)
     }
@@ -190,10 +254,13 @@ impl VisionPath {
 
 /// Image tokens an image of `tiles` tiles and `original` size becomes under `config` (what the
 /// processors' `_get_number_of_features` count).
-pub fn image_tokens(config: &VisionLanguageConfig, tiles: usize, original: (u32, u32)) -> usize {
+pub fn image_tokens(config: &VisionLanguageConfig, shape: &ImageShape) -> usize {
+    if let Some(q) = &config.qwen {
+        return shape.grid.0 * shape.grid.1 / (q.spatial_merge_size * q.spatial_merge_size);
+    }
     match config.anyres() {
-        None => tiles * config.image_seq_len(),
-        Some(_) if tiles == 1 => config.image_seq_len() + 1,
-        Some(anyres) => anyres.num_tokens(original),
+        None => shape.tiles * config.image_seq_len(),
+        Some(_) if shape.tiles == 1 => config.image_seq_len() + 1,
+        Some(anyres) => anyres.num_tokens(shape.original),
     }
 }
