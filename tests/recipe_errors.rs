@@ -333,7 +333,7 @@ fn include_pattern_matching_nothing_is_named() {
         ],
     );
 
-    // Training reports the same, and the run it set up says why it failed.
+    // Training reports the same, before any run directory exists.
     let out = tunescope(
         tmp.path(),
         &[
@@ -353,14 +353,16 @@ fn include_pattern_matching_nothing_is_named() {
         &err,
         &["`model.layers.*.attn.nope`", "matches no parameter"],
     );
-    for dir in run_dirs(&tmp.path().join("runs")) {
-        let status = RunDir::open(&dir).unwrap().read_status().unwrap();
-        assert_eq!(status.state, RunState::Failed);
-        assert_mentions(
-            status.last_error.as_deref().unwrap_or(""),
-            &["model.layers.*.attn.nope"],
-        );
-    }
+    assert_no_run_dirs(tmp.path());
+}
+
+/// Asserts that `cwd/runs` holds no run directory (a recipe that fails its checks leaves none).
+fn assert_no_run_dirs(cwd: &Path) {
+    let dirs = run_dirs(&cwd.join("runs"));
+    assert!(
+        dirs.is_empty(),
+        "a failing recipe left run directories: {dirs:?}"
+    );
 }
 
 #[test]
@@ -415,6 +417,36 @@ fn empty_data_file_is_named() {
     write(tmp.path(), "empty.jsonl", "\n  \n");
     let err = expect_failure(&train_with(tmp.path(), &tiny, "empty.jsonl", &[]));
     assert_mentions(&err, &["empty.jsonl", "no records", "prompt", "response"]);
+    assert_no_run_dirs(tmp.path());
+}
+
+#[test]
+fn missing_data_or_probe_files_fail_before_a_run_dir_exists() {
+    let tiny = TinyModel::new(Architecture::Qwen2, 2);
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "recipe.yaml", GOOD_RECIPE);
+    let err = expect_failure(&train_with(tmp.path(), &tiny, "nowhere.jsonl", &[]));
+    assert_mentions(&err, &["nowhere.jsonl", "does not exist"]);
+    assert_no_run_dirs(tmp.path());
+
+    write_data(tmp.path());
+    let err = expect_failure(&train_with(
+        tmp.path(),
+        &tiny,
+        "data.jsonl",
+        &["--set", "probe.heldout=missing-prompts.jsonl"],
+    ));
+    assert_mentions(&err, &["probe.heldout", "missing-prompts.jsonl"]);
+    assert_no_run_dirs(tmp.path());
+
+    let err = expect_failure(&train_with(
+        tmp.path(),
+        &tiny,
+        "data.jsonl",
+        &["--set", "eval.tasks=[missing-task.yaml]"],
+    ));
+    assert_mentions(&err, &["eval.tasks", "missing-task.yaml"]);
+    assert_no_run_dirs(tmp.path());
 }
 
 #[test]
@@ -431,6 +463,7 @@ fn malformed_jsonl_names_the_line() {
     let err = expect_failure(&train_with(tmp.path(), &tiny, "bad.jsonl", &[]));
     assert_mentions(&err, &["bad.jsonl line 3", "invalid JSON"]);
     assert!(!err.contains("line 1:"), "{err}");
+    assert_no_run_dirs(tmp.path());
 }
 
 #[test]
@@ -496,12 +529,8 @@ fn max_length_that_leaves_no_labels_is_an_error() {
     let out = train_with(tmp.path(), &tiny, "long.jsonl", &["--set", "max_length=8"]);
     let err = expect_failure(&out);
     assert_mentions(&err, &["max_length 8", "raise max_length"]);
-    // The run directory created for it records the failure.
-    let dirs = run_dirs(&tmp.path().join("runs"));
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    let status = RunDir::open(&dirs[0]).unwrap().read_status().unwrap();
-    assert_eq!(status.state, RunState::Failed);
-    assert_mentions(status.last_error.as_deref().unwrap_or(""), &["max_length"]);
+    // Checked before the run directory is created: none is left behind.
+    assert_no_run_dirs(tmp.path());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -298,3 +298,65 @@ fn refuses_a_run_directory_inside_the_watched_folder() {
     assert!(stderr.contains("inside the watched directory"), "{stderr}");
     assert_eq!(std::fs::read_dir(&watched).unwrap().count(), 0);
 }
+
+/// A watch killed while evaluating a step leaves that step's probe (and other) records without
+/// its `watch` record; the next watch evaluates the step again and records it once. A watch on
+/// a run directory another live process writes to is refused, naming that process.
+#[test]
+fn an_interrupted_step_is_recorded_once_and_a_live_run_is_refused() {
+    let tiny = TinyModel::new(Architecture::Qwen2, 22);
+    let work = tempfile::tempdir().unwrap();
+    let watched = work.path().join("trainer-output");
+    std::fs::create_dir_all(&watched).unwrap();
+    let recipe = write_recipe(work.path(), tiny.path());
+    let run_dir = work.path().join("runs").join("watch-run");
+    write_checkpoint(&watched, tiny.path(), 10, 1.2);
+    run_watch(&watched, &recipe, &run_dir);
+    let run = RunDir::open(&run_dir).unwrap();
+
+    // The crash: step 20's probe, layer-drift and eval records are written, its watch record is not.
+    let lines: Vec<String> = std::fs::read_to_string(run.metrics_path())
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let mut text = lines.join("\n") + "\n";
+    for line in &lines {
+        let mut record: Value = serde_json::from_str(line).unwrap();
+        if ["probe", "layer_drift", "eval"].contains(&record["kind"].as_str().unwrap())
+            && record["step"] == 10
+        {
+            record["step"] = 20.into();
+            text.push_str(&format!("{record}\n"));
+        }
+    }
+    std::fs::write(run.metrics_path(), text).unwrap();
+    write_checkpoint(&watched, tiny.path(), 20, 1.5);
+    run_watch(&watched, &recipe, &run_dir);
+    let metrics = run.read_metrics().unwrap();
+    for kind in ["probe", "eval", "layer_drift", "watch"] {
+        assert_eq!(steps(&metrics, kind), vec![0, 10, 20], "{kind}");
+    }
+
+    // Another process holds the run: watching it is refused and nothing is written.
+    let lock = run.lock().unwrap();
+    let before = std::fs::read(run.metrics_path()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tunescope"))
+        .arg("watch")
+        .arg(&watched)
+        .arg("--recipe")
+        .arg(&recipe)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .arg("--once")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("process {}", std::process::id())),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(run.metrics_path()).unwrap(), before);
+    drop(lock);
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use crate::run::{list_runs, RunState};
+use crate::run::{list_runs, Record, RunState};
 use crate::util::process::pid_alive;
 
 #[derive(Debug, Args)]
@@ -23,12 +23,11 @@ pub fn run(args: RunsArgs) -> Result<()> {
     let mut rows = Vec::new();
     for run in &runs {
         let status = run.read_status().ok();
-        let metrics = run.read_metrics().unwrap_or_default();
-        let last_loss = metrics
-            .iter()
-            .rev()
-            .find(|m| m["kind"] == "train")
-            .and_then(|m| m["loss"].as_f64());
+        let log = run.read_records().unwrap_or_default();
+        let last_loss = log.iter().rev().find_map(|r| match r {
+            Record::Train(m) => Some(m.loss),
+            _ => None,
+        });
         let mut state = status
             .as_ref()
             .map_or("unknown".to_string(), |s| s.state.as_str().to_string());

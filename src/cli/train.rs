@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::recipe::Recipe;
 use crate::run::{RunDir, RunState};
-use crate::train::{spawn_training, TrainControl, TrainEvent};
+use crate::train::{prepare, spawn_prepared, spawn_training, TrainControl, TrainEvent};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -34,26 +34,28 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let (recipe, run, resume) = match (&args.resume, &args.recipe) {
+    enum Job {
+        Resume(Box<Recipe>, RunDir),
+        New(Box<crate::train::Prepared>, crate::run::RunLock),
+    }
+    let (job, run) = match (&args.resume, &args.recipe) {
         (Some(dir), _) => {
             let run = RunDir::open(dir)?;
+            // Refused at once when the run's trainer is alive (the trainer takes the lock again).
+            drop(run.lock()?);
             let recipe = run.read_recipe()?;
-            (recipe, run, true)
+            (Job::Resume(Box::new(recipe), run.clone()), run)
         }
         (None, Some(path)) => {
             let mut recipe = Recipe::load(path, &args.set)?;
             if let Some(runs) = &args.runs {
                 recipe.output_dir = runs.to_string_lossy().into_owned();
             }
-            // Fail early, before creating a run directory, on what setup would reject.
-            crate::model::source::resolve(&recipe.model_spec()?)?;
-            recipe.data_path()?;
-            let run = match &args.run_dir {
-                Some(dir) => RunDir::open_or_init(dir)?,
-                None => RunDir::create(std::path::Path::new(&recipe.output_dir), &recipe.name)?,
-            };
-            run.write_recipe(&recipe)?;
-            (recipe, run, false)
+            // Everything setup would reject (model, selection, data, probe and eval files) is
+            // checked before the run directory exists.
+            let prepared = prepare(&recipe)?;
+            let (run, lock) = prepared.create_run(args.run_dir.as_deref())?;
+            (Job::New(Box::new(prepared), lock), run)
         }
         (None, None) => bail!("give a recipe file, or --resume RUN_DIR"),
     };
@@ -77,7 +79,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
     eprintln!("run directory: {}", run.path().display());
     let fancy = !args.plain && std::io::stderr().is_terminal();
-    let (handle, events) = spawn_training(recipe, run, resume, control);
+    let (handle, events) = match job {
+        Job::Resume(recipe, run) => spawn_training(*recipe, run, true, control),
+        Job::New(prepared, lock) => spawn_prepared(*prepared, run.clone(), lock, control),
+    };
     let mut bar: Option<ProgressBar> = None;
     for event in events {
         match &event {

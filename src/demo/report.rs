@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use crate::eval::tasks::{TaskRole, TaskScore};
 use crate::recipe::Recipe;
-use crate::run::{list_runs, RunDir, RunState};
-use crate::train::{run_training, TrainControl, TrainEvent};
+use crate::run::{list_runs, Record, RunDir, RunState};
+use crate::train::{prepare, run_prepared, TrainControl, TrainEvent};
 
 /// One recipe's line of the table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,12 +94,13 @@ pub fn load_recipes(paths: &[PathBuf], overrides: &[String], runs: &Path) -> Res
 pub fn run_all(recipes: &[Recipe], progress: &mut dyn FnMut(&str)) -> Result<Vec<ReportRow>> {
     let mut rows = Vec::new();
     for recipe in recipes {
-        let run = RunDir::create(Path::new(&recipe.output_dir), &recipe.name)?;
-        run.write_recipe(recipe)?;
+        // Everything that can fail on bad input fails here, before a run directory exists.
+        let prepared = prepare(recipe)?;
+        let (run, lock) = prepared.create_run(None)?;
         progress(&format!("{}: {}", recipe.name, run.path().display()));
         let started = Instant::now();
         let name = recipe.name.clone();
-        let outcome = run_training(recipe, &run, false, &TrainControl::default(), &mut |e| {
+        let outcome = run_prepared(prepared, &run, lock, &TrainControl::default(), &mut |e| {
             if let TrainEvent::Monitor {
                 step,
                 heldout_numeric_mass_delta,
@@ -155,35 +156,38 @@ pub fn reuse_runs(recipes: &[Recipe]) -> Result<Vec<ReportRow>> {
 /// A run's row, from its `metrics.jsonl` (the `start` record and the last `eval` and `probe`
 /// records) and `status.json` (wall time).
 pub fn read_row(run: &RunDir) -> Result<ReportRow> {
-    let metrics = run.read_metrics()?;
+    let log = run.read_records()?;
     let status = run.read_status()?;
-    let last = |kind: &str| {
-        metrics
-            .iter()
-            .rev()
-            .find(|m| m["kind"] == kind)
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
-    let start = metrics
+    let start = log
         .iter()
-        .find(|m| m["kind"] == "start")
-        .cloned()
+        .find_map(|r| match r {
+            Record::Start(start) => Some(start),
+            _ => None,
+        })
         .with_context(|| format!("{} has no start record", run.path().display()))?;
-    let eval = last("eval");
-    let probe = last("probe");
-    let train = last("train");
-    let trainable = start["trainable"].as_f64().unwrap_or(0.0);
-    let total = start["total_params"].as_f64().unwrap_or(0.0).max(1.0);
-    let mean_score = |list: &Value, role: &str| -> Option<f64> {
-        let scores: Vec<f64> = list
-            .as_array()?
+    let eval = log.iter().rev().find_map(|r| match r {
+        Record::Eval(e) => Some(e),
+        _ => None,
+    });
+    let probe = log.iter().rev().find_map(|r| match r {
+        Record::Probe(p) => Some(p),
+        _ => None,
+    });
+    let train = log.iter().rev().find_map(|r| match r {
+        Record::Train(m) => Some(m),
+        _ => None,
+    });
+    let trainable = start.trainable as f64;
+    let total = (start.total_params as f64).max(1.0);
+    let mean_score = |list: Option<&Vec<TaskScore>>, role: TaskRole| -> Option<f64> {
+        let scores: Vec<f64> = list?
             .iter()
-            .filter(|t| t["role"] == role)
-            .filter_map(|t| t["score"].as_f64())
+            .filter(|t| t.role == role)
+            .filter_map(|t| t.score)
             .collect();
         (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64)
     };
+    let heldout = probe.and_then(|p| p.heldout.as_ref());
     let wall = match (
         chrono::DateTime::parse_from_rfc3339(&status.started_at),
         chrono::DateTime::parse_from_rfc3339(&status.updated_at),
@@ -196,16 +200,16 @@ pub fn read_row(run: &RunDir) -> Result<ReportRow> {
         run_dir: run.path().to_path_buf(),
         trainable_percent: 100.0 * trainable / total,
         steps: status.step,
-        delta_target: eval["delta_learning"].as_f64(),
-        delta_heldout: eval["delta_heldout"].as_f64(),
-        target_base: mean_score(&eval["base"], "target"),
-        target_end: mean_score(&eval["tasks"], "target"),
-        heldout_base: mean_score(&eval["base"], "heldout"),
-        heldout_end: mean_score(&eval["tasks"], "heldout"),
-        numeric_mass_base: probe["heldout"]["base"]["numeric_mass"]["mean"].as_f64(),
-        numeric_mass_end: probe["heldout"]["now"]["numeric_mass"]["mean"].as_f64(),
+        delta_target: eval.and_then(|e| e.delta_learning),
+        delta_heldout: eval.and_then(|e| e.delta_heldout),
+        target_base: mean_score(eval.map(|e| &e.base), TaskRole::Target),
+        target_end: mean_score(eval.map(|e| &e.tasks), TaskRole::Target),
+        heldout_base: mean_score(eval.map(|e| &e.base), TaskRole::Heldout),
+        heldout_end: mean_score(eval.map(|e| &e.tasks), TaskRole::Heldout),
+        numeric_mass_base: heldout.map(|h| h.base.numeric_mass.mean),
+        numeric_mass_end: heldout.map(|h| h.now.numeric_mass.mean),
         wall_seconds: wall,
-        train_seconds: train["elapsed"].as_f64(),
+        train_seconds: train.map(|m| m.elapsed),
     })
 }
 

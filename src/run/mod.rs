@@ -4,7 +4,8 @@
 //! runs/<date>-<time>-<recipe>/
 //!   recipe.yaml        resolved recipe (every field explicit)
 //!   status.json        state, pid, step, last error (atomic writes)
-//!   metrics.jsonl      one JSON object per event (append-only, one write per line)
+//!   metrics.jsonl      one record per line (see `record`): append-only, one write per line
+//!   lock               held (flock) by the one process writing the run; holds its pid
 //!   train.log          worker output when launched detached
 //!   checkpoints/step-N/  trained tensors + optimizer state + position (atomic directory rename)
 //!   final/             full Hugging Face model directory
@@ -12,11 +13,15 @@
 
 mod checkpoint;
 mod export;
+mod lock;
 pub mod reader;
+pub mod record;
 mod status;
 
 pub use checkpoint::{CheckpointState, LoadedCheckpoint};
 pub use export::export_model;
+pub use lock::RunLock;
+pub use record::{Record, RecordLog, FORMAT_VERSION};
 pub use status::{RunState, Status};
 
 use std::fs::OpenOptions;
@@ -28,6 +33,7 @@ use serde_json::Value;
 
 use crate::recipe::Recipe;
 use crate::util::fs::{write_atomic, write_json_atomic};
+use record::raw_step;
 
 /// Handle to one run directory.
 #[derive(Debug, Clone)]
@@ -123,6 +129,16 @@ impl RunDir {
         self.path.join("train.log")
     }
 
+    pub fn lock_path(&self) -> PathBuf {
+        self.path.join("lock")
+    }
+
+    /// Takes the run's writer lock; fails naming the live process that holds it. Held for as
+    /// long as the returned guard lives.
+    pub fn lock(&self) -> Result<RunLock> {
+        RunLock::acquire(&self.lock_path())
+    }
+
     /// Writes the resolved recipe snapshot.
     pub fn write_recipe(&self, recipe: &Recipe) -> Result<()> {
         write_atomic(&self.recipe_path(), recipe.to_yaml()?.as_bytes())
@@ -134,8 +150,8 @@ impl RunDir {
     }
 
     /// Appends one record to `metrics.jsonl` with a single write, so readers never see half a line
-    /// from a completed write.
-    pub fn append_metric(&self, record: &Value) -> Result<()> {
+    /// from a completed write. A new file starts with the `header` record.
+    pub fn append(&self, record: &Record) -> Result<()> {
         let mut line = serde_json::to_string(record)?;
         line.push('\n');
         let mut file = OpenOptions::new()
@@ -143,26 +159,85 @@ impl RunDir {
             .append(true)
             .open(self.metrics_path())
             .with_context(|| format!("cannot open {}", self.metrics_path().display()))?;
+        if file.metadata().map(|m| m.len() == 0).unwrap_or(false) {
+            let header = serde_json::to_string(&Record::Header { v: FORMAT_VERSION })?;
+            line = format!("{header}\n{line}");
+        }
         file.write_all(line.as_bytes())
             .with_context(|| format!("cannot append to {}", self.metrics_path().display()))?;
         Ok(())
     }
 
-    /// Every complete record in `metrics.jsonl` (a torn last line is ignored).
+    /// Every record in `metrics.jsonl`; unknown kinds and bad lines are counted and skipped (with
+    /// a warning), a torn last line is ignored.
+    pub fn read_records(&self) -> Result<RecordLog> {
+        let log = RecordLog::parse(&self.read_metrics_text()?);
+        log.warn_skipped(&self.metrics_path().display().to_string());
+        Ok(log)
+    }
+
+    /// Every complete line of `metrics.jsonl` as raw JSON (a torn last line is ignored): for
+    /// tests and tools that check the bytes written. Views read [`RunDir::read_records`].
     pub fn read_metrics(&self) -> Result<Vec<Value>> {
-        let text = match std::fs::read_to_string(self.metrics_path()) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot read {}", self.metrics_path().display()))
-            }
-        };
-        Ok(text
+        Ok(self
+            .read_metrics_text()?
             .lines()
             .filter(|l| !l.trim().is_empty())
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect())
+    }
+
+    fn read_metrics_text(&self) -> Result<String> {
+        match std::fs::read_to_string(self.metrics_path()) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot read {}", self.metrics_path().display()))
+            }
+        }
+    }
+
+    /// Rewrites `metrics.jsonl` atomically, keeping the complete lines for which `keep(step,
+    /// record)` holds (`step` is read from any line, `record` is `None` for unknown kinds); a
+    /// torn last line is dropped and a missing header is added. Returns how many lines were
+    /// dropped; nothing is written when none is.
+    pub fn retain_records(
+        &self,
+        keep: impl Fn(Option<usize>, Option<&Record>) -> bool,
+    ) -> Result<usize> {
+        let text = self.read_metrics_text()?;
+        let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        let mut kept = String::new();
+        let mut dropped = usize::from(complete.len() < text.trim_end().len());
+        let mut has_header = false;
+        for line in complete.lines().filter(|l| !l.trim().is_empty()) {
+            let record = match record::parse_line(line) {
+                record::Line::Known(record) => Some(record),
+                _ => None,
+            };
+            has_header |= matches!(record, Some(Record::Header { .. }));
+            if keep(raw_step(line), record.as_ref()) {
+                kept.push_str(line);
+                kept.push('\n');
+            } else {
+                dropped += 1;
+            }
+        }
+        if dropped == 0 {
+            return Ok(0);
+        }
+        if !has_header {
+            let header = serde_json::to_string(&Record::Header { v: FORMAT_VERSION })?;
+            kept.insert_str(0, &format!("{header}\n"));
+        }
+        write_atomic(&self.metrics_path(), kept.as_bytes())?;
+        Ok(dropped)
+    }
+
+    /// On resume from the checkpoint at `step`: drops the records of later steps (the run
+    /// replays them), so that every step appears once in `metrics.jsonl`.
+    pub fn truncate_after(&self, step: usize) -> Result<usize> {
+        self.retain_records(|s, _| s.is_none_or(|s| s <= step))
     }
 
     /// Writes `status.json` atomically.

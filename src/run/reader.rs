@@ -1,6 +1,7 @@
 //! Reads a run directory incrementally for front ends: new lines of `metrics.jsonl` are parsed
-//! as they appear (a torn last line waits for the next read), and the status and newest probe
-//! snapshot are re-read only when they change.
+//! into [`Record`]s as they appear (a torn last line waits for the next read; unknown kinds are
+//! counted and skipped), and the status and newest probe snapshot are re-read only when they
+//! change. A replaced metrics file (rewritten on resume) is read again from the start.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -9,6 +10,7 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
+use super::record::{parse_line, Line, Record};
 use super::{RunDir, Status};
 use crate::eval::drift::LayerDrift;
 use crate::eval::probe::HistogramEntry;
@@ -70,6 +72,10 @@ impl RunSnapshot {
 pub struct RunReader {
     run: RunDir,
     offset: u64,
+    /// Identity of the metrics file read so far (a rewrite replaces it).
+    file_id: Option<(u64, u64)>,
+    /// Records of kinds this build does not know (from a newer version), skipped.
+    unknown: usize,
     pending: String,
     status_mtime: Option<SystemTime>,
     snapshot: RunSnapshot,
@@ -80,6 +86,8 @@ impl RunReader {
         Self {
             run,
             offset: 0,
+            file_id: None,
+            unknown: 0,
             pending: String::new(),
             status_mtime: None,
             snapshot: RunSnapshot::default(),
@@ -94,6 +102,11 @@ impl RunReader {
     /// The state as of the last [`RunReader::refresh`].
     pub fn snapshot(&self) -> &RunSnapshot {
         &self.snapshot
+    }
+
+    /// How many records of unknown kinds (written by a newer version) were skipped so far.
+    pub fn unknown_records(&self) -> usize {
+        self.unknown
     }
 
     /// Reads whatever changed since the last call; returns whether anything did.
@@ -112,25 +125,29 @@ impl RunReader {
         let mut new_histogram = None;
         for record in self.read_new_records() {
             changed = true;
-            if record["kind"] == "probe" {
-                new_histogram = record["step"].as_u64();
+            if let Record::Probe(probe) = &record {
+                new_histogram = Some(probe.step);
             }
-            self.apply(&record);
+            self.apply(record);
         }
         if let Some(step) = new_histogram {
-            self.load_histogram(step as usize);
+            self.load_histogram(step);
         }
         changed
     }
 
-    fn read_new_records(&mut self) -> Vec<Value> {
+    fn read_new_records(&mut self) -> Vec<Record> {
         let Ok(mut file) = std::fs::File::open(self.run.metrics_path()) else {
             return Vec::new();
         };
-        let Ok(len) = file.metadata().map(|m| m.len()) else {
+        let Ok(metadata) = file.metadata() else {
             return Vec::new();
         };
-        if len < self.offset {
+        let len = metadata.len();
+        let id = file_identity(&metadata);
+        let replaced = self.file_id.is_some() && id != self.file_id;
+        self.file_id = id;
+        if len < self.offset || replaced {
             // The file was replaced: start over.
             self.offset = 0;
             self.pending.clear();
@@ -151,78 +168,75 @@ impl RunReader {
         let mut records = Vec::new();
         while let Some(end) = self.pending.find('\n') {
             let line: String = self.pending.drain(..=end).collect();
-            if let Ok(value) = serde_json::from_str::<Value>(line.trim()) {
-                records.push(value);
+            match parse_line(line.trim()) {
+                Line::Known(record) => records.push(record),
+                Line::Unknown => {
+                    if self.unknown == 0 {
+                        tracing::warn!(
+                            "{}: skipping records of kinds this build does not know (written by a newer tunescope?)",
+                            self.run.metrics_path().display()
+                        );
+                    }
+                    self.unknown += 1;
+                }
+                Line::Malformed => {}
             }
         }
         records
     }
 
-    fn apply(&mut self, r: &Value) {
+    fn apply(&mut self, record: Record) {
         let s = &mut self.snapshot;
-        let step = r["step"].as_f64().unwrap_or(0.0);
-        match r["kind"].as_str().unwrap_or("") {
-            "start" | "resume" => {
-                s.trainable = r["trainable"].as_u64().map(|n| n as usize);
-                s.total_params = r["total_params"].as_u64().map(|n| n as usize);
-                // A resumed run replays from its checkpoint: drop later points.
+        let step = record.step().unwrap_or(0) as f64;
+        let kind = record.kind();
+        match record {
+            Record::Start(start) | Record::Resume(start) => {
+                s.trainable = Some(start.trainable);
+                s.total_params = Some(start.total_params);
+                // A resumed run replays from its checkpoint: drop later points (a metrics file
+                // from before records were truncated on resume still has them).
                 s.loss.retain(|(x, _)| *x <= step);
                 s.lr.retain(|(x, _)| *x <= step);
                 s.probes.retain(|p| p.step <= step);
-                s.last_event = Some(format!(
-                    "{} at step {step}",
-                    r["kind"].as_str().unwrap_or("")
-                ));
-            }
-            "train" => {
-                if let Some(loss) = r["loss"].as_f64() {
-                    s.loss.push((step, loss));
-                }
-                if let Some(lr) = r["lr"].as_f64() {
-                    s.lr.push((step, lr));
-                }
-                s.tokens_per_s = r["tokens_per_s"].as_f64();
-                s.elapsed = r["elapsed"].as_f64();
-            }
-            "probe" => {
-                let get = |set: &str, path: &[&str]| -> Option<f64> {
-                    let mut v = &r[set];
-                    for key in path {
-                        v = &v[*key];
-                    }
-                    v.as_f64()
-                };
-                s.probes.push(ProbePoint {
-                    step,
-                    heldout_mass: get("heldout", &["now", "numeric_mass", "mean"]),
-                    heldout_base_mass: get("heldout", &["base", "numeric_mass", "mean"]),
-                    target_mass: get("target", &["now", "numeric_mass", "mean"]),
-                    target_base_mass: get("target", &["base", "numeric_mass", "mean"]),
-                    kl: get("heldout", &["divergence", "kl", "mean"])
-                        .or_else(|| get("target", &["divergence", "kl", "mean"])),
-                    entropy: get("heldout", &["divergence", "entropy", "mean"]),
-                    first_token_numeric: get("heldout", &["now", "first_token_numeric"]),
-                });
-            }
-            "eval" => {
-                s.eval_step = Some(step as usize);
-                s.scores = serde_json::from_value(r["tasks"].clone()).unwrap_or_default();
-                s.base_scores = serde_json::from_value(r["base"].clone()).unwrap_or_default();
-                s.delta_learning = r["delta_learning"].as_f64();
-                s.delta_heldout = r["delta_heldout"].as_f64();
-            }
-            "layer_drift" => {
-                s.layer_drift = serde_json::from_value(r["layers"].clone()).unwrap_or_default();
-            }
-            "guard" => s.guard_messages.push(format!(
-                "step {step}: {}",
-                r["reason"].as_str().unwrap_or("")
-            )),
-            kind @ ("checkpoint" | "stopped" | "finished" | "failed" | "checkpoint_failed"
-            | "watch") => {
                 s.last_event = Some(format!("{kind} at step {step}"));
             }
-            _ => {}
+            Record::Train(m) => {
+                s.loss.push((step, m.loss));
+                s.lr.push((step, m.lr));
+                s.tokens_per_s = Some(m.tokens_per_s);
+                s.elapsed = Some(m.elapsed);
+            }
+            Record::Probe(p) => {
+                let (heldout, target) = (p.heldout.as_ref(), p.target.as_ref());
+                s.probes.push(ProbePoint {
+                    step,
+                    heldout_mass: heldout.map(|h| h.now.numeric_mass.mean),
+                    heldout_base_mass: heldout.map(|h| h.base.numeric_mass.mean),
+                    target_mass: target.map(|t| t.now.numeric_mass.mean),
+                    target_base_mass: target.map(|t| t.base.numeric_mass.mean),
+                    kl: heldout.or(target).map(|set| set.divergence.kl.mean),
+                    entropy: heldout.map(|h| h.divergence.entropy.mean),
+                    first_token_numeric: heldout.map(|h| h.now.first_token_numeric),
+                });
+            }
+            Record::Eval(e) => {
+                s.eval_step = Some(e.step);
+                s.scores = e.tasks;
+                s.base_scores = e.base;
+                s.delta_learning = e.delta_learning;
+                s.delta_heldout = e.delta_heldout;
+            }
+            Record::LayerDrift { layers, .. } => s.layer_drift = layers,
+            Record::Guard { reason, .. } => s.guard_messages.push(format!("step {step}: {reason}")),
+            Record::Checkpoint { .. }
+            | Record::Stopped { .. }
+            | Record::Finished { .. }
+            | Record::Failed { .. }
+            | Record::CheckpointFailed { .. }
+            | Record::Watch(_) => {
+                s.last_event = Some(format!("{kind} at step {step}"));
+            }
+            Record::Header { .. } | Record::WatchStart { .. } | Record::Unknown => {}
         }
     }
 
@@ -249,6 +263,18 @@ impl RunReader {
             self.snapshot.histogram_step = Some(step);
         }
     }
+}
+
+/// (device, inode) of a file, to notice when it is replaced by an atomic rewrite.
+#[cfg(unix)]
+fn file_identity(metadata: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((metadata.dev(), metadata.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(_metadata: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 /// Per-task (base, now) score pairs of a snapshot, keyed by task name.

@@ -1,27 +1,15 @@
-//! Typed events a training run emits to its front ends.
+//! Typed events a training run emits to its front ends. Each event that is also a line of
+//! `metrics.jsonl` turns into its [`Record`] through [`TrainEvent::record`], the trainer's one
+//! way of writing them, so the in-process events and the file never disagree.
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-/// Metrics of one optimizer step.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StepMetrics {
-    /// Updates completed (1-based).
-    pub step: usize,
-    pub total_steps: usize,
-    pub epoch: usize,
-    /// Mean loss per labelled token of this step.
-    pub loss: f64,
-    pub lr: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
-    /// Real (non-padding) tokens processed per second of training time.
-    pub tokens_per_s: f64,
-    /// Seconds of training time since the run (or resume) started.
-    pub elapsed: f64,
-    pub tokens: usize,
-}
+use crate::recipe::GuardAction;
+use crate::run::record::RunStart;
+pub use crate::run::record::StepMetrics;
+use crate::run::Record;
 
 /// What happened in a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -72,4 +60,71 @@ pub enum TrainEvent {
         step: usize,
         reason: String,
     },
+}
+
+impl TrainEvent {
+    /// The `metrics.jsonl` record of this event (`None` for [`TrainEvent::Monitor`], whose
+    /// probe and eval records the monitor writes itself).
+    pub fn record(&self) -> Option<Record> {
+        Some(match self {
+            TrainEvent::Started {
+                run_dir,
+                total_steps,
+                start_step,
+                trainable,
+                total_params,
+                examples,
+                truncated,
+                dropped,
+                used_chat_template,
+            } => {
+                let start = RunStart {
+                    step: *start_step,
+                    run_dir: run_dir.clone(),
+                    total_steps: *total_steps,
+                    start_step: *start_step,
+                    trainable: *trainable,
+                    total_params: *total_params,
+                    examples: *examples,
+                    truncated: *truncated,
+                    dropped: *dropped,
+                    used_chat_template: *used_chat_template,
+                };
+                if *start_step > 0 {
+                    Record::Resume(start)
+                } else {
+                    Record::Start(start)
+                }
+            }
+            TrainEvent::Step(metrics) => Record::Train(metrics.clone()),
+            TrainEvent::Checkpoint { step, path } => Record::Checkpoint {
+                step: *step,
+                path: path.clone(),
+            },
+            TrainEvent::Monitor { .. } => return None,
+            TrainEvent::Guard { step, reason, stop } => Record::Guard {
+                step: *step,
+                reason: reason.clone(),
+                action: if *stop {
+                    GuardAction::Stop
+                } else {
+                    GuardAction::Warn
+                },
+                note: None,
+            },
+            TrainEvent::CheckpointFailed { step, error } => Record::CheckpointFailed {
+                step: *step,
+                error: error.clone(),
+            },
+            TrainEvent::Stopped { step } => Record::Stopped { step: *step },
+            TrainEvent::Finished { step, final_dir } => Record::Finished {
+                step: *step,
+                final_dir: final_dir.clone(),
+            },
+            TrainEvent::Failed { step, reason } => Record::Failed {
+                step: *step,
+                reason: reason.clone(),
+            },
+        })
+    }
 }

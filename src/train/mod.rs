@@ -11,4 +11,7 @@ pub mod schedule;
 mod trainer;
 
 pub use events::{StepMetrics, TrainEvent};
-pub use trainer::{run_training, spawn_training, TrainControl, TrainOutcome};
+pub use trainer::{
+    check, prepare, run_prepared, run_training, spawn_prepared, spawn_training, Prepared,
+    TrainControl, TrainOutcome,
+};

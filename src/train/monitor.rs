@@ -9,11 +9,12 @@ use serde_json::json;
 
 use crate::eval::drift::layer_drift;
 use crate::eval::numeric::NumericVocab;
-use crate::eval::probe::{load_prompts, probe_set, BaseReference, ProbeOptions};
+use crate::eval::probe::{load_prompts, probe_set, BaseReference, ProbeOptions, ProbePrompt};
 use crate::eval::tasks::{deltas, evaluate, Task, TaskScore};
 use crate::model::{Decoder, ModelTokenizer};
 use crate::recipe::{GuardAction, Recipe};
-use crate::run::RunDir;
+use crate::run::record::{EvalRecord, ProbeRecord, ProbeSetSummary};
+use crate::run::{Record, RunDir};
 use crate::util::fs::write_json_atomic;
 
 /// What one monitoring pass found, for the drift guard and front ends.
@@ -47,15 +48,26 @@ pub struct Monitor {
     eval_every: Option<usize>,
 }
 
-impl Monitor {
-    /// Prepares probe prompts, tasks and base results; `None` when the recipe asks for neither.
-    pub fn new(recipe: &Recipe, base: Decoder, tok: &ModelTokenizer) -> Result<Option<Self>> {
+/// The probe prompts and evaluation tasks a recipe names, loaded and checked (nothing computed
+/// yet): everything about them that can fail on bad input.
+pub struct MonitorInputs {
+    options: ProbeOptions,
+    prompt_sets: Vec<(&'static str, Vec<ProbePrompt>)>,
+    layer_drift: bool,
+    tasks: Vec<Task>,
+    max_items: Option<usize>,
+    probe_every: Option<usize>,
+    eval_every: Option<usize>,
+}
+
+impl MonitorInputs {
+    /// Loads the probe prompts and tasks; `None` when the recipe asks for neither.
+    pub fn load(recipe: &Recipe, tok: &ModelTokenizer) -> Result<Option<Self>> {
         if recipe.probe.is_none() && recipe.eval.is_none() {
             return Ok(None);
         }
-        let numeric = NumericVocab::new(&tok.tokenizer, base.config().vocab_size);
         let mut options = ProbeOptions::default();
-        let mut probe_sets = Vec::new();
+        let mut prompt_sets = Vec::new();
         let mut layer_drift = false;
         if let Some(spec) = &recipe.probe {
             options.max_new_tokens = spec.max_new_tokens;
@@ -65,12 +77,9 @@ impl Monitor {
                 let Some(path) = path else { continue };
                 let prompts = load_prompts(&PathBuf::from(path), tok, spec.max_prompts)
                     .with_context(|| format!("in the recipe's probe.{name}"))?;
-                probe_sets.push((
-                    name,
-                    BaseReference::compute(&base, prompts, &numeric, &tok.stop_ids, &options)?,
-                ));
+                prompt_sets.push((name, prompts));
             }
-            anyhow::ensure!(!probe_sets.is_empty(), "the recipe's `probe` section names no prompts: set probe.heldout and/or probe.target");
+            anyhow::ensure!(!prompt_sets.is_empty(), "the recipe's `probe` section names no prompts: set probe.heldout and/or probe.target");
         }
         let mut tasks = Vec::new();
         let mut max_items = None;
@@ -87,11 +96,51 @@ impl Monitor {
                 "the recipe's `eval` section lists no tasks"
             );
         }
+        Ok(Some(Self {
+            options,
+            prompt_sets,
+            layer_drift,
+            tasks,
+            max_items,
+            probe_every: recipe.probe.as_ref().map(|p| p.every_steps),
+            eval_every: recipe.eval.as_ref().map(|e| e.every_steps),
+        }))
+    }
+}
+
+impl Monitor {
+    /// Prepares probe prompts, tasks and base results; `None` when the recipe asks for neither.
+    pub fn new(recipe: &Recipe, base: Decoder, tok: &ModelTokenizer) -> Result<Option<Self>> {
+        match MonitorInputs::load(recipe, tok)? {
+            Some(inputs) => Self::from_inputs(inputs, base, tok).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Computes the base model's probe references and task scores for loaded inputs.
+    pub fn from_inputs(inputs: MonitorInputs, base: Decoder, tok: &ModelTokenizer) -> Result<Self> {
+        let numeric = NumericVocab::new(&tok.tokenizer, base.config().vocab_size);
+        let MonitorInputs {
+            options,
+            prompt_sets,
+            layer_drift,
+            tasks,
+            max_items,
+            probe_every,
+            eval_every,
+        } = inputs;
+        let probe_sets = prompt_sets
+            .into_iter()
+            .map(|(name, prompts)| {
+                BaseReference::compute(&base, prompts, &numeric, &tok.stop_ids, &options)
+                    .map(|reference| (name, reference))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let base_scores = tasks
             .iter()
             .map(|t| evaluate(&base, tok, t, max_items))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Some(Self {
+        Ok(Self {
             base,
             tok: tok.clone(),
             numeric,
@@ -101,9 +150,9 @@ impl Monitor {
             tasks,
             max_items,
             base_scores,
-            probe_every: recipe.probe.as_ref().map(|p| p.every_steps),
-            eval_every: recipe.eval.as_ref().map(|e| e.every_steps),
-        }))
+            probe_every,
+            eval_every,
+        })
     }
 
     /// Whether anything is due after `step` updates (step 0 and the last step always are).
@@ -123,7 +172,12 @@ impl Monitor {
         let mut report = MonitorReport::default();
         let due = |every: Option<usize>| is_due(every, step, total);
         if due(self.probe_every) {
-            let mut record = json!({"kind": "probe", "step": step});
+            let mut record = ProbeRecord {
+                step,
+                target: None,
+                heldout: None,
+                seconds: 0.0,
+            };
             let mut snapshot = json!({"step": step});
             for (name, reference) in &self.probe_sets {
                 let set = probe_set(
@@ -138,14 +192,19 @@ impl Monitor {
                     report.heldout_numeric_mass_delta = Some(set.numeric_mass_delta);
                 }
                 snapshot[*name] = json!({"histogram": set.histogram, "numeric_mass": set.now.numeric_mass, "base_numeric_mass": set.base.numeric_mass});
-                let mut summary = serde_json::to_value(&set)?;
-                if let Some(map) = summary.as_object_mut() {
-                    map.remove("histogram");
+                let summary = Some(ProbeSetSummary {
+                    now: set.now,
+                    base: set.base,
+                    divergence: set.divergence,
+                    numeric_mass_delta: set.numeric_mass_delta,
+                });
+                match *name {
+                    "target" => record.target = summary,
+                    _ => record.heldout = summary,
                 }
-                record[*name] = summary;
             }
-            record["seconds"] = json!(started.elapsed().as_secs_f64());
-            run.append_metric(&record)?;
+            record.seconds = started.elapsed().as_secs_f64();
+            run.append(&Record::Probe(Box::new(record)))?;
             let dir = run.path().join("probe");
             std::fs::create_dir_all(&dir)?;
             write_json_atomic(&dir.join(format!("step-{step}.json")), &snapshot)?;
@@ -163,9 +222,7 @@ impl Monitor {
                         &reference.stats.continuations,
                         &self.options,
                     )?;
-                    run.append_metric(
-                        &json!({"kind": "layer_drift", "step": step, "layers": layers}),
-                    )?;
+                    run.append(&Record::LayerDrift { step, layers })?;
                 }
             }
         }
@@ -182,14 +239,13 @@ impl Monitor {
             let (learning, heldout) = deltas(&scores, &self.base_scores);
             report.delta_learning = learning;
             report.delta_heldout = heldout;
-            run.append_metric(&json!({
-                "kind": "eval",
-                "step": step,
-                "tasks": scores,
-                "base": self.base_scores,
-                "delta_learning": learning,
-                "delta_heldout": heldout,
-                "seconds": eval_start.elapsed().as_secs_f64(),
+            run.append(&Record::Eval(EvalRecord {
+                step,
+                tasks: scores,
+                base: self.base_scores.clone(),
+                delta_learning: learning,
+                delta_heldout: heldout,
+                seconds: eval_start.elapsed().as_secs_f64(),
             }))?;
         }
         report.seconds = started.elapsed().as_secs_f64();

@@ -1,24 +1,23 @@
 //! The training loop.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Tensor};
-use serde_json::json;
 
 use super::events::{StepMetrics, TrainEvent};
 use super::loss::summed_nll_with_images;
-use super::monitor::{check_guard, Monitor};
+use super::monitor::{check_guard, Monitor, MonitorInputs};
 use super::optimizer::AdamW;
 use super::schedule::LrSchedule;
 use crate::data::{self, TokenizeOptions};
 use crate::model::{Decoder, Model};
 use crate::recipe::{GuardAction, Recipe};
-use crate::run::{CheckpointState, RunDir, RunState, Status};
+use crate::run::{CheckpointState, Record, RunDir, RunLock, RunState, Status};
 use crate::select;
 use crate::util::device::{parse_device, parse_dtype};
 
@@ -68,7 +67,29 @@ pub fn spawn_training(
     (handle, rx)
 }
 
-/// Trains per `recipe`, recording into `run`; with `resume`, continues from the newest checkpoint.
+/// Trains a prepared recipe into its new run directory (see [`Prepared::create_run`]) on a new
+/// thread; events arrive on the returned channel. The lock is released when training ends.
+pub fn spawn_prepared(
+    prepared: Prepared,
+    run: RunDir,
+    lock: RunLock,
+    control: TrainControl,
+) -> (
+    std::thread::JoinHandle<Result<TrainOutcome>>,
+    mpsc::Receiver<TrainEvent>,
+) {
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        run_prepared(prepared, &run, lock, &control, &mut |event| {
+            let _ = tx.send(event.clone());
+        })
+    });
+    (handle, rx)
+}
+
+/// Trains per `recipe`, recording into `run`; with `resume`, continues from the newest checkpoint
+/// (records of steps after it are removed from `metrics.jsonl` first: the run replays them).
+/// Takes the run's lock first and fails, writing nothing, when another live process holds it.
 /// Setup errors are recorded in `status.json` and returned; a failed or stopped run is an `Ok`
 /// outcome with that state.
 pub fn run_training(
@@ -78,28 +99,200 @@ pub fn run_training(
     control: &TrainControl,
     on_event: &mut dyn FnMut(&TrainEvent),
 ) -> Result<TrainOutcome> {
+    let _lock = run.lock()?;
+    train_locked(recipe, run, resume, None, control, on_event)
+}
+
+/// Trains a prepared recipe into a new run directory whose lock `lock` is.
+pub fn run_prepared(
+    prepared: Prepared,
+    run: &RunDir,
+    lock: RunLock,
+    control: &TrainControl,
+    on_event: &mut dyn FnMut(&TrainEvent),
+) -> Result<TrainOutcome> {
+    let recipe = prepared.recipe.clone();
+    let result = train_locked(&recipe, run, false, Some(prepared), control, on_event);
+    drop(lock);
+    result
+}
+
+fn train_locked(
+    recipe: &Recipe,
+    run: &RunDir,
+    resume: bool,
+    prepared: Option<Prepared>,
+    control: &TrainControl,
+    on_event: &mut dyn FnMut(&TrainEvent),
+) -> Result<TrainOutcome> {
     let mut status = match run.read_status() {
         Ok(status) if resume => status,
         _ => Status::new(&recipe.name, recipe.model.as_deref().unwrap_or(""), 0),
     };
     status.pid = Some(std::process::id());
-    let result = Session::prepare(recipe, run, resume, &mut status)
+    let result = prepared
+        .map_or_else(|| prepare(recipe), Ok)
+        .and_then(|prepared| Session::new(prepared, run, resume, &mut status))
         .and_then(|mut session| session.train(control, &mut status, on_event));
     if let Err(error) = &result {
         status.state = RunState::Failed;
         status.last_error = Some(format!("{error:#}"));
         status.touch();
         let _ = run.write_status(&status);
-        let _ = run.append_metric(
-            &json!({"kind": "failed", "step": status.step, "reason": format!("{error:#}")}),
-        );
+        let _ = run.append(&Record::Failed {
+            step: status.step,
+            reason: format!("{error:#}"),
+        });
     }
     result
 }
 
+/// A recipe checked against its model, data, selection, probe and evaluation files, with
+/// everything loaded: what setup can reject has been rejected, and nothing is written yet.
+pub struct Prepared {
+    recipe: Recipe,
+    model: Model,
+    decoder: Decoder,
+    data: data::TokenizedData,
+    monitor: Option<MonitorInputs>,
+    trainable: usize,
+    total_params: usize,
+}
+
+/// What [`check`] loads: all but the decoder.
+struct Checked {
+    model: Model,
+    selection: HashSet<String>,
+    data: data::TokenizedData,
+    monitor: Option<MonitorInputs>,
+    trainable: usize,
+    total_params: usize,
+}
+
+/// Runs every check of `recipe` that needs no weights in memory (model files, selection, data,
+/// images, probe prompts and tasks), for a launcher that starts the trainer elsewhere.
+pub fn check(recipe: &Recipe) -> Result<()> {
+    load_checked(recipe).map(drop)
+}
+
+/// Loads and checks everything `recipe` needs before a run directory exists: the model and its
+/// decoder, the selection (unknown names and empty selections fail), the data (and images), the
+/// probe prompts and evaluation tasks.
+pub fn prepare(recipe: &Recipe) -> Result<Prepared> {
+    let checked = load_checked(recipe)?;
+    let device = parse_device(&recipe.device)?;
+    let dtype = parse_dtype(&recipe.dtype)?;
+    let decoder = checked.model.decoder(&checked.selection, dtype, &device)?;
+    if let Some(name) = decoder.row_masks().keys().next() {
+        if recipe.optimizer.weight_decay > 0.0 {
+            anyhow::bail!(
+                "the selection trains only some parts of the fused tensor {name}: with weight decay {} \
+                 AdamW would move the frozen rows too; set optimizer.weight_decay=0, or select every part",
+                recipe.optimizer.weight_decay
+            );
+        }
+    }
+    Ok(Prepared {
+        recipe: recipe.clone(),
+        model: checked.model,
+        decoder,
+        data: checked.data,
+        monitor: checked.monitor,
+        trainable: checked.trainable,
+        total_params: checked.total_params,
+    })
+}
+
+impl Prepared {
+    /// The recipe prepared.
+    pub fn recipe(&self) -> &Recipe {
+        &self.recipe
+    }
+
+    /// Creates the run directory (`dir`, or a new one under the recipe's `output_dir`), takes
+    /// its lock and writes the recipe snapshot. A `dir` another live process writes to is
+    /// refused before anything is written there.
+    pub fn create_run(&self, dir: Option<&Path>) -> Result<(RunDir, RunLock)> {
+        let run = match dir {
+            Some(dir) => RunDir::open_or_init(dir)?,
+            None => RunDir::create(Path::new(&self.recipe.output_dir), &self.recipe.name)?,
+        };
+        let lock = run.lock()?;
+        run.write_recipe(&self.recipe)?;
+        Ok((run, lock))
+    }
+}
+
+fn load_checked(recipe: &Recipe) -> Result<Checked> {
+    let model = Model::open(&recipe.model_spec()?)?;
+    let map = model.module_map();
+    let selection =
+        select::resolve(&recipe.trainable, &map).context("in the recipe's `trainable` section")?;
+    parse_device(&recipe.device)?;
+    parse_dtype(&recipe.dtype)?;
+    let data_path = recipe.data_path()?;
+    let records = data::read_records(&data_path)?;
+    let options = TokenizeOptions {
+        max_length: recipe.max_length,
+        train_on_prompt: recipe.train_on_prompt,
+    };
+    let image_tokens = match &model.tokenizer.images {
+        Some(images) => Some(data::ImageTokens {
+            id: images.image_token,
+            count: images.tokens_per_tile(),
+            per_image: data::image_token_counts(
+                images,
+                records
+                    .iter()
+                    .filter_map(|r| Some((r.line, r.image.as_deref()?))),
+                &data_path,
+            )?,
+        }),
+        None => None,
+    };
+    let mut data =
+        data::tokenize_with_images(&records, &model.tokenizer, &options, image_tokens.as_ref())?;
+    if let Some(images) = &model.tokenizer.images {
+        data::load_images(&mut data, images, &data_path)?;
+    }
+    let vision_side = selection
+        .names
+        .iter()
+        .filter_map(|n| map.get(n))
+        .any(|p| select::is_vision_side(p.kind));
+    if vision_side && data.examples.iter().all(|e| e.pixel_values.is_none()) {
+        anyhow::bail!(
+            "the selection trains vision-tower or projector tensors but no record of {} has an image \
+             (add \"image\": \"path\" and an <image> placeholder to the records)",
+            data_path.display()
+        );
+    }
+    if !data.used_chat_template {
+        tracing::info!(
+            "the model has no chat template: prompts and responses are concatenated as plain text"
+        );
+    }
+    if data.truncated > 0 {
+        tracing::warn!(
+            "{} examples were longer than max_length {} and were cut",
+            data.truncated,
+            recipe.max_length
+        );
+    }
+    let monitor = MonitorInputs::load(recipe, &model.tokenizer)?;
+    Ok(Checked {
+        trainable: selection.trainable_numel(&map),
+        total_params: map.total(),
+        selection: selection.to_hash_set(),
+        model,
+        data,
+        monitor,
+    })
+}
+
 /// Everything a run needs, loaded.
 struct Session<'a> {
-    recipe: &'a Recipe,
+    recipe: Recipe,
     run: &'a RunDir,
     model: Model,
     decoder: Decoder,
@@ -118,88 +311,28 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn prepare(
-        recipe: &'a Recipe,
-        run: &'a RunDir,
-        resume: bool,
-        status: &mut Status,
-    ) -> Result<Self> {
-        let model = Model::open(&recipe.model_spec()?)?;
-        let map = model.module_map();
-        let selection = select::resolve(&recipe.trainable, &map)
-            .context("in the recipe's `trainable` section")?;
-        let device = parse_device(&recipe.device)?;
-        let dtype = parse_dtype(&recipe.dtype)?;
-        let data_path = recipe.data_path()?;
-        let records = data::read_records(&data_path)?;
-        let options = TokenizeOptions {
-            max_length: recipe.max_length,
-            train_on_prompt: recipe.train_on_prompt,
-        };
-        let image_tokens = match &model.tokenizer.images {
-            Some(images) => Some(data::ImageTokens {
-                id: images.image_token,
-                count: images.tokens_per_tile(),
-                per_image: data::image_token_counts(
-                    images,
-                    records
-                        .iter()
-                        .filter_map(|r| Some((r.line, r.image.as_deref()?))),
-                    &data_path,
-                )?,
-            }),
-            None => None,
-        };
-        let mut data = data::tokenize_with_images(
-            &records,
-            &model.tokenizer,
-            &options,
-            image_tokens.as_ref(),
-        )?;
-        if let Some(images) = &model.tokenizer.images {
-            data::load_images(&mut data, images, &data_path)?;
-        }
-        let vision_side = selection
-            .names
-            .iter()
-            .filter_map(|n| map.get(n))
-            .any(|p| select::is_vision_side(p.kind));
-        if vision_side && data.examples.iter().all(|e| e.pixel_values.is_none()) {
-            anyhow::bail!(
-                "the selection trains vision-tower or projector tensors but no record of {} has an image \
-                 (add \"image\": \"path\" and an <image> placeholder to the records)",
-                data_path.display()
-            );
-        }
-        if !data.used_chat_template {
-            tracing::info!("the model has no chat template: prompts and responses are concatenated as plain text");
-        }
-        if data.truncated > 0 {
-            tracing::warn!(
-                "{} examples were longer than max_length {} and were cut",
-                data.truncated,
-                recipe.max_length
-            );
-        }
-        let decoder = model.decoder(&selection.to_hash_set(), dtype, &device)?;
-        if let Some(name) = decoder.row_masks().keys().next() {
-            if recipe.optimizer.weight_decay > 0.0 {
-                anyhow::bail!(
-                    "the selection trains only some parts of the fused tensor {name}: with weight decay {} \
-                     AdamW would move the frozen rows too; set optimizer.weight_decay=0, or select every part",
-                    recipe.optimizer.weight_decay
-                );
-            }
-        }
+    fn new(prepared: Prepared, run: &'a RunDir, resume: bool, status: &mut Status) -> Result<Self> {
+        let Prepared {
+            recipe,
+            model,
+            decoder,
+            data,
+            monitor,
+            trainable,
+            total_params,
+        } = prepared;
         let batches_per_epoch = data::batches_per_epoch(data.examples.len(), recipe.batch_size);
         let steps_per_epoch = batches_per_epoch.div_ceil(recipe.grad_accum).max(1);
         let total_steps = recipe.max_steps.unwrap_or(recipe.epochs * steps_per_epoch);
         // The base model for probes and evaluation: the weights before any update (shared
         // tensors for frozen parameters, a copy of the trainable ones).
-        let monitor = if recipe.probe.is_some() || recipe.eval.is_some() {
-            Monitor::new(recipe, decoder.frozen_snapshot()?, &model.tokenizer)?
-        } else {
-            None
+        let monitor = match monitor {
+            Some(inputs) => Some(Monitor::from_inputs(
+                inputs,
+                decoder.frozen_snapshot()?,
+                &model.tokenizer,
+            )?),
+            None => None,
         };
         let mut optimizer = AdamW::new(decoder.vars(), &recipe.optimizer)?;
         let schedule = LrSchedule::new(&recipe.schedule, recipe.optimizer.lr, total_steps);
@@ -207,7 +340,7 @@ impl<'a> Session<'a> {
             let step = run.latest_checkpoint().with_context(|| {
                 format!("{} has no checkpoint to resume from", run.path().display())
             })?;
-            let ckpt = run.load_checkpoint(step, &device)?;
+            let ckpt = run.load_checkpoint(step, decoder.device())?;
             for (name, var) in decoder.vars() {
                 let value = ckpt.trained.get(name).with_context(|| {
                     format!("checkpoint step-{step} lacks trained tensor {name}")
@@ -215,6 +348,16 @@ impl<'a> Session<'a> {
                 var.set(&value.to_dtype(var.dtype())?)?;
             }
             optimizer.load_state(&ckpt.optimizer, ckpt.state.step)?;
+            // Steps after the checkpoint are trained again: their old records go, so that
+            // every step appears once in metrics.jsonl.
+            let dropped = run.truncate_after(ckpt.state.step)?;
+            if dropped > 0 {
+                tracing::info!(
+                    "removed {dropped} records of steps after checkpoint step-{} from {}",
+                    ckpt.state.step,
+                    run.metrics_path().display()
+                );
+            }
             (ckpt.state.step, ckpt.state.micro_batches, ckpt.state.losses)
         } else {
             (0, 0, Vec::new())
@@ -226,8 +369,8 @@ impl<'a> Session<'a> {
         Ok(Self {
             recipe,
             run,
-            trainable: selection.trainable_numel(&map),
-            total_params: map.total(),
+            trainable,
+            total_params,
             model,
             decoder,
             data,
@@ -241,6 +384,22 @@ impl<'a> Session<'a> {
             pad_id,
             monitor,
         })
+    }
+
+    /// Writes an event's record to `metrics.jsonl`, then hands the event to the front end: the
+    /// one path by which the trainer's records and events are produced.
+    fn emit(&self, event: TrainEvent, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<()> {
+        self.write_record(&event)?;
+        on_event(&event);
+        Ok(())
+    }
+
+    /// Appends the record of `event`, if it has one.
+    fn write_record(&self, event: &TrainEvent) -> Result<()> {
+        match event.record() {
+            Some(record) => self.run.append(&record),
+            None => Ok(()),
+        }
     }
 
     fn train(
@@ -265,15 +424,7 @@ impl<'a> Session<'a> {
             dropped: self.data.dropped.len(),
             used_chat_template: self.data.used_chat_template,
         };
-        let mut record = serde_json::to_value(&started)?;
-        record["kind"] = json!(if self.start_step > 0 {
-            "resume"
-        } else {
-            "start"
-        });
-        record["step"] = json!(self.start_step);
-        run.append_metric(&record)?;
-        on_event(&started);
+        self.emit(started, on_event)?;
 
         let mut train_seconds = 0f64;
         let mut guard_stop: Option<String> = None;
@@ -396,13 +547,12 @@ impl<'a> Session<'a> {
                 elapsed: train_seconds + seconds,
                 tokens,
             };
-            let mut record = serde_json::to_value(&metrics)?;
-            record["kind"] = json!("train");
-            run.append_metric(&record)?;
+            let event = TrainEvent::Step(metrics);
+            self.write_record(&event)?;
             status.step = step + 1;
             status.touch();
             run.write_status(status)?;
-            on_event(&TrainEvent::Step(metrics));
+            on_event(&event);
 
             if guard_stop.is_none() {
                 guard_stop = self.monitor_pass(step + 1, status, on_event)?;
@@ -421,8 +571,7 @@ impl<'a> Session<'a> {
                 }
                 status.touch();
                 run.write_status(status)?;
-                run.append_metric(&json!({"kind": "stopped", "step": step + 1}))?;
-                on_event(&TrainEvent::Stopped { step: step + 1 });
+                self.emit(TrainEvent::Stopped { step: step + 1 }, on_event)?;
                 return Ok(self.outcome(RunState::Stopped, step + 1, None));
             }
         }
@@ -432,13 +581,13 @@ impl<'a> Session<'a> {
         status.state = RunState::Finished;
         status.touch();
         run.write_status(status)?;
-        run.append_metric(
-            &json!({"kind": "finished", "step": self.total_steps, "final_dir": run.final_dir()}),
+        self.emit(
+            TrainEvent::Finished {
+                step: self.total_steps,
+                final_dir: run.final_dir(),
+            },
+            on_event,
         )?;
-        on_event(&TrainEvent::Finished {
-            step: self.total_steps,
-            final_dir: run.final_dir(),
-        });
         Ok(self.outcome(RunState::Finished, self.total_steps, None))
     }
 
@@ -457,6 +606,7 @@ impl<'a> Session<'a> {
             return Ok(None);
         }
         let report = monitor.run(step, self.total_steps, &self.decoder, self.run)?;
+        // No record: the monitor wrote its probe and eval records.
         on_event(&TrainEvent::Monitor {
             step,
             heldout_numeric_mass_delta: report.heldout_numeric_mass_delta,
@@ -464,16 +614,18 @@ impl<'a> Session<'a> {
             delta_heldout: report.delta_heldout,
             seconds: report.seconds,
         });
-        let Some(trip) = check_guard(self.recipe, &report) else {
+        let Some(trip) = check_guard(&self.recipe, &report) else {
             return Ok(None);
         };
         let stop = trip.action == GuardAction::Stop;
-        self.run.append_metric(&json!({"kind": "guard", "step": step, "reason": trip.reason, "action": if stop { "stop" } else { "warn" }}))?;
-        on_event(&TrainEvent::Guard {
-            step,
-            reason: trip.reason.clone(),
-            stop,
-        });
+        self.emit(
+            TrainEvent::Guard {
+                step,
+                reason: trip.reason.clone(),
+                stop,
+            },
+            on_event,
+        )?;
         status.last_error = Some(format!("drift guard: {}", trip.reason));
         Ok(stop.then_some(trip.reason))
     }
@@ -500,12 +652,13 @@ impl<'a> Session<'a> {
         status.last_error = Some(reason.clone());
         status.touch();
         self.run.write_status(status)?;
-        self.run
-            .append_metric(&json!({"kind": "failed", "step": step + 1, "reason": reason}))?;
-        on_event(&TrainEvent::Failed {
-            step: step + 1,
-            reason: reason.clone(),
-        });
+        self.emit(
+            TrainEvent::Failed {
+                step: step + 1,
+                reason: reason.clone(),
+            },
+            on_event,
+        )?;
         Ok(self.outcome(RunState::Failed, step, Some(reason)))
     }
 
@@ -541,21 +694,19 @@ impl<'a> Session<'a> {
             Ok(()) => {
                 status.last_checkpoint = Some(step);
                 let path = self.run.checkpoint_dir(step);
-                self.run
-                    .append_metric(&json!({"kind": "checkpoint", "step": step, "path": path}))?;
-                on_event(&TrainEvent::Checkpoint { step, path });
+                self.emit(TrainEvent::Checkpoint { step, path }, on_event)?;
             }
             Err(error) => {
                 let message = format!("{error:#}");
                 tracing::warn!("{message}");
                 status.last_error = Some(message.clone());
-                self.run.append_metric(
-                    &json!({"kind": "checkpoint_failed", "step": step, "error": message}),
+                self.emit(
+                    TrainEvent::CheckpointFailed {
+                        step,
+                        error: message,
+                    },
+                    on_event,
                 )?;
-                on_event(&TrainEvent::CheckpointFailed {
-                    step,
-                    error: message,
-                });
             }
         }
         status.touch();

@@ -11,10 +11,12 @@ use crate::recipe::Recipe;
 use crate::run::{RunDir, RunState};
 
 /// Creates a run directory for `recipe` and starts `tunescope train` on it in the background.
+/// The recipe is checked first (model, selection, data, probe and eval files), so a bad one
+/// leaves no directory behind; the worker takes the run's lock, and refuses a run directory
+/// another live process writes to.
 pub fn launch_detached(recipe: &Recipe) -> Result<RunDir> {
     recipe.validate()?;
-    crate::model::source::resolve(&recipe.model_spec()?)?;
-    recipe.data_path()?;
+    crate::train::check(recipe)?;
     let run = RunDir::create(Path::new(&recipe.output_dir), &recipe.name)?;
     run.write_recipe(recipe)?;
     let log = std::fs::File::create(run.log_path())

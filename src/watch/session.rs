@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device};
-use serde_json::json;
 
 use super::checkpoint::{CheckpointDir, CompleteCheckpoint};
 use crate::model::{Decoder, Model, ModelConfig, WeightStore};
-use crate::recipe::{GuardAction, Recipe};
-use crate::run::{RunDir, RunState, Status};
+use crate::recipe::Recipe;
+use crate::run::record::WatchRecord;
+use crate::run::{Record, RunDir, RunLock, RunState, Status};
 use crate::train::monitor::{check_guard, Monitor, MonitorReport};
 use crate::util::device::{parse_device, parse_dtype};
 
@@ -41,17 +41,34 @@ pub struct Session {
     device: Device,
     recorded: BTreeSet<usize>,
     status: Status,
+    /// The run directory's writer lock, held while the session lives.
+    _lock: RunLock,
 }
 
 /// Steps with a `watch` record in the run directory's metrics.
 pub fn recorded_steps(run: &RunDir) -> Result<BTreeSet<usize>> {
     Ok(run
-        .read_metrics()?
+        .read_records()?
         .iter()
-        .filter(|m| m["kind"] == "watch")
-        .filter_map(|m| m["step"].as_u64())
-        .map(|s| s as usize)
+        .filter_map(|r| match r {
+            Record::Watch(w) => Some(w.step),
+            _ => None,
+        })
         .collect())
+}
+
+/// Drops the probe, layer-drift, eval and guard records of steps without a `watch` record: a
+/// watch that died while evaluating a step left them, and the step is evaluated again, so each
+/// step's records appear once.
+fn drop_unfinished_steps(run: &RunDir, recorded: &BTreeSet<usize>) -> Result<usize> {
+    run.retain_records(|_, record| match record {
+        Some(
+            Record::Probe(_) | Record::LayerDrift { .. } | Record::Eval(_) | Record::Guard { .. },
+        ) => record
+            .and_then(Record::step)
+            .is_some_and(|step| recorded.contains(&step)),
+        _ => true,
+    })
 }
 
 impl Session {
@@ -94,8 +111,15 @@ impl Session {
                 RunDir::create(runs_root, &format!("watch-{}", recipe.name))?
             }
         };
+        let lock = run.lock()?;
         run.write_recipe(recipe)?;
         let recorded = recorded_steps(&run)?;
+        let dropped = drop_unfinished_steps(&run, &recorded)?;
+        if dropped > 0 {
+            tracing::info!(
+                "removed {dropped} records of a step whose evaluation was interrupted; it is evaluated again"
+            );
+        }
         let mut status = Status::new(&recipe.name, &spec, 0);
         if let Ok(previous) = run.read_status() {
             status.started_at = previous.started_at;
@@ -104,13 +128,12 @@ impl Session {
         status.step = recorded.iter().max().copied().unwrap_or(0);
         status.total_steps = status.step;
         run.write_status(&status)?;
-        run.append_metric(&json!({
-            "kind": "watch_start",
-            "step": status.step,
-            "watched": watched,
-            "recorded": recorded.len(),
-            "pid": std::process::id(),
-        }))?;
+        run.append(&Record::WatchStart {
+            step: status.step,
+            watched: watched.clone(),
+            recorded: recorded.len(),
+            pid: std::process::id(),
+        })?;
         Ok(Self {
             recipe: recipe.clone(),
             watched,
@@ -122,6 +145,7 @@ impl Session {
             device,
             recorded,
             status,
+            _lock: lock,
         })
     }
 
@@ -160,8 +184,7 @@ impl Session {
             None => return Ok(None),
         };
         let name = self.status.model.clone();
-        self.record(0, &current, name, json!({"base": true}))
-            .map(Some)
+        self.record(0, &current, name, None).map(Some)
     }
 
     /// Probes and evaluates a complete checkpoint and records it.
@@ -177,18 +200,18 @@ impl Session {
             checkpoint.step,
             &current,
             checkpoint.path.display().to_string(),
-            json!({"base": false, "weights": files.weights}),
+            Some(files.weights.clone()),
         )
     }
 
     /// Records a checkpoint that will not be evaluated (incomplete while later ones are done).
     pub fn record_skip(&mut self, checkpoint: &CheckpointDir, reason: &str) -> Result<()> {
-        self.run.append_metric(&json!({
-            "kind": "watch",
-            "step": checkpoint.step,
-            "checkpoint": checkpoint.path,
-            "skipped": true,
-            "reason": reason,
+        self.run.append(&Record::Watch(WatchRecord {
+            step: checkpoint.step,
+            checkpoint: checkpoint.path.display().to_string(),
+            skipped: true,
+            reason: Some(reason.to_string()),
+            ..WatchRecord::default()
         }))?;
         self.recorded.insert(checkpoint.step);
         Ok(())
@@ -204,14 +227,11 @@ impl Session {
         self.status.last_error = error.clone().or(self.status.last_error.take());
         self.status.touch();
         self.run.write_status(&self.status)?;
-        match error {
-            Some(reason) => self.run.append_metric(
-                &json!({"kind": "failed", "step": self.status.step, "reason": reason}),
-            ),
-            None => self
-                .run
-                .append_metric(&json!({"kind": "stopped", "step": self.status.step})),
-        }
+        let step = self.status.step;
+        self.run.append(&match error {
+            Some(reason) => Record::Failed { step, reason },
+            None => Record::Stopped { step },
+        })
     }
 
     /// A checkpoint's weights as a frozen decoder, read-only, checked against the base model.
@@ -240,38 +260,31 @@ impl Session {
         step: usize,
         current: &Decoder,
         checkpoint: String,
-        extra: serde_json::Value,
+        weights: Option<Vec<PathBuf>>,
     ) -> Result<StepResult> {
         let started = Instant::now();
         let report = self.monitor.run(step, step, current, &self.run)?;
         let trip = check_guard(&self.recipe, &report);
         if let Some(trip) = &trip {
-            let action = match trip.action {
-                GuardAction::Stop => "stop",
-                GuardAction::Warn => "warn",
-            };
-            self.run.append_metric(&json!({
-                "kind": "guard",
-                "step": step,
-                "reason": trip.reason,
-                "action": action,
-                "note": "watching another trainer: nothing is stopped",
-            }))?;
+            self.run.append(&Record::Guard {
+                step,
+                reason: trip.reason.clone(),
+                action: trip.action,
+                note: Some("watching another trainer: nothing is stopped".into()),
+            })?;
             self.status.last_error = Some(format!("drift guard at step {step}: {}", trip.reason));
         }
-        let mut record = json!({
-            "kind": "watch",
-            "step": step,
-            "checkpoint": checkpoint,
-            "heldout_numeric_mass_delta": report.heldout_numeric_mass_delta,
-            "delta_learning": report.delta_learning,
-            "delta_heldout": report.delta_heldout,
-            "seconds": started.elapsed().as_secs_f64(),
-        });
-        if let (Some(map), Some(more)) = (record.as_object_mut(), extra.as_object()) {
-            map.extend(more.clone());
-        }
-        self.run.append_metric(&record)?;
+        self.run.append(&Record::Watch(WatchRecord {
+            step,
+            checkpoint: checkpoint.clone(),
+            base: Some(weights.is_none()),
+            weights,
+            heldout_numeric_mass_delta: report.heldout_numeric_mass_delta,
+            delta_learning: report.delta_learning,
+            delta_heldout: report.delta_heldout,
+            seconds: Some(started.elapsed().as_secs_f64()),
+            ..WatchRecord::default()
+        }))?;
         self.recorded.insert(step);
         self.status.step = self.status.step.max(step);
         self.status.total_steps = self.status.total_steps.max(step);
