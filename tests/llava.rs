@@ -757,3 +757,89 @@ fn anyres_and_siglip_gradients_agree_with_finite_differences() {
         }
     }
 }
+
+/// Gradients through Qwen2.5-VL's vision transformer (window and full attention with the 2-D
+/// rotary embedding, RMSNorm, SwiGLU, the merger) and the M-RoPE language model agree with
+/// finite differences.
+#[test]
+fn qwen2_5_vl_gradients_agree_with_finite_differences() {
+    use tunescope::model::vlm::tiny_qwen::{make_tiny_qwen_vl, TinyQwenVlSpec};
+    let dev = Device::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    make_tiny_qwen_vl(&TinyQwenVlSpec::new(34), dir.path()).unwrap();
+    let model = Model::open(dir.path().to_str().unwrap()).unwrap();
+    let inputs = model.tokenizer.images.clone().unwrap();
+    // 90 high, 100 wide: smart-resized to 84×112, a 6×8 patch grid, 3×4 merged units in
+    // windows of 2×2 (two of them cut short).
+    let img = image::RgbImage::from_fn(100, 90, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x * y) % 251) as u8])
+    });
+    let pixels = inputs.processor.process(&img, false).unwrap();
+    assert_eq!(pixels.grid, (6, 8));
+    let tokens = inputs.tokens_for(&pixels);
+    assert_eq!(tokens, 12);
+    let prompt = model.tokenizer.encode("look <image> and say").unwrap();
+    let (ids, placeholders) = inputs.expand(&prompt, &[&pixels]);
+    assert_eq!(placeholders, 1);
+    let input = Tensor::new(ids.as_slice(), &dev)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let batch = tunescope::model::vlm::ImageBatch::from_pixels(&[&pixels], &dev)
+        .unwrap()
+        .unwrap();
+    let names = [
+        "visual.patch_embed.proj.weight",
+        "visual.blocks.0.attn.qkv.weight",
+        "visual.blocks.1.mlp.gate_proj.weight",
+        "visual.blocks.2.norm1.weight",
+        "visual.merger.ln_q.weight",
+        "visual.merger.mlp.0.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.self_attn.k_proj.bias",
+    ];
+    let trainable: HashSet<String> = names.iter().map(|s| s.to_string()).collect();
+    let decoder = model.decoder(&trainable, DType::F32, &dev).unwrap();
+    let loss = || -> Tensor {
+        let logits = decoder
+            .forward_with_images(&input, None, Some(&batch))
+            .unwrap();
+        let n = logits.elem_count();
+        let w: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.017).sin()).collect();
+        let w = Tensor::from_vec(w, logits.shape(), &dev).unwrap();
+        (logits * w).unwrap().sum_all().unwrap()
+    };
+    let grads = loss().backward().unwrap();
+    for name in names {
+        let var = &decoder.vars()[name];
+        let grad: Vec<f32> = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let original = var.as_tensor().copy().unwrap();
+        let values: Vec<f32> = original.flatten_all().unwrap().to_vec1().unwrap();
+        let mut order: Vec<usize> = (0..grad.len()).collect();
+        order.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
+        for &index in order.iter().take(2) {
+            let eps = 1e-2f32;
+            let eval = |delta: f32| -> f64 {
+                let mut x = values.clone();
+                x[index] += delta;
+                var.set(&Tensor::from_vec(x, original.shape(), &dev).unwrap())
+                    .unwrap();
+                loss().to_scalar::<f32>().unwrap() as f64
+            };
+            let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
+            var.set(&original).unwrap();
+            let analytic = grad[index] as f64;
+            let rel = (numeric - analytic).abs() / analytic.abs().max(1e-6);
+            println!(
+                "{name}[{index}]: analytic {analytic:.5e} numeric {numeric:.5e} rel {rel:.1e}"
+            );
+            assert!(rel <= 2e-2, "{name}[{index}]: relative error {rel}");
+        }
+    }
+}

@@ -26,11 +26,15 @@ fn setup() -> Setup {
 }
 
 fn setup_with(spec: &TinyLlavaSpec) -> Setup {
+    setup_making(&|dir| make_tiny_llava(spec, dir).unwrap())
+}
+
+fn setup_making(make: &dyn Fn(&Path)) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let shapes = tmp.path().join("shapes");
     ShapesWorld::new(2).write(&shapes).unwrap();
     let model_dir = tmp.path().join("llava");
-    make_tiny_llava(spec, &model_dir).unwrap();
+    make(&model_dir);
     let model = Model::open(&model_dir.to_string_lossy()).unwrap();
     Setup {
         _tmp: tmp,
@@ -184,17 +188,32 @@ fn task_items_with_images_are_scored_with_them() {
 }
 
 #[test]
-/// On every LLaVA family: LLaVA-1.5, LLaVA-NeXT and LLaVA-OneVision.
+/// On every family: LLaVA-1.5, LLaVA-NeXT, LLaVA-OneVision and Qwen2.5-VL.
 fn training_with_image_probe_and_eval_finishes() {
+    use tunescope::model::vlm::tiny_qwen::{make_tiny_qwen_vl, TinyQwenVlSpec};
     use tunescope::recipe::Recipe;
     use tunescope::run::{RunDir, RunState};
     use tunescope::train::{run_training, TrainControl, TrainEvent};
-    for spec in [
-        TinyLlavaSpec::new(8),
-        TinyLlavaSpec::next(9),
-        TinyLlavaSpec::onevision(10),
-    ] {
-        let s = setup_with(&spec);
+    let makers: [(&str, Box<dyn Fn(&Path)>); 4] = [
+        (
+            "llava",
+            Box::new(|d| make_tiny_llava(&TinyLlavaSpec::new(8), d).unwrap()),
+        ),
+        (
+            "llava_next",
+            Box::new(|d| make_tiny_llava(&TinyLlavaSpec::next(9), d).unwrap()),
+        ),
+        (
+            "llava_onevision",
+            Box::new(|d| make_tiny_llava(&TinyLlavaSpec::onevision(10), d).unwrap()),
+        ),
+        (
+            "qwen2_5_vl",
+            Box::new(|d| make_tiny_qwen_vl(&TinyQwenVlSpec::new(11), d).unwrap()),
+        ),
+    ];
+    for (family, make) in makers {
+        let s = setup_making(&*make);
         let sh = |p: &str| s.shapes.join(p).display().to_string();
         let recipe = Recipe::load(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/projector.yaml"),
@@ -226,14 +245,22 @@ fn training_with_image_probe_and_eval_finishes() {
         })
         .unwrap();
         assert_eq!(outcome.state, RunState::Finished, "{:?}", outcome.reason);
-        assert_eq!(monitors, 2, "{}: step 0 and the last step", spec.family);
+        assert_eq!(monitors, 2, "{family}: step 0 and the last step");
     }
 }
 
 #[test]
 fn generation_with_an_image_follows_the_full_forward() {
+    use tunescope::model::vlm::tiny_qwen::{make_tiny_qwen_vl, TinyQwenVlSpec};
+    generation_follows_the_full_forward(&setup());
+    // Qwen2.5-VL: M-RoPE positions after the image continue from the cache's next position.
+    generation_follows_the_full_forward(&setup_making(&|d| {
+        make_tiny_qwen_vl(&TinyQwenVlSpec::new(12), d).unwrap()
+    }));
+}
+
+fn generation_follows_the_full_forward(s: &Setup) {
     use tunescope::model::generate::{generate_with_image, GenerateOptions};
-    let s = setup();
     let prompts = load_prompts(
         &s.shapes.join("probe/heldout.jsonl"),
         &s.model.tokenizer,
@@ -247,7 +274,7 @@ fn generation_with_an_image_follows_the_full_forward() {
     for p in &prompts {
         let px = pixel_tensor(p.pixel_values.as_ref().unwrap());
         let options = GenerateOptions {
-            max_new_tokens: 3,
+            max_new_tokens: 6,
             ..Default::default()
         };
         let out = generate_with_image(&decoder, &p.ids, Some(&px), &options, |_| Ok(())).unwrap();

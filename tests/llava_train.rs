@@ -91,9 +91,25 @@ fn check_recipe_on(
     ratio: f64,
     prefix_changed: &dyn Fn(&str) -> bool,
 ) {
+    check_recipe_with(
+        &|dir| make_tiny_llava(spec, dir).unwrap(),
+        name,
+        lr,
+        ratio,
+        prefix_changed,
+    )
+}
+
+fn check_recipe_with(
+    make: &dyn Fn(&Path),
+    name: &str,
+    lr: &str,
+    ratio: f64,
+    prefix_changed: &dyn Fn(&str) -> bool,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let model_dir = tmp.path().join("tiny-llava");
-    make_tiny_llava(spec, &model_dir).unwrap();
+    make(&model_dir);
     let data = write_colour_data(tmp.path());
     let r = recipe(
         name,
@@ -174,6 +190,19 @@ fn next_and_onevision_recipes_change_exactly_their_part() {
             n.starts_with("language_model.model.layers.") && n.contains(".self_attn.")
         });
     }
+}
+
+#[test]
+fn qwen2_5_vl_recipes_change_exactly_their_part() {
+    use tunescope::model::vlm::tiny_qwen::{make_tiny_qwen_vl, TinyQwenVlSpec};
+    let make = |dir: &Path| make_tiny_qwen_vl(&TinyQwenVlSpec::new(24), dir).unwrap();
+    // The projector kind is the merger.
+    check_recipe_with(&make, "projector", "0.05", 0.97, &|n| {
+        n.starts_with("visual.merger.")
+    });
+    check_recipe_with(&make, "sa-proj", "0.01", 0.6, &|n| {
+        n.starts_with("model.layers.") && n.contains(".self_attn.")
+    });
 }
 
 fn prepare_error(lines: &str, files: &[(&str, &[u8])]) -> String {

@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 
 use crate::model::tiny::{make_tiny, TinySpec};
 use crate::model::vlm::tiny::{make_tiny_llava, TinyLlavaSpec};
+use crate::model::vlm::tiny_qwen::{make_tiny_qwen_vl, TinyQwenVlSpec};
 use crate::model::Architecture;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -26,9 +27,14 @@ pub enum ArchArg {
     /// LLaVA: a CLIP vision tower, a projector and a tiny Llama (32×32 images, 8×8 patches).
     Llava,
     /// LLaVA-NeXT: LLaVA with anyres tiling (1×2, 2×1, 2×2 tiles) and image_newline.
+    #[value(alias = "llava_next")]
     LlavaNext,
     /// LLaVA-OneVision: a SigLIP tower, a tiny Qwen2, anyres_max_2 and image_newline.
+    #[value(alias = "llava_onevision")]
     LlavaOnevision,
+    /// Qwen2.5-VL: a window-attention ViT with a 2×2 merger, a tiny Qwen2 with M-RoPE.
+    #[value(name = "qwen2_5_vl", alias = "qwen2.5-vl")]
+    Qwen25Vl,
 }
 
 #[derive(Debug, Args)]
@@ -65,7 +71,7 @@ pub struct MakeTinyArgs {
 pub fn run(args: MakeTinyArgs) -> Result<()> {
     let arch = match args.arch {
         ArchArg::Llama | ArchArg::Llava | ArchArg::LlavaNext => Architecture::Llama,
-        ArchArg::LlavaOnevision => Architecture::Qwen2,
+        ArchArg::LlavaOnevision | ArchArg::Qwen25Vl => Architecture::Qwen2,
         ArchArg::Qwen2 => Architecture::Qwen2,
         ArchArg::Qwen3 => Architecture::Qwen3,
         ArchArg::Smollm3 => Architecture::SmolLM3,
@@ -89,6 +95,15 @@ pub fn run(args: MakeTinyArgs) -> Result<()> {
         gemma2: matches!(args.arch, ArchArg::Gemma2),
         ..TinySpec::new(arch, args.seed)
     };
+    if matches!(args.arch, ArchArg::Qwen25Vl) {
+        let spec = TinyQwenVlSpec {
+            text: spec,
+            ..TinyQwenVlSpec::new(args.seed)
+        };
+        make_tiny_qwen_vl(&spec, &args.out)?;
+        println!("wrote qwen2_5_vl model to {}", args.out.display());
+        return Ok(());
+    }
     let llava = match args.arch {
         ArchArg::Llava => Some(TinyLlavaSpec::new(args.seed)),
         ArchArg::LlavaNext => Some(TinyLlavaSpec::next(args.seed)),

@@ -61,7 +61,7 @@ impl TinySpec {
         }
     }
 
-    fn tied(&self) -> bool {
+    pub fn tied(&self) -> bool {
         self.tie_embeddings.unwrap_or(matches!(
             self.arch,
             Architecture::Qwen2 | Architecture::SmolLM3 | Architecture::Gemma

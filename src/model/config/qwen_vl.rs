@@ -60,7 +60,7 @@ impl ModelConfig {
         config.sources.push(ValueSource {
             name: "mrope section".into(),
             value: format!("{section:?}"),
-            source: section_source,
+            source: format!("config.json `{prefix}{section_source}`"),
             fallback: false,
         });
         config.mrope_section = Some(section);
@@ -135,7 +135,7 @@ fn take_mrope_section(text: &mut Map<String, Value>) -> Result<(Vec<usize>, Stri
         if key == "rope_scaling" && set.keys().all(|k| k == "type" || k == "rope_type") {
             text.remove(key);
         }
-        return Ok((list, format!("config.json `{key}.mrope_section`")));
+        return Ok((list, format!("{key}.mrope_section")));
     }
     bail!("the language model's rope settings have no `mrope_section`; Qwen2.5-VL needs it (e.g. [16, 24, 24])")
 }

@@ -9,6 +9,7 @@ pub mod preprocess;
 pub mod qwen_vit;
 pub mod resample;
 pub mod tiny;
+pub mod tiny_qwen;
 pub mod tower;
 pub mod vision;
 
