@@ -14,6 +14,9 @@ use tunescope::model::vlm::tiny::{make_tiny_llava, TinyLlavaSpec};
 use tunescope::model::Model;
 use tunescope::world::shapes::ShapesWorld;
 
+/// Writes a tiny model into a folder.
+type ModelMaker = Box<dyn Fn(&Path)>;
+
 struct Setup {
     _tmp: tempfile::TempDir,
     shapes: PathBuf,
@@ -194,7 +197,7 @@ fn training_with_image_probe_and_eval_finishes() {
     use tunescope::recipe::Recipe;
     use tunescope::run::{RunDir, RunState};
     use tunescope::train::{run_training, TrainControl, TrainEvent};
-    let makers: [(&str, Box<dyn Fn(&Path)>); 4] = [
+    let makers: [(&str, ModelMaker); 4] = [
         (
             "llava",
             Box::new(|d| make_tiny_llava(&TinyLlavaSpec::new(8), d).unwrap()),

@@ -370,3 +370,66 @@ fn projector_recipe_on_text_only_records_is_refused() {
         "{e}"
     );
 }
+
+/// `optimizer.lr_by_kind` gives a kind its own learning rate: after one AdamW step (which
+/// moves each weight by about its learning rate), the vision tower moved by its 1e-3 and the
+/// projector by the recipe's 1e-2; a rate of 0 keeps the tower bit-identical.
+#[test]
+fn learning_rates_per_kind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("tiny-llava");
+    make_tiny_llava(&TinyLlavaSpec::new(25), &model_dir).unwrap();
+    let data = write_colour_data(tmp.path());
+    let before = load_tensors(&model_dir.join("model.safetensors"));
+    let largest_move = |run: &RunDir, prefix: &str| -> f32 {
+        let after = load_tensors(&run.final_dir().join("model.safetensors"));
+        before
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(n, b)| common::max_abs_diff(b, &after[n]))
+            .fold(0f32, f32::max)
+    };
+    for (vision_lr, steps) in [("0.001", 1), ("0", 3)] {
+        let r = recipe(
+            "projector",
+            &model_dir,
+            &data,
+            &[
+                &format!("max_steps={steps}"),
+                "optimizer.lr=0.01",
+                "optimizer.max_grad_norm=null",
+                "trainable.kinds=[projector, vision]",
+                &format!("optimizer.lr_by_kind.vision={vision_lr}"),
+            ],
+        );
+        assert_eq!(
+            r.optimizer.lr_by_kind["vision"],
+            vision_lr.parse::<f64>().unwrap()
+        );
+        let (run, _) = train(&r, &tmp.path().join(format!("runs-{vision_lr}")));
+        let (projector, vision) = (
+            largest_move(&run, "multi_modal_projector."),
+            largest_move(&run, "vision_tower."),
+        );
+        println!("vision lr {vision_lr}: projector moved {projector:.2e}, vision {vision:.2e}");
+        if vision_lr == "0" {
+            assert_eq!(vision, 0.0);
+            assert!(projector > 0.0);
+        } else {
+            assert!((projector - 0.01).abs() < 1e-4, "{projector}");
+            assert!((vision - 0.001).abs() < 1e-5, "{vision}");
+        }
+    }
+    // A kind nobody trains, or no kind at all, is refused before anything is written.
+    for (value, needle) in [
+        ("optimizer.lr_by_kind.q=0.1", "names no trained parameter"),
+        (
+            "optimizer.lr_by_kind.visionn=0.1",
+            "is not a parameter kind",
+        ),
+    ] {
+        let r = recipe("projector", &model_dir, &data, &[value]);
+        let err = format!("{:#}", tunescope::train::check(&r).unwrap_err());
+        assert!(err.contains(needle) && err.contains("lr_by_kind"), "{err}");
+    }
+}

@@ -202,10 +202,13 @@ impl Layer {
     }
 }
 
-/// Rotary positions: one per token, or M-RoPE's three streams (temporal, row, column).
+/// M-RoPE's three position streams (temporal, row, column), each `[row][position]`.
+type MropeStreams = [Vec<Vec<u32>>; 3];
+
+/// Rotary positions: one per token, or M-RoPE's three streams.
 enum Positions {
     Flat(Vec<Vec<u32>>),
-    Sections([Vec<Vec<u32>>; 3]),
+    Sections(MropeStreams),
 }
 
 /// What one kind of layer attends with: rope tables `(B, 1, T, D)` and the additive mask.
@@ -646,7 +649,7 @@ impl Decoder {
         valid: &[Vec<bool>],
         images: Option<&ImageBatch>,
         starts: &[u32],
-    ) -> Result<([Vec<Vec<u32>>; 3], Vec<u32>)> {
+    ) -> Result<(MropeStreams, Vec<u32>)> {
         let ids = input_ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
         let vision = self.config.vision.as_ref();
         let image_token = vision.map(|v| v.image_token_index);
@@ -658,11 +661,11 @@ impl Decoder {
                 i.images
                     .iter()
                     .map(|s| (s.grid.0 / merge, s.grid.1 / merge))
-                    .collect()
+                    .collect::<Vec<_>>()
             })
-            .unwrap_or_else(Vec::new)
+            .unwrap_or_default()
             .into_iter();
-        let mut streams: [Vec<Vec<u32>>; 3] = Default::default();
+        let mut streams: MropeStreams = Default::default();
         let mut next = Vec::with_capacity(ids.len());
         for ((row, valid), &start) in ids.iter().zip(valid).zip(starts) {
             let mut out = [
@@ -975,7 +978,7 @@ impl Decoder {
     }
 
     /// M-RoPE tables: frequency `j` turns with the stream whose `mrope_section` holds it.
-    fn mrope_tables(&self, streams: &[Vec<Vec<u32>>; 3]) -> Result<(Tensor, Tensor)> {
+    fn mrope_tables(&self, streams: &MropeStreams) -> Result<(Tensor, Tensor)> {
         let section = self
             .config
             .mrope_section
@@ -996,10 +999,14 @@ impl Decoder {
         let batch = streams[0].len();
         let seq = streams[0].first().map_or(0, Vec::len);
         let mut angles = Vec::with_capacity(batch * seq * 2 * half);
-        for b in 0..batch {
-            for t in 0..seq {
-                let row: Vec<f32> = (0..half)
-                    .map(|j| streams[stream_of[j]][b][t] as f32 * inv_freq[j])
+        let [temporal, rows, cols] = streams;
+        for ((tr, rr), cr) in temporal.iter().zip(rows).zip(cols) {
+            for ((&tp, &rp), &cp) in tr.iter().zip(rr).zip(cr) {
+                let position = [tp, rp, cp];
+                let row: Vec<f32> = stream_of
+                    .iter()
+                    .zip(&inv_freq)
+                    .map(|(&s, f)| position[s] as f32 * f)
                     .collect();
                 angles.extend_from_slice(&row);
                 angles.extend_from_slice(&row);

@@ -56,6 +56,10 @@ pub struct OptimizerSpec {
     pub eps: f64,
     /// Global gradient-norm clip; `null` disables clipping.
     pub max_grad_norm: Option<f64>,
+    /// Learning rates of their own for some parameter kinds (`vision: 2e-6`, as the study
+    /// tunes a vision tower); they follow the same schedule as `lr`.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub lr_by_kind: std::collections::BTreeMap<String, f64>,
 }
 
 impl Default for OptimizerSpec {
@@ -67,6 +71,7 @@ impl Default for OptimizerSpec {
             beta2: 0.999,
             eps: 1e-8,
             max_grad_norm: Some(1.0),
+            lr_by_kind: Default::default(),
         }
     }
 }

@@ -104,7 +104,8 @@ pub const PRESETS: &[&str] = &[
     "vision",
 ];
 
-/// The trainable spec of a named preset (see [`PRESETS`]); all layers, biases following.
+/// The trainable spec of a named preset (see [`PRESETS`]; `merger` is `projector` by
+/// Qwen2.5-VL's name); all layers, biases following.
 pub fn preset(name: &str) -> Option<TrainableSpec> {
     let kinds: &[&str] = match name {
         "sa-proj" => &["q", "k", "v", "o"],
@@ -114,7 +115,7 @@ pub fn preset(name: &str) -> Option<TrainableSpec> {
         "mlp-down" => &["down"],
         "sa-proj+gate-up" => &["q", "k", "v", "o", "gate", "up"],
         "full-llm" => &["llm"],
-        "projector" => &["projector"],
+        "projector" | "merger" => &["projector"],
         "vision" => &["vision"],
         _ => return None,
     };

@@ -35,6 +35,7 @@ pub const KIND_ALIASES: &[(&str, &str)] = &[
         "llm",
         "every language-model parameter: all kinds but vision and projector",
     ),
+    ("merger", "projector (Qwen2.5-VL's patch merger)"),
 ];
 
 /// The kinds a `kinds:` entry stands for; errors on an unknown name, suggesting the closest.
@@ -44,6 +45,7 @@ pub fn expand_kind(term: &str) -> Result<Vec<ParamKind>> {
     Ok(match lower.as_str() {
         "attn" => vec![Q, K, V, O],
         "mlp" => vec![Gate, Up, Down],
+        "merger" => vec![Projector],
         "llm" => ParamKind::ALL
             .into_iter()
             .filter(|k| !is_vision_side(*k))

@@ -39,6 +39,50 @@ enum State {
 struct Slot {
     var: Var,
     state: State,
+    /// This parameter's learning rate as a multiple of the schedule's (`lr_by_kind`).
+    lr_scale: f64,
+}
+
+/// Each selected parameter whose kind has a learning rate of its own in `spec.lr_by_kind`,
+/// with that rate as a multiple of `spec.lr`. A kind tunescope does not know, or one that no
+/// selected parameter has, is an error naming it.
+pub fn lr_scales(
+    spec: &OptimizerSpec,
+    selected: &std::collections::BTreeSet<String>,
+    map: &crate::model::ModuleMap,
+) -> Result<BTreeMap<String, f64>> {
+    let mut scales = BTreeMap::new();
+    for (kind, &lr) in &spec.lr_by_kind {
+        let parsed = crate::model::ParamKind::parse(kind).with_context(|| {
+            format!(
+                "`{kind}` is not a parameter kind; kinds: {}",
+                crate::model::ParamKind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        if !(lr >= 0.0 && lr.is_finite()) {
+            bail!("the learning rate of `{kind}` must be a finite number ≥ 0, got {lr}");
+        }
+        if spec.lr <= 0.0 {
+            bail!(
+                "`lr` is {}, so `{kind}: {lr}` cannot be expressed as a multiple of it",
+                spec.lr
+            );
+        }
+        let before = scales.len();
+        for name in selected {
+            if map.get(name).is_some_and(|p| p.kind == parsed) {
+                scales.insert(name.clone(), lr / spec.lr);
+            }
+        }
+        if scales.len() == before {
+            bail!("`{kind}: {lr}` names no trained parameter; select `{kind}` in `trainable` or remove it");
+        }
+    }
+    Ok(scales)
 }
 
 /// Decoupled-weight-decay Adam (Loshchilov & Hutter), as PyTorch's `AdamW`.
@@ -98,6 +142,7 @@ impl AdamW {
                 Slot {
                     var: var.clone(),
                     state,
+                    lr_scale: 1.0,
                 },
             );
         }
@@ -106,6 +151,18 @@ impl AdamW {
             slots,
             step: 0,
         })
+    }
+
+    /// Gives the named parameters learning rates of their own: `scales[name]` times the
+    /// schedule's. Names it does not update (selected tensors the decoder keeps frozen, such as
+    /// vision layers past the feature layer) are skipped.
+    pub fn set_lr_scales(&mut self, scales: &BTreeMap<String, f64>) -> Result<()> {
+        for (name, &scale) in scales {
+            if let Some(slot) = self.slots.get_mut(name) {
+                slot.lr_scale = scale;
+            }
+        }
+        Ok(())
     }
 
     /// Applies one update with learning rate `lr`; `grads` are f32, by parameter name.
@@ -124,7 +181,10 @@ impl AdamW {
             bias1,
             bias2,
         };
+        let base_step = step;
         for (name, slot) in self.slots.iter_mut() {
+            let lr = lr * slot.lr_scale;
+            let step = AdamWStep { lr, ..base_step };
             let grad = grads
                 .get(name)
                 .with_context(|| format!("no gradient for {name}"))?;

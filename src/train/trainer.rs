@@ -1,6 +1,6 @@
 //! The training loop.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -157,6 +157,7 @@ pub struct Prepared {
     monitor: Option<MonitorInputs>,
     trainable: usize,
     total_params: usize,
+    lr_scales: BTreeMap<String, f64>,
 }
 
 /// What [`check`] loads: all but the decoder.
@@ -167,6 +168,7 @@ struct Checked {
     monitor: Option<MonitorInputs>,
     trainable: usize,
     total_params: usize,
+    lr_scales: BTreeMap<String, f64>,
 }
 
 /// Runs every check of `recipe` that needs no weights in memory (model files, selection, data,
@@ -200,6 +202,7 @@ pub fn prepare(recipe: &Recipe) -> Result<Prepared> {
         monitor: checked.monitor,
         trainable: checked.trainable,
         total_params: checked.total_params,
+        lr_scales: checked.lr_scales,
     })
 }
 
@@ -280,7 +283,10 @@ fn load_checked(recipe: &Recipe) -> Result<Checked> {
         );
     }
     let monitor = MonitorInputs::load(recipe, &model.tokenizer)?;
+    let lr_scales = super::optimizer::lr_scales(&recipe.optimizer, &selection.names, &map)
+        .context("in the recipe's `optimizer.lr_by_kind`")?;
     Ok(Checked {
+        lr_scales,
         trainable: selection.trainable_numel(&map),
         total_params: map.total(),
         selection: selection.to_hash_set(),
@@ -320,6 +326,7 @@ impl<'a> Session<'a> {
             monitor,
             trainable,
             total_params,
+            lr_scales,
         } = prepared;
         let batches_per_epoch = data::batches_per_epoch(data.examples.len(), recipe.batch_size);
         let steps_per_epoch = batches_per_epoch.div_ceil(recipe.grad_accum).max(1);
@@ -335,6 +342,7 @@ impl<'a> Session<'a> {
             None => None,
         };
         let mut optimizer = AdamW::new(decoder.vars(), &recipe.optimizer)?;
+        optimizer.set_lr_scales(&lr_scales)?;
         let schedule = LrSchedule::new(&recipe.schedule, recipe.optimizer.lr, total_steps);
         let (start_step, micro_batches, losses) = if resume {
             let step = run.latest_checkpoint().with_context(|| {

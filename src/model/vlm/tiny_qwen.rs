@@ -154,7 +154,7 @@ fn vision_weights(
     patching: &QwenPatching,
     tensors: &mut HashMap<String, Tensor>,
 ) -> Result<()> {
-    let mut rng = SeededRng::new(spec.text.seed ^ 0x5157_454e_5649_54);
+    let mut rng = SeededRng::new(spec.text.seed ^ 0x0051_5745_4e56_4954);
     let dev = Device::Cpu;
     let mut add = |name: String, shape: &[usize], mean: f32, std: f32| -> Result<()> {
         let n = shape.iter().product();
