@@ -61,7 +61,7 @@ fn probe_prompts_carry_their_images() {
     let image_id = s.model.config.vision.as_ref().unwrap().image_token_index;
     for p in &prompts {
         assert_eq!(p.ids.iter().filter(|&&t| t == image_id).count(), 16);
-        assert!(p.pixel_values.is_some());
+        assert_eq!(p.pixel_values.len(), 1);
     }
     let decoder = s
         .model
@@ -82,7 +82,7 @@ fn probe_prompts_carry_their_images() {
         .unwrap()
         .unsqueeze(0)
         .unwrap();
-    let px = pixel_tensor(one[0].pixel_values.as_ref().unwrap());
+    let px = pixel_tensor(&one[0].pixel_values[0]);
     let logits = decoder.forward_with_images(&ids, None, Some(&px)).unwrap();
     let last = logits.get(0).unwrap().get(one[0].ids.len() - 1).unwrap();
     let probs: Vec<f32> = candle_nn::ops::softmax(&last, D::Minus1)
@@ -275,7 +275,7 @@ fn generation_follows_the_full_forward(s: &Setup) {
         .decoder(&HashSet::new(), DType::F32, &Device::Cpu)
         .unwrap();
     for p in &prompts {
-        let px = pixel_tensor(p.pixel_values.as_ref().unwrap());
+        let px = pixel_tensor(&p.pixel_values[0]);
         let options = GenerateOptions {
             max_new_tokens: 6,
             ..Default::default()

@@ -262,12 +262,12 @@ fn bad_image_records_name_the_file_and_line() {
         &[],
     );
     assert!(
-        e.contains("line 1") && e.contains("no \"image\" field"),
+        e.contains("line 1") && e.contains("no \"image\" or \"images\" field"),
         "{e}"
     );
     let e = prepare_error(r#"{"image": 3, "prompt": "<image>", "response": "x"}"#, &[]);
     assert!(
-        e.contains("line 1") && e.contains("must be a path string"),
+        e.contains("line 1") && e.contains("must hold path strings"),
         "{e}"
     );
 }
@@ -283,7 +283,7 @@ fn image_placeholder_expands_and_a_cut_through_it_drops_the_image() {
     let img = ImageTokens {
         id: v.image_token_index,
         count: v.image_seq_len(),
-        per_image: Default::default(),
+        per_record: [(8, vec![16, 5])].into_iter().collect(),
     };
     let msg = |role: &str, content: &str| ChatMessage {
         role: role.into(),
@@ -292,7 +292,7 @@ fn image_placeholder_expands_and_a_cut_through_it_drops_the_image() {
     let rec = Record {
         line: 7,
         messages: vec![msg("user", "a <image> b"), msg("assistant", "red")],
-        image: Some(tmp.path().join("x.png")),
+        images: vec![tmp.path().join("x.png")],
     };
     let opts = |max_length| TokenizeOptions {
         max_length,
@@ -316,17 +316,53 @@ fn image_placeholder_expands_and_a_cut_through_it_drops_the_image() {
         ex.labels[first..first + 16].iter().all(|&l| l == -100),
         "image tokens carry no label"
     );
-    assert_eq!(
-        ex.image.as_deref(),
-        Some(tmp.path().join("x.png").as_path())
-    );
+    assert_eq!(ex.images, vec![tmp.path().join("x.png")]);
     // A cut inside the run drops the whole run and the image.
     let data =
         tokenize_with_images(&[rec], &model.tokenizer, &opts(first + 5), Some(&img)).unwrap();
     let ex = &data.examples[0];
     assert_eq!(ex.input_ids.len(), first);
-    assert!(ex.image.is_none());
+    assert!(ex.images.is_empty());
     assert_eq!(data.truncated, 1);
+
+    // Two images with counts of their own (line 8: 16 and 5 tokens), in placeholder order; a cut
+    // through the second keeps the first.
+    let two = Record {
+        line: 8,
+        messages: vec![msg("user", "<image> or <image> ?"), msg("assistant", "red")],
+        images: vec![tmp.path().join("a.png"), tmp.path().join("b.png")],
+    };
+    let data = tokenize_with_images(
+        std::slice::from_ref(&two),
+        &model.tokenizer,
+        &opts(512),
+        Some(&img),
+    )
+    .unwrap();
+    let ex = &data.examples[0];
+    assert_eq!(ex.input_ids.iter().filter(|&&t| t == img.id).count(), 21);
+    let second = ex.input_ids.iter().rposition(|&t| t == img.id).unwrap() - 4;
+    assert!(ex.input_ids[second..second + 5]
+        .iter()
+        .all(|&t| t == img.id));
+    assert_eq!(ex.images.len(), 2);
+    let data = tokenize_with_images(
+        std::slice::from_ref(&two),
+        &model.tokenizer,
+        &opts(second + 2),
+        Some(&img),
+    )
+    .unwrap();
+    let ex = &data.examples[0];
+    assert_eq!(ex.input_ids.len(), second);
+    assert_eq!(ex.images, vec![tmp.path().join("a.png")]);
+    // One placeholder for two images is refused, naming the line.
+    let wrong = Record {
+        messages: vec![msg("user", "<image> ?"), msg("assistant", "red")],
+        ..two
+    };
+    let err = tokenize_with_images(&[wrong], &model.tokenizer, &opts(512), Some(&img)).unwrap_err();
+    assert!(format!("{err:#}").contains("line 8"), "{err:#}");
 }
 
 #[test]
@@ -431,5 +467,57 @@ fn learning_rates_per_kind() {
         let r = recipe("projector", &model_dir, &data, &[value]);
         let err = format!("{:#}", tunescope::train::check(&r).unwrap_err());
         assert!(err.contains(needle) && err.contains("lr_by_kind"), "{err}");
+    }
+}
+
+/// Records with several images (`"images": [...]`, one `<image>` each) train on every family;
+/// OneVision encodes each of them untiled, the others as they would alone.
+#[test]
+fn records_with_several_images_train_on_every_family() {
+    use tunescope::model::vlm::tiny_qwen::{make_tiny_qwen_vl, TinyQwenVlSpec};
+    let tmp = tempfile::tempdir().unwrap();
+    let single = write_colour_data(tmp.path());
+    let text = std::fs::read_to_string(&single).unwrap();
+    let mut pairs = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let other = format!("images/img-{}.png", (i + 5) % 16);
+        let own = v["image"].take();
+        v.as_object_mut().unwrap().remove("image");
+        v["images"] = serde_json::json!([own, other]);
+        v["prompt"] = serde_json::json!("<image> and <image>\nwhat colour is the first picture ?");
+        pairs.push_str(&v.to_string());
+        pairs.push('\n');
+    }
+    let data = tmp.path().join("pairs.jsonl");
+    std::fs::write(&data, pairs).unwrap();
+    type Maker = Box<dyn Fn(&Path)>;
+    let makers: [(&str, Maker); 3] = [
+        (
+            "llava_next",
+            Box::new(|d| make_tiny_llava(&TinyLlavaSpec::next(26), d).unwrap()),
+        ),
+        (
+            "llava_onevision",
+            Box::new(|d| make_tiny_llava(&TinyLlavaSpec::onevision(27), d).unwrap()),
+        ),
+        (
+            "qwen2_5_vl",
+            Box::new(|d| make_tiny_qwen_vl(&TinyQwenVlSpec::new(28), d).unwrap()),
+        ),
+    ];
+    for (family, make) in makers {
+        let model_dir = tmp.path().join(family);
+        make(&model_dir);
+        let r = recipe(
+            "sa-proj",
+            &model_dir,
+            &data,
+            &["max_steps=3", "batch_size=2"],
+        );
+        let (_, losses) = train(&r, &tmp.path().join(format!("runs-{family}")));
+        println!("{family}: {losses:.3?}");
+        assert_eq!(losses.len(), 3, "{family}");
+        assert!(losses.iter().all(|l| l.is_finite()), "{family}");
     }
 }

@@ -372,7 +372,7 @@ fn probe_speed(model: &Model, decoder: &Decoder, config: &BenchConfig) -> Result
     let low = if vocab > 64 { 16 } else { 0 };
     let prompts: Vec<ProbePrompt> = (0..config.probe_prompts)
         .map(|_| ProbePrompt {
-            pixel_values: None,
+            pixel_values: Vec::new(),
             text: String::new(),
             ids: (0..config.probe_prompt_len.max(1))
                 .map(|_| (low + rng.below(vocab - low)) as u32)

@@ -133,9 +133,7 @@ pub fn make_batch(
         batch.input_ids.push(ids);
         batch.labels.push(labels);
         batch.attention_mask.push(mask);
-        if let Some(pixels) = &ex.pixel_values {
-            batch.pixel_values.push(pixels.clone());
-        }
+        batch.pixel_values.extend(ex.pixel_values.iter().cloned());
     }
     batch
 }
@@ -155,8 +153,8 @@ mod tests {
                 labels: (0..len as i64)
                     .map(|t| if t % 2 == 1 { 10 + t } else { IGNORE_INDEX })
                     .collect(),
-                image: None,
-                pixel_values: None,
+                images: Vec::new(),
+                pixel_values: Vec::new(),
             })
             .collect();
         TokenizedData {

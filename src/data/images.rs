@@ -10,39 +10,47 @@ use super::tokenize::TokenizedData;
 pub use crate::model::vlm::Pixels;
 use crate::model::vlm::{ImageInputs, ImageProcessor};
 
-/// Loads every example's image through the model's image inputs. Errors name the JSONL file
+/// Loads every example's images through the model's image inputs. Errors name the JSONL file
 /// (`source`), the record's line and the image file.
 pub fn load_images(data: &mut TokenizedData, images: &ImageInputs, source: &Path) -> Result<()> {
     for ex in &mut data.examples {
-        let Some(path) = &ex.image else {
+        if ex.images.is_empty() {
             continue;
-        };
-        let pixels = images
-            .load_pixels(path)
+        }
+        let paths: Vec<&Path> = ex.images.iter().map(PathBuf::as_path).collect();
+        ex.pixel_values = images
+            .load_record_images(&paths)
             .map_err(|e| anyhow!("{} line {}: {e:#}", source.display(), ex.line))?;
-        ex.pixel_values = Some(pixels);
     }
     Ok(())
 }
 
-/// Image tokens of each distinct image file among `paths`, from the files' headers (anyres
-/// models give each image size its own count).
-pub fn image_token_counts<'a>(
+/// Image tokens of each record's images (by line), from the files' headers: anyres and
+/// Qwen2.5-VL give each image size its own count, and OneVision does not tile the images of a
+/// record with several.
+pub fn image_token_counts(
     images: &ImageInputs,
-    paths: impl Iterator<Item = (usize, &'a Path)>,
+    records: &[super::Record],
     source: &Path,
-) -> Result<BTreeMap<PathBuf, usize>> {
+) -> Result<BTreeMap<usize, Vec<usize>>> {
+    let mut sizes: BTreeMap<&Path, (u32, u32)> = BTreeMap::new();
     let mut counts = BTreeMap::new();
-    for (line, path) in paths {
-        if counts.contains_key(path) {
-            continue;
+    for record in records.iter().filter(|r| !r.images.is_empty()) {
+        let several = record.images.len() > 1;
+        let mut own = Vec::with_capacity(record.images.len());
+        for path in &record.images {
+            let at = |e: anyhow::Error| anyhow!("{} line {}: {e:#}", source.display(), record.line);
+            let original = match sizes.get(path.as_path()) {
+                Some(&s) => s,
+                None => {
+                    let s = ImageProcessor::image_size(path).map_err(at)?;
+                    sizes.insert(path, s);
+                    s
+                }
+            };
+            own.push(images.tokens_for_size(original, several).map_err(at)?);
         }
-        let original = ImageProcessor::image_size(path)
-            .map_err(|e| anyhow!("{} line {line}: {e:#}", source.display()))?;
-        let count = images
-            .tokens_for_size(original)
-            .map_err(|e| anyhow!("{} line {line}: {e:#}", source.display()))?;
-        counts.insert(path.to_path_buf(), count);
+        counts.insert(record.line, own);
     }
     Ok(counts)
 }

@@ -1,6 +1,7 @@
 //! Training records read from JSONL: one JSON object per line, either
 //! `{"prompt": ..., "response": ...}` or `{"messages": [{"role": ..., "content": ...}, ...]}`,
-//! optionally with `"image": "path"` (relative to the JSONL file) for vision-language models.
+//! optionally with `"image": "path"` or `"images": ["path", ...]` (relative to the JSONL file,
+//! one `<image>` placeholder each, in order) for vision-language models.
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +19,9 @@ pub struct Record {
     pub line: usize,
     /// The conversation; a prompt/response record becomes `[user: prompt, assistant: response]`.
     pub messages: Vec<ChatMessage>,
-    /// The record's image, resolved against the JSONL file's folder (not checked to exist here).
-    pub image: Option<PathBuf>,
+    /// The record's images in placeholder order, resolved against the JSONL file's folder (not
+    /// checked to exist here).
+    pub images: Vec<PathBuf>,
 }
 
 /// Reads every record of the JSONL file at `path`; blank lines are skipped.
@@ -36,13 +38,13 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
             continue;
         }
         let line_no = index + 1;
-        let (messages, image) = parse_record_line(line)
+        let (messages, images) = parse_record_line(line)
             .map_err(|e| anyhow!("{} line {line_no}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new(""));
         records.push(Record {
             line: line_no,
             messages,
-            image: image.map(|i| base.join(i)),
+            images: images.iter().map(|i| base.join(i)).collect(),
         });
     }
     if records.is_empty() {
@@ -62,8 +64,8 @@ pub fn parse_line(line: &str) -> Result<Vec<ChatMessage>> {
     Ok(parse_record_line(line)?.0)
 }
 
-/// Parses one non-blank line into its conversation and its `image` path as written.
-pub fn parse_record_line(line: &str) -> Result<(Vec<ChatMessage>, Option<String>)> {
+/// Parses one non-blank line into its conversation and its image paths as written.
+pub fn parse_record_line(line: &str) -> Result<(Vec<ChatMessage>, Vec<String>)> {
     let value: Value = serde_json::from_str(line).map_err(|e| {
         // serde's own position says "line 1"; the caller names the file's line.
         let text = e.to_string();
@@ -80,13 +82,26 @@ pub fn parse_record_line(line: &str) -> Result<(Vec<ChatMessage>, Option<String>
             kind(&value)
         );
     };
-    let image = match obj.get("image") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(p)) if !p.trim().is_empty() => Some(p.clone()),
-        Some(Value::String(_)) => {
-            bail!("\"image\" is empty; give the image's path relative to the JSONL file")
+    let path = |key: &str, v: &Value| -> Result<String> {
+        match v {
+            Value::String(p) if !p.trim().is_empty() => Ok(p.clone()),
+            Value::String(_) => {
+                bail!("\"{key}\" holds an empty path; give each image's path relative to the JSONL file")
+            }
+            v => bail!("\"{key}\" must hold path strings, found {}", kind(v)),
         }
-        Some(v) => bail!("\"image\" must be a path string, found {}", kind(v)),
+    };
+    let image = match (obj.get("image"), obj.get("images")) {
+        (Some(one), Some(many)) if !one.is_null() && !many.is_null() => {
+            bail!("has both \"image\" and \"images\"; keep only one")
+        }
+        (Some(v), _) if !v.is_null() => vec![path("image", v)?],
+        (_, Some(Value::Array(list))) => list
+            .iter()
+            .map(|v| path("images", v))
+            .collect::<Result<Vec<_>>>()?,
+        (_, Some(Value::Null)) | (_, None) => Vec::new(),
+        (_, Some(v)) => bail!("\"images\" must be a list of paths, found {}", kind(v)),
     };
     let has_pair = obj.contains_key("prompt") || obj.contains_key("response");
     let messages = match (obj.get("messages"), has_pair) {

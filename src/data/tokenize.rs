@@ -19,10 +19,10 @@ pub struct Example {
     pub line: usize,
     pub input_ids: Vec<u32>,
     pub labels: Vec<i64>,
-    /// The image whose tokens `input_ids` holds (vision-language models only).
-    pub image: Option<PathBuf>,
-    /// Its preprocessed pixels, once loaded (see [`super::images::load_images`]).
-    pub pixel_values: Option<Pixels>,
+    /// The images whose tokens `input_ids` holds, in order (vision-language models only).
+    pub images: Vec<PathBuf>,
+    /// Their preprocessed pixels, once loaded (see [`super::images::load_images`]).
+    pub pixel_values: Vec<Pixels>,
 }
 
 impl Example {
@@ -41,21 +41,22 @@ pub struct TokenizeOptions {
     pub train_on_prompt: bool,
 }
 
-/// How a vision-language model's image placeholder expands: the `<image>` token id and the
-/// number of image tokens it becomes: `count`, or for anyres models the count of the record's
-/// own image in `per_image`.
+/// How a vision-language model's image placeholders expand: the `<image>` token id and the
+/// number of image tokens each becomes: `count`, or, where the count depends on the image
+/// (anyres, Qwen2.5-VL), the counts of each record's images by its line in `per_record`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImageTokens {
     pub id: u32,
     pub count: usize,
-    pub per_image: std::collections::BTreeMap<PathBuf, usize>,
+    pub per_record: std::collections::BTreeMap<usize, Vec<usize>>,
 }
 
 impl ImageTokens {
-    /// Image tokens of the record's image.
-    fn count_for(&self, image: Option<&PathBuf>) -> usize {
-        image
-            .and_then(|p| self.per_image.get(p))
+    /// Image tokens of the `index`-th image of the record on `line`.
+    fn count_for(&self, line: usize, index: usize) -> usize {
+        self.per_record
+            .get(&line)
+            .and_then(|c| c.get(index))
             .copied()
             .unwrap_or(self.count)
     }
@@ -163,6 +164,8 @@ pub fn tokenize_with_images(
         let mut input_ids = Vec::new();
         let mut labels = Vec::new();
         let mut placeholders = 0;
+        // Where each image's run of tokens starts, and how long it is.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
         for segment in segments.iter().filter(|s| !s.text.is_empty()) {
             let ids = tok
                 .encode(&segment.text)
@@ -171,8 +174,9 @@ pub fn tokenize_with_images(
             for id in ids {
                 match image {
                     Some(img) if id == img.id => {
+                        let count = img.count_for(record.line, placeholders);
                         placeholders += 1;
-                        let count = img.count_for(record.image.as_ref());
+                        runs.push((input_ids.len(), count));
                         input_ids.extend(std::iter::repeat_n(id, count));
                         labels.extend(std::iter::repeat_n(IGNORE_INDEX, count));
                     }
@@ -203,16 +207,15 @@ pub fn tokenize_with_images(
         longest = longest.max(input_ids.len());
         let cut = input_ids.len() > opts.max_length;
         let mut keep = opts.max_length;
-        let mut with_image = image.is_some() && record.image.is_some();
-        if let Some(img) = image.filter(|_| cut && with_image) {
-            let first = input_ids.iter().position(|&t| t == img.id);
-            if let Some(first) = first.filter(|&f| f + img.count_for(record.image.as_ref()) > keep)
-            {
-                // The cut goes through the image's tokens: drop them all.
-                keep = first;
-                with_image = false;
-            }
+        // A cut through an image's tokens drops them all (and what follows).
+        if let Some(&(start, _)) = runs.iter().find(|&&(s, n)| cut && s + n > keep && s < keep) {
+            keep = start;
         }
+        let kept_images = if image.is_some() {
+            runs.iter().filter(|&&(s, n)| s + n <= keep).count()
+        } else {
+            0
+        };
         input_ids.truncate(keep);
         labels.truncate(keep);
         let label_count = count_labels(&labels);
@@ -228,8 +231,8 @@ pub fn tokenize_with_images(
             line: record.line,
             input_ids,
             labels,
-            image: record.image.clone().filter(|_| with_image),
-            pixel_values: None,
+            images: record.images[..kept_images.min(record.images.len())].to_vec(),
+            pixel_values: Vec::new(),
         });
     }
 
@@ -258,25 +261,31 @@ pub fn tokenize_with_images(
     Ok(data)
 }
 
-/// A record needs exactly one `<image>` placeholder when it has an image, none otherwise.
+/// A record needs one `<image>` placeholder per image.
 fn check_placeholders(record: &Record, placeholders: usize) -> Result<()> {
-    match (&record.image, placeholders) {
-        (Some(_), 1) | (None, 0) => Ok(()),
-        (Some(path), 0) => bail!(
-            "line {}: the record has an image ({}) but its text has no <image> placeholder; \
-             put <image> where the picture belongs, e.g. at the start of the prompt",
-            record.line,
-            path.display()
-        ),
-        (Some(_), n) => bail!(
-            "line {}: the text has {n} <image> placeholders; one image per record is supported",
-            record.line
-        ),
-        (None, n) => bail!(
-            "line {}: the text has {n} <image> placeholder(s) but the record has no \"image\" field",
-            record.line
-        ),
+    let images = record.images.len();
+    if placeholders == images {
+        return Ok(());
     }
+    if placeholders == 0 {
+        bail!(
+            "line {}: the record has {images} image(s) ({}) but its text has no <image> placeholder; \
+             put <image> where each picture belongs, e.g. at the start of the prompt",
+            record.line,
+            record.images[0].display()
+        );
+    }
+    if images == 0 {
+        bail!(
+            "line {}: the text has {placeholders} <image> placeholder(s) but the record has no \"image\" or \"images\" field",
+            record.line
+        );
+    }
+    bail!(
+        "line {}: the text has {placeholders} <image> placeholder(s) but the record lists {images} image(s); \
+         give one placeholder per image, in the order of \"images\"",
+        record.line
+    )
 }
 
 /// Labelled positions at `t >= 1` (position 0 is never predicted).
@@ -439,7 +448,7 @@ mod tests {
         assert!(segs[1].labelled);
 
         let rec = Record {
-            image: None,
+            images: Vec::new(),
             line: 5,
             messages: msgs.to_vec(),
         };
@@ -459,7 +468,7 @@ mod tests {
         let mut tok = tiny_tokenizer();
         tok.chat_template = Some("{{ raise_exception('roles must alternate') }}".into());
         let rec = Record {
-            image: None,
+            images: Vec::new(),
             line: 9,
             messages: vec![msg("user", "a"), msg("assistant", "b")],
         };
@@ -479,7 +488,7 @@ mod tests {
         let mut tok = tiny_tokenizer();
         tok.chat_template = None;
         let rec = Record {
-            image: None,
+            images: Vec::new(),
             line: 1,
             messages: vec![msg("user", "red"), msg("assistant", "blue")],
         };

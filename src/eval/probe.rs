@@ -24,8 +24,8 @@ pub struct ProbePrompt {
     pub text: String,
     /// Token ids, the image placeholder expanded to the image's tokens.
     pub ids: Vec<u32>,
-    /// The prompt's image (vision-language models).
-    pub pixel_values: Option<Pixels>,
+    /// The prompt's images, in placeholder order (vision-language models).
+    pub pixel_values: Vec<Pixels>,
 }
 
 /// The images of `prompts` (those that have one), in order.
@@ -35,7 +35,7 @@ pub(crate) fn stack_pixels<'a>(
 ) -> Result<Option<ImageBatch>> {
     let pixels: Vec<&Pixels> = prompts
         .into_iter()
-        .filter_map(|p| p.pixel_values.as_ref())
+        .flat_map(|p| p.pixel_values.iter())
         .collect();
     ImageBatch::from_pixels(&pixels, device)
 }
@@ -66,27 +66,36 @@ pub fn load_prompts(
                     index + 1
                 )
             })?;
-        let image = value.get("image").and_then(|i| i.as_str());
+        let at = || format!("{} line {}", path.display(), index + 1);
+        let files: Vec<&str> = match (value.get("image"), value.get("images")) {
+            (Some(serde_json::Value::String(one)), None) => vec![one.as_str()],
+            (None, Some(serde_json::Value::Array(many))) => many
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .with_context(|| format!("{}: \"images\" must hold path strings", at()))
+                })
+                .collect::<Result<_>>()?,
+            (None, None) => Vec::new(),
+            _ => bail!(
+                "{}: give the picture as \"image\": \"path\" or \"images\": [\"path\", ...]",
+                at()
+            ),
+        };
         let mut rendered = render_prompt(prompt, tok)?;
         if let Some(images) = &tok.images {
-            let at = || format!("{} line {}", path.display(), index + 1);
-            if let Some(file) = image {
-                let file = path.parent().unwrap_or(Path::new("")).join(file);
-                rendered.pixel_values = Some(images.load_pixels(&file).with_context(at)?);
-            }
+            let base = path.parent().unwrap_or(Path::new(""));
+            let paths: Vec<std::path::PathBuf> = files.iter().map(|f| base.join(f)).collect();
+            let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+            rendered.pixel_values = images.load_record_images(&refs).with_context(at)?;
             let own: Vec<&Pixels> = rendered.pixel_values.iter().collect();
             let (ids, placeholders) = images.expand(&rendered.ids, &own);
-            match (image, placeholders) {
-                (Some(_), 1) => {}
-                (None, 0) => {}
-                (Some(_), n) => bail!(
-                    "{}: a prompt with an image needs exactly one <image> placeholder, found {n}",
-                    at()
-                ),
-                (None, n) => bail!(
-                    "{}: the prompt has {n} <image> placeholder(s) but no \"image\" field",
-                    at()
-                ),
+            if placeholders != files.len() {
+                bail!(
+                    "{}: the prompt has {placeholders} <image> placeholder(s) but {} image(s); give one placeholder per image",
+                    at(),
+                    files.len()
+                );
             }
             rendered.ids = ids;
         }
@@ -117,7 +126,7 @@ pub fn render_prompt(prompt: &str, tok: &ModelTokenizer) -> Result<ProbePrompt> 
     Ok(ProbePrompt {
         text,
         ids,
-        pixel_values: None,
+        pixel_values: Vec::new(),
     })
 }
 

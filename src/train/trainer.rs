@@ -243,13 +243,7 @@ fn load_checked(recipe: &Recipe) -> Result<Checked> {
         Some(images) => Some(data::ImageTokens {
             id: images.image_token,
             count: images.tokens_per_tile(),
-            per_image: data::image_token_counts(
-                images,
-                records
-                    .iter()
-                    .filter_map(|r| Some((r.line, r.image.as_deref()?))),
-                &data_path,
-            )?,
+            per_record: data::image_token_counts(images, &records, &data_path)?,
         }),
         None => None,
     };
@@ -263,7 +257,7 @@ fn load_checked(recipe: &Recipe) -> Result<Checked> {
         .iter()
         .filter_map(|n| map.get(n))
         .any(|p| select::is_vision_side(p.kind));
-    if vision_side && data.examples.iter().all(|e| e.pixel_values.is_none()) {
+    if vision_side && data.examples.iter().all(|e| e.pixel_values.is_empty()) {
         anyhow::bail!(
             "the selection trains vision-tower or projector tensors but no record of {} has an image \
              (add \"image\": \"path\" and an <image> placeholder to the records)",

@@ -166,9 +166,13 @@ impl ImageInputs {
         vision::image_tokens(&self.config, &pixels.shape())
     }
 
-    /// Image tokens of an image of `original` `(height, width)`, known before it is decoded.
-    pub fn tokens_for_size(&self, original: (u32, u32)) -> Result<usize> {
+    /// Image tokens of an image of `original` `(height, width)`, known before it is decoded;
+    /// `among_several` when its record holds more than one image (OneVision does not tile those).
+    pub fn tokens_for_size(&self, original: (u32, u32), among_several: bool) -> Result<usize> {
+        let onevision_single =
+            among_several && self.processor.kind == ProcessorKind::LlavaOnevision;
         let (tiles, grid) = match (&self.processor.qwen, self.config.anyres()) {
+            (None, Some(_)) if onevision_single => (1, (0, 0)),
             (Some(q), _) => {
                 let (h, w) = q.smart_resize(original.0, original.1)?;
                 let grid = ((h / q.patch_size) as usize, (w / q.patch_size) as usize);
