@@ -299,6 +299,46 @@ def layouts(case, model, saved_names):
     return out
 
 
+def legacy_config(config: dict) -> dict:
+    """The same config in the transformers-4 layout: rope_theta (and Qwen2.5-VL's `mrope` rope_scaling) instead of
+    rope_parameters, torch_dtype instead of dtype, and Qwen2.5-VL's language-model keys at the top level."""
+    config = json.loads(json.dumps(config))
+
+    def old_rope(c):
+        params = c.pop("rope_parameters", None)
+        if params is None:
+            return
+        c["rope_theta"] = params.pop("rope_theta")
+        section = params.pop("mrope_section", None)
+        if section is not None:
+            c["rope_scaling"] = {"type": "mrope", "mrope_section": section}
+        elif params.get("rope_type", "default") != "default":
+            c["rope_scaling"] = params
+
+    def old_dtype(c):
+        if "dtype" in c:
+            c["torch_dtype"] = c.pop("dtype")
+
+    old_dtype(config)
+    if config["model_type"] == "qwen2_5_vl":
+        text = config.pop("text_config")
+        old_rope(text)
+        text.pop("model_type", None)
+        old_dtype(text)
+        for key, value in text.items():
+            config.setdefault(key, value)
+        # Qwen2.5-VL-7B-Instruct's own vision_config: in_chans, spatial_patch_size, no rope keys.
+        vision = config["vision_config"]
+        vision["in_chans"] = vision.pop("in_channels")
+        vision["spatial_patch_size"] = vision["patch_size"]
+        vision.pop("rope_parameters", None)
+    else:
+        old_rope(config["text_config"])
+        old_dtype(config["text_config"])
+    old_dtype(config.get("vision_config", {}))
+    return config
+
+
 def run_record(model, processor, text, images):
     inputs = processor(text=text, images=images, return_tensors="pt")
     with torch.no_grad():
@@ -315,6 +355,7 @@ def write_case(name, seed, build, tok, out, image_files):
     init_weights(model, seed)
     model.save_pretrained(case_dir)
     processor.save_pretrained(case_dir)
+    write_json(case_dir / "config.legacy.json", legacy_config(json.loads((case_dir / "config.json").read_text())))
     from safetensors import safe_open
 
     saved = {}

@@ -289,6 +289,44 @@ fn every_tensor_layout_loads_the_same_model() {
 }
 
 #[test]
+fn both_config_generations_read_the_same_model() {
+    for case in CASES {
+        let exp = expected(case);
+        let record = &exp["records"][0];
+        let pixels = their_pixels(case, record, 0);
+        let v5 = open(&model_dir(case, None));
+        let dir = model_dir(case, None);
+        std::fs::copy(
+            fixtures().join(case).join("config.legacy.json"),
+            dir.path().join("config.json"),
+        )
+        .unwrap();
+        let legacy = open(&dir);
+        assert!(
+            legacy.config.warnings.is_empty(),
+            "{case}: {:?}",
+            legacy.config.warnings
+        );
+        assert!(
+            v5.config.warnings.is_empty(),
+            "{case}: {:?}",
+            v5.config.warnings
+        );
+        assert_eq!(legacy.config.rope_theta, v5.config.rope_theta, "{case}");
+        assert_eq!(
+            legacy.config.mrope_section, v5.config.mrope_section,
+            "{case}"
+        );
+        assert_eq!(legacy.config.vision, v5.config.vision, "{case}");
+        let (a, b) = (
+            our_logits(&v5, record, &pixels),
+            our_logits(&legacy, record, &pixels),
+        );
+        assert_eq!(common::max_abs_diff(&a, &b), 0.0, "{case}");
+    }
+}
+
+#[test]
 fn an_unknown_layout_is_refused_naming_what_was_tried() {
     let dir = model_dir("llava", None);
     let path = dir.path().join("model.safetensors");
