@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use tunescope::model::decoder::Inputs;
 
 use candle_core::{DType, Device, Tensor};
 use tunescope::model::tiny::{make_tiny, TinySpec};
@@ -61,7 +62,7 @@ fn logits(dir: &Path) -> Vec<Vec<Vec<f32>>> {
         .unwrap();
     let ids = Tensor::new(&[[1u32, 5, 9, 20, 3, 42, 7]], &Device::Cpu).unwrap();
     decoder
-        .forward(&ids, None)
+        .forward(&Inputs::text(&ids, None))
         .unwrap()
         .to_vec3::<f32>()
         .unwrap()

@@ -10,6 +10,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use tunescope::model::decoder::Inputs;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use serde_json::Value;
@@ -189,7 +190,7 @@ fn logits_match_transformers_on_padded_batches() {
                 let batch = &spec["batches"][side];
                 let ids = ids_tensor(&batch["input_ids"]);
                 let mask = ids_tensor(&batch["attention_mask"]);
-                let logits = decoder.forward(&ids, Some(&mask)).unwrap();
+                let logits = decoder.forward(&Inputs::text(&ids, Some(&mask))).unwrap();
                 let reference = &expected[side];
                 let mask_rows = mask.to_vec2::<u32>().unwrap();
                 let mut worst = 0f32;
@@ -419,7 +420,7 @@ fn kv_cache_decoding_equals_the_full_forward() {
         let batch = &spec["batches"]["left"];
         let ids = ids_tensor(&batch["input_ids"]);
         let mask = ids_tensor(&batch["attention_mask"]);
-        let full = decoder.forward(&ids, Some(&mask)).unwrap();
+        let full = decoder.forward(&Inputs::text(&ids, Some(&mask))).unwrap();
         let valid = common::valid_rows(&mask);
         let len = ids.dim(1).unwrap();
         let prefill = 6;
@@ -432,6 +433,7 @@ fn kv_cache_decoding_equals_the_full_forward() {
                 &ids.narrow(1, 0, prefill).unwrap(),
                 Some(&rows(0, prefill)),
                 &mut cache,
+                None,
             )
             .unwrap();
         // Compared at real tokens only (a padding query's logits mean nothing).
@@ -448,6 +450,7 @@ fn kv_cache_decoding_equals_the_full_forward() {
                     &ids.narrow(1, t, 1).unwrap(),
                     Some(&rows(t, t + 1)),
                     &mut cache,
+                    None,
                 )
                 .unwrap();
             worst = worst.max(compare(&last, t));

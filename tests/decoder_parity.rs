@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::HashSet;
+use tunescope::model::decoder::Inputs;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
@@ -67,7 +68,7 @@ fn check_batch_against_reference(model: &Model, reference: &dyn Fn(&[u32]) -> Te
     let seqs = sequences();
     for left in [false, true] {
         let (ids, mask) = pad(&seqs, left, 0);
-        let logits = decoder.forward(&ids, Some(&mask)).unwrap();
+        let logits = decoder.forward(&Inputs::text(&ids, Some(&mask))).unwrap();
         let len = ids.dim(1).unwrap();
         for (row, seq) in seqs.iter().enumerate() {
             let expected = reference(seq);
@@ -100,6 +101,7 @@ fn check_batch_against_reference(model: &Model, reference: &dyn Fn(&[u32]) -> Te
                     .collect::<Vec<_>>(),
             ),
             &mut cache,
+            None,
         )
         .unwrap();
     assert_eq!(first.dims(), &[seqs.len(), model.config.vocab_size]);
@@ -107,7 +109,12 @@ fn check_batch_against_reference(model: &Model, reference: &dyn Fn(&[u32]) -> Te
     for t in split..len {
         let step_valid: Vec<Vec<bool>> = valid.iter().map(|r| vec![r[t]]).collect();
         last = decoder
-            .forward_cached(&ids.narrow(1, t, 1).unwrap(), Some(&step_valid), &mut cache)
+            .forward_cached(
+                &ids.narrow(1, t, 1).unwrap(),
+                Some(&step_valid),
+                &mut cache,
+                None,
+            )
             .unwrap();
     }
     for (row, seq) in seqs.iter().enumerate() {
@@ -263,12 +270,12 @@ fn bf16_forward_is_close_to_f32() {
     let f32_logits = model
         .decoder(&HashSet::new(), DType::F32, &dev)
         .unwrap()
-        .forward(&ids, None)
+        .forward(&Inputs::text(&ids, None))
         .unwrap();
     let bf16_logits = model
         .decoder(&HashSet::new(), DType::BF16, &dev)
         .unwrap()
-        .forward(&ids, None)
+        .forward(&Inputs::text(&ids, None))
         .unwrap();
     assert_eq!(bf16_logits.dtype(), DType::F32);
     let diff = max_abs_diff(&f32_logits, &bf16_logits);

@@ -7,6 +7,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use tunescope::model::decoder::Inputs;
 
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 use common::TinyModel;
@@ -62,7 +63,11 @@ fn log_probs(decoder: &Decoder, ids: &[u32]) -> Tensor {
         .unwrap()
         .unsqueeze(0)
         .unwrap();
-    let logits = decoder.forward(&input, None).unwrap().i(0).unwrap();
+    let logits = decoder
+        .forward(&Inputs::text(&input, None))
+        .unwrap()
+        .i(0)
+        .unwrap();
     candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap()
 }
 

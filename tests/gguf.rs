@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use tunescope::model::decoder::Inputs;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -241,7 +242,7 @@ impl Case {
 fn logits(model: &Model, ids: &[u32]) -> Tensor {
     let decoder = model.decoder(&HashSet::new(), DType::F32, &CPU).unwrap();
     let input = Tensor::new(ids, &CPU).unwrap().unsqueeze(0).unwrap();
-    decoder.forward(&input, None).unwrap()
+    decoder.forward(&Inputs::text(&input, None)).unwrap()
 }
 
 const SAMPLES: &[&str] = &[
@@ -824,7 +825,9 @@ fn smollm2_import_matches_the_gguf_read_by_candle() {
             .unsqueeze(0)
             .unwrap();
         let mut cache = decoder.new_cache(1);
-        let ours = decoder.forward_cached(&input, None, &mut cache).unwrap();
+        let ours = decoder
+            .forward_cached(&input, None, &mut cache, None)
+            .unwrap();
         let theirs = quantized.forward(&input, 0).unwrap();
         let p = candle_nn::ops::softmax_last_dim(&ours.squeeze(0).unwrap()).unwrap();
         let q = candle_nn::ops::softmax_last_dim(

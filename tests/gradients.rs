@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::HashSet;
+use tunescope::model::decoder::Inputs;
 
 use candle_core::{DType, Device, Tensor, Var};
 use common::TinyModel;
@@ -21,7 +22,7 @@ fn batch(dev: &Device) -> (Tensor, Tensor, Tensor) {
 /// Mean next-token cross entropy over the real tokens.
 fn loss(decoder: &Decoder, dev: &Device) -> Tensor {
     let (ids, mask, targets) = batch(dev);
-    let logits = decoder.forward(&ids, Some(&mask)).unwrap();
+    let logits = decoder.forward(&Inputs::text(&ids, Some(&mask))).unwrap();
     let (b, t, v) = logits.dims3().unwrap();
     let logp = candle_nn::ops::log_softmax(&logits.reshape((b * t, v)).unwrap(), 1).unwrap();
     let picked = logp

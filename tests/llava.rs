@@ -7,6 +7,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::Path;
+use tunescope::model::decoder::Inputs;
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -135,7 +136,7 @@ fn check_parity(spec: &TinyLlavaSpec) -> f32 {
     let px = pixels(2, &dev);
     let decoder = model.decoder(&HashSet::new(), DType::F32, &dev).unwrap();
     let ours = decoder
-        .forward_with_images(&ids_t, Some(&mask_t), Some(&one_tile_each(&px)))
+        .forward(&Inputs::text(&ids_t, Some(&mask_t)).with_images(Some(&one_tile_each(&px))))
         .unwrap();
 
     // Reference: candle-transformers' CLIP, a candle-nn projector and candle-transformers' Llama.
@@ -218,10 +219,9 @@ fn check_parity(spec: &TinyLlavaSpec) -> f32 {
     }
     // The image changes the logits: with other pixels they differ.
     let other = decoder
-        .forward_with_images(
-            &ids_t,
-            Some(&mask_t),
-            Some(&one_tile_each(&(px + 0.5).unwrap())),
+        .forward(
+            &Inputs::text(&ids_t, Some(&mask_t))
+                .with_images(Some(&one_tile_each(&(px + 0.5).unwrap()))),
         )
         .unwrap();
     assert!(
@@ -255,7 +255,7 @@ fn image_token_count_mismatch_is_an_error() {
     let e = format!(
         "{:#}",
         decoder
-            .forward_with_images(&ids, None, Some(&one_tile_each(&pixels(1, &dev))))
+            .forward(&Inputs::text(&ids, None).with_images(Some(&one_tile_each(&pixels(1, &dev)))))
             .unwrap_err()
     );
     assert!(
@@ -507,7 +507,7 @@ fn vision_and_projector_gradients_agree_with_finite_differences() {
     // A fixed linear read-out of the logits after the image.
     let loss = || -> Tensor {
         let logits = decoder
-            .forward_with_images(&input, None, Some(&one_tile_each(&px)))
+            .forward(&Inputs::text(&input, None).with_images(Some(&one_tile_each(&px))))
             .unwrap();
         let tail = logits.i((0, 18.., ..)).unwrap();
         let n = tail.elem_count();
@@ -709,7 +709,7 @@ fn anyres_and_siglip_gradients_agree_with_finite_differences() {
         let decoder = model.decoder(&trainable, DType::F32, &dev).unwrap();
         let loss = || -> Tensor {
             let logits = decoder
-                .forward_with_images(&input, None, Some(&batch))
+                .forward(&Inputs::text(&input, None).with_images(Some(&batch)))
                 .unwrap();
             let tail = logits.i((0, 2 + tokens - 4.., ..)).unwrap();
             let n = tail.elem_count();
@@ -802,7 +802,7 @@ fn qwen2_5_vl_gradients_agree_with_finite_differences() {
     let decoder = model.decoder(&trainable, DType::F32, &dev).unwrap();
     let loss = || -> Tensor {
         let logits = decoder
-            .forward_with_images(&input, None, Some(&batch))
+            .forward(&Inputs::text(&input, None).with_images(Some(&batch)))
             .unwrap();
         let n = logits.elem_count();
         let w: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.017).sin()).collect();

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use tunescope::model::decoder::Inputs;
 
 use candle_core::{DType, Device, Tensor, D};
 use tunescope::eval::numeric::NumericVocab;
@@ -83,7 +84,9 @@ fn probe_prompts_carry_their_images() {
         .unsqueeze(0)
         .unwrap();
     let px = pixel_tensor(&one[0].pixel_values[0]);
-    let logits = decoder.forward_with_images(&ids, None, Some(&px)).unwrap();
+    let logits = decoder
+        .forward(&Inputs::text(&ids, None).with_images(Some(&px)))
+        .unwrap();
     let last = logits.get(0).unwrap().get(one[0].ids.len() - 1).unwrap();
     let probs: Vec<f32> = candle_nn::ops::softmax(&last, D::Minus1)
         .unwrap()
@@ -165,7 +168,7 @@ fn task_items_with_images_are_scored_with_them() {
         .unsqueeze(0)
         .unwrap();
     let logits = decoder
-        .forward_with_images(&input, None, Some(&px))
+        .forward(&Inputs::text(&input, None).with_images(Some(&px)))
         .unwrap()
         .get(0)
         .unwrap();
@@ -289,7 +292,7 @@ fn generation_follows_the_full_forward(s: &Setup) {
                 .unsqueeze(0)
                 .unwrap();
             let logits = decoder
-                .forward_with_images(&input, None, Some(&px))
+                .forward(&Inputs::text(&input, None).with_images(Some(&px)))
                 .unwrap();
             let last = logits.get(0).unwrap().get(ids.len() - 1).unwrap();
             assert_eq!(last.argmax(0).unwrap().to_scalar::<u32>().unwrap(), token);

@@ -11,6 +11,7 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use tunescope::model::decoder::Inputs;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use serde_json::Value;
@@ -399,7 +400,11 @@ fn tunescope_final_loads_in_transformers_with_equal_logits() {
                 .unwrap()
                 .unsqueeze(0)
                 .unwrap();
-            let logits = decoder.forward(&ids, None).unwrap().i(0).unwrap();
+            let logits = decoder
+                .forward(&Inputs::text(&ids, None))
+                .unwrap()
+                .i(0)
+                .unwrap();
             let rows: Vec<Vec<f32>> = serde_json::from_value(theirs["logits"][i].clone()).unwrap();
             let reference = Tensor::new(rows, &Device::Cpu).unwrap();
             worst = worst.max(common::max_abs_diff(&logits, &reference));

@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use tunescope::model::decoder::Inputs;
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
@@ -130,7 +131,7 @@ fn our_logits(model: &Model, record: &Value, pixels: &[Pixels]) -> Tensor {
     let refs: Vec<&Pixels> = pixels.iter().collect();
     let images = ImageBatch::from_pixels(&refs, &Device::Cpu).unwrap();
     let logits = decoder
-        .forward_with_images(&input, None, images.as_ref())
+        .forward(&Inputs::text(&input, None).with_images(images.as_ref()))
         .unwrap()
         .squeeze(0)
         .unwrap();

@@ -423,14 +423,14 @@ fn decode_speed(
     let mut cache = decoder.new_cache(rows);
     let start = Instant::now();
     let input = Tensor::from_vec(ids, (rows, width), device)?;
-    let mut logits = decoder.forward_cached(&input, None, &mut cache)?;
+    let mut logits = decoder.forward_cached(&input, None, &mut cache, None)?;
     let mut next = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
     let prefill = start.elapsed().as_secs_f64();
     let steps = new_tokens.saturating_sub(1).max(1);
     let start = Instant::now();
     for _ in 0..steps {
         let input = Tensor::from_vec(next, (rows, 1), device)?;
-        logits = decoder.forward_cached(&input, None, &mut cache)?;
+        logits = decoder.forward_cached(&input, None, &mut cache, None)?;
         next = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
     }
     let decode = start.elapsed().as_secs_f64();

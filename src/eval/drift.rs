@@ -3,6 +3,7 @@
 //! ‖W_U·h_now − W_U·h_base‖₂, averaged over answer tokens (teacher-forced on the base model's
 //! continuations of the held-out probe prompts).
 
+use crate::model::decoder::Inputs;
 use anyhow::Result;
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
@@ -42,9 +43,10 @@ pub fn layer_drift(
         let flat: Vec<u32> = batch.positions.iter().flatten().map(|p| p + 1).collect();
         let index = Tensor::new(flat.as_slice(), base.device())?;
         let pixels = batch.pixels.as_ref();
-        let outputs_base = base.block_outputs_with_images(&batch.ids, Some(&batch.mask), pixels)?;
-        let outputs_now =
-            current.block_outputs_with_images(&batch.ids, Some(&batch.mask), pixels)?;
+        let outputs_base =
+            base.block_outputs(&Inputs::text(&batch.ids, Some(&batch.mask)).with_images(pixels))?;
+        let outputs_now = current
+            .block_outputs(&Inputs::text(&batch.ids, Some(&batch.mask)).with_images(pixels))?;
         for (layer, ((attn_b, mlp_b), (attn_n, mlp_n))) in
             outputs_base.iter().zip(&outputs_now).enumerate()
         {

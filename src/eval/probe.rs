@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use crate::model::decoder::Inputs;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
@@ -223,12 +224,8 @@ pub fn greedy_stats(
         let mut cache = decoder.new_cache(chunk.len());
         let input = Tensor::from_vec(ids, (chunk.len(), width), device)?;
         let pixels = stack_pixels(chunk, device)?;
-        let mut logits = decoder.forward_cached_with_images(
-            &input,
-            Some(&valid),
-            &mut cache,
-            pixels.as_ref(),
-        )?;
+        let mut logits =
+            decoder.forward_cached(&input, Some(&valid), &mut cache, pixels.as_ref())?;
         let mut sums = vec![(0f64, 0f64, 0usize); chunk.len()];
         let mut done = vec![false; chunk.len()];
         let mut conts = vec![Vec::new(); chunk.len()];
@@ -264,7 +261,7 @@ pub fn greedy_stats(
                 break;
             }
             let input = Tensor::from_vec(next, (chunk.len(), 1), device)?;
-            logits = decoder.forward_cached(&input, None, &mut cache)?;
+            logits = decoder.forward_cached(&input, None, &mut cache, None)?;
         }
         for (row, (mass, max, steps)) in sums.into_iter().enumerate() {
             per_prompt_mass.push(mass / steps.max(1) as f64);
@@ -346,8 +343,9 @@ pub(crate) fn forced_batch(
 
 /// Log-probabilities `(N, V)` of `decoder` at the flat `positions` of a forced batch.
 fn log_probs_at(decoder: &Decoder, batch: &ForcedBatch, flat: &[u32]) -> Result<Tensor> {
-    let hidden =
-        decoder.hidden_states_with_images(&batch.ids, Some(&batch.mask), batch.pixels.as_ref())?;
+    let hidden = decoder.hidden_states(
+        &Inputs::text(&batch.ids, Some(&batch.mask)).with_images(batch.pixels.as_ref()),
+    )?;
     let (b, t, h) = hidden.dims3()?;
     let index = Tensor::new(flat, decoder.device())?;
     let picked = hidden.reshape((b * t, h))?.index_select(&index, 0)?;

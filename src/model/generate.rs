@@ -59,7 +59,7 @@ pub fn generate_with_image(
     let mut pixels = images;
     for _ in 0..options.max_new_tokens {
         let logits = decoder
-            .forward_cached_with_images(&input, None, &mut cache, pixels.take())?
+            .forward_cached(&input, None, &mut cache, pixels.take())?
             .squeeze(0)?;
         let token = sampler.sample(&logits)?;
         out.push(token);

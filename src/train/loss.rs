@@ -1,6 +1,7 @@
 //! Next-token cross entropy computed only at positions that carry a label, so no
 //! full-vocabulary logits are built for prompt or padding tokens.
 
+use crate::model::decoder::Inputs;
 use crate::model::vlm::ImageBatch;
 use anyhow::Result;
 use candle_core::{DType, Tensor};
@@ -46,8 +47,9 @@ pub fn summed_nll_with_images(
     let (positions, targets) = label_positions(labels);
     let device = decoder.device();
     let hidden = match images {
-        Some(_) => decoder.hidden_states_with_images(input_ids, Some(attention_mask), images)?,
-        None => decoder.hidden_states(input_ids, Some(attention_mask))?,
+        Some(_) => decoder
+            .hidden_states(&Inputs::text(input_ids, Some(attention_mask)).with_images(images))?,
+        None => decoder.hidden_states(&Inputs::text(input_ids, Some(attention_mask)))?,
     };
     let (b, t, h) = hidden.dims3()?;
     if positions.is_empty() {

@@ -1,6 +1,7 @@
 //! Batched log-probabilities of scored token spans: one right-padded forward pass, logits only
 //! at the positions that predict a scored token.
 
+use crate::model::decoder::Inputs;
 use crate::model::vlm::ImageBatch;
 use anyhow::{ensure, Result};
 use candle_core::{DType, Tensor};
@@ -54,7 +55,7 @@ pub fn span_logprobs_with_images(
     }
     let input = Tensor::from_vec(ids, (batch, seq), device)?;
     let mask = Tensor::from_vec(mask, (batch, seq), device)?;
-    let hidden = decoder.hidden_states_with_images(&input, Some(&mask), images)?;
+    let hidden = decoder.hidden_states(&Inputs::text(&input, Some(&mask)).with_images(images))?;
     let width = hidden.dim(2)?;
     let hidden = hidden.reshape((batch * seq, width))?;
 

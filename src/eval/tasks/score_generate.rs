@@ -68,8 +68,7 @@ pub fn greedy_batch_with_images(
     }
     let mut cache = decoder.new_cache(batch);
     let input = Tensor::from_vec(ids, (batch, seq), device)?;
-    let mut logits =
-        decoder.forward_cached_with_images(&input, Some(&valid), &mut cache, images)?;
+    let mut logits = decoder.forward_cached(&input, Some(&valid), &mut cache, images)?;
     let mut generated: Vec<Vec<u32>> = vec![Vec::new(); batch];
     let mut done = vec![false; batch];
     for step in 0..max_new_tokens {
@@ -94,7 +93,7 @@ pub fn greedy_batch_with_images(
             break;
         }
         let input = Tensor::from_vec(next, (batch, 1), device)?;
-        logits = decoder.forward_cached(&input, None, &mut cache)?;
+        logits = decoder.forward_cached(&input, None, &mut cache, None)?;
     }
     generated
         .iter()

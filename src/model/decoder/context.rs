@@ -1,0 +1,175 @@
+//! What every layer attends with for one call: rope tables and attention biases, built from
+//! the padding mask (and, for M-RoPE, the images), for full sequences and cached decoding.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Tensor};
+
+use super::layer::Layer;
+use super::Decoder;
+use crate::model::vlm::ImageBatch;
+
+/// Additive mask value for hidden keys; finite so fully padded rows stay NaN-free.
+const MASK_VALUE: f64 = -1e9;
+
+/// M-RoPE's three position streams (temporal, row, column), each `[row][position]`.
+pub(super) type MropeStreams = [Vec<Vec<u32>>; 3];
+
+/// Rotary positions: one per token, or M-RoPE's three streams.
+pub(super) enum Positions {
+    Flat(Vec<Vec<u32>>),
+    Sections(MropeStreams),
+}
+
+/// What one kind of layer attends with: rope tables `(B, 1, T, D)` and the additive mask.
+pub(super) struct AttentionInputs {
+    pub(super) cos: Tensor,
+    pub(super) sin: Tensor,
+    pub(super) bias: Tensor,
+}
+
+/// Attention inputs of global layers and, for Gemma's alternating layers, of sliding ones.
+pub(super) struct LayerContext {
+    pub(super) global: AttentionInputs,
+    pub(super) sliding: Option<AttentionInputs>,
+}
+
+impl LayerContext {
+    pub(super) fn for_layer(&self, layer: &Layer) -> &AttentionInputs {
+        match &self.sliding {
+            Some(sliding) if layer.sliding => sliding,
+            _ => &self.global,
+        }
+    }
+}
+
+impl Decoder {
+    /// Token embeddings with image features written over the image-token positions.
+    /// Rope tables and attention biases of a full sequence (no cache) from its padding mask.
+    pub(super) fn full_sequence_context(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        images: Option<&ImageBatch>,
+    ) -> Result<LayerContext> {
+        let (batch, seq) = input_ids.dims2()?;
+        let valid = match attention_mask {
+            Some(mask) => mask_rows(mask, batch, seq)?,
+            None => vec![vec![true; seq]; batch],
+        };
+        let positions = match self.config.mrope_section {
+            Some(_) => {
+                let (streams, _) =
+                    self.mrope_positions(input_ids, &valid, images, &vec![0; batch])?;
+                Positions::Sections(streams)
+            }
+            None => Positions::Flat(positions_from_valid(&valid, &vec![0; batch])),
+        };
+        self.layer_context(&positions, &valid, &valid, 0)
+    }
+
+    /// What each kind of layer attends with: global layers (every layer for most models) and,
+    /// for Gemma's alternating layers, sliding-window layers with their own mask and rope.
+    pub(super) fn layer_context(
+        &self,
+        positions: &Positions,
+        query_valid: &[Vec<bool>],
+        key_valid: &[Vec<bool>],
+        past: usize,
+    ) -> Result<LayerContext> {
+        let c = &self.config;
+        let per_layer = !c.layer_sliding.is_empty();
+        let global_window = if per_layer { None } else { c.sliding_window };
+        let (cos, sin) = match positions {
+            Positions::Flat(p) => self.rope_tables(p, false)?,
+            Positions::Sections(streams) => self.mrope_tables(streams)?,
+        };
+        let flat = match positions {
+            Positions::Flat(p) => p.as_slice(),
+            Positions::Sections(streams) => streams[0].as_slice(),
+        };
+        let global = AttentionInputs {
+            bias: self.attention_bias(query_valid, key_valid, past, global_window)?,
+            cos,
+            sin,
+        };
+        let sliding = if per_layer && c.layer_sliding.iter().any(|s| *s) {
+            let (cos, sin) = if c.sliding_rope.is_some() {
+                self.rope_tables(flat, true)?
+            } else {
+                (global.cos.clone(), global.sin.clone())
+            };
+            Some(AttentionInputs {
+                bias: self.attention_bias(query_valid, key_valid, past, c.sliding_window)?,
+                cos,
+                sin,
+            })
+        } else {
+            None
+        };
+        Ok(LayerContext { global, sliding })
+    }
+
+    /// Additive attention bias `(B, 1, T, S)`: causal, hiding padded keys and, with a `window`,
+    /// keys outside it (`w` keys, the query's own included, as in transformers). `past` cached
+    /// keys precede the `T` new queries.
+    pub(super) fn attention_bias(
+        &self,
+        query_valid: &[Vec<bool>],
+        key_valid: &[Vec<bool>],
+        past: usize,
+        window: Option<usize>,
+    ) -> Result<Tensor> {
+        let batch = query_valid.len();
+        let seq = query_valid.first().map_or(0, Vec::len);
+        let keys = key_valid.first().map_or(0, Vec::len);
+        let mut data = Vec::with_capacity(batch * seq * keys);
+        for row in key_valid {
+            for t in 0..seq {
+                let query_abs = past + t;
+                for (s, &is_valid) in row.iter().enumerate() {
+                    // transformers' window: a query sees itself and the `w − 1` keys before it.
+                    let visible =
+                        s <= query_abs && is_valid && window.is_none_or(|w| s + w > query_abs);
+                    data.push(if visible { 0f32 } else { MASK_VALUE as f32 });
+                }
+            }
+        }
+        let bias = Tensor::from_vec(data, (batch, 1, seq, keys), &self.device)?;
+        Ok(bias.to_dtype(self.dtype)?)
+    }
+}
+
+/// `(B, T)` mask tensor to rows of booleans.
+pub(super) fn mask_rows(mask: &Tensor, batch: usize, seq: usize) -> Result<Vec<Vec<bool>>> {
+    let (b, t) = mask
+        .dims2()
+        .context("attention mask must be (batch, seq)")?;
+    if (b, t) != (batch, seq) {
+        bail!("attention mask is {b}x{t} but input ids are {batch}x{seq}");
+    }
+    let rows = mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    Ok(rows
+        .into_iter()
+        .map(|r| r.into_iter().map(|v| v != 0.0).collect())
+        .collect())
+}
+
+/// Position of each token: the count of real tokens before it in its row (plus `offsets`).
+pub(super) fn positions_from_valid(valid: &[Vec<bool>], offsets: &[u32]) -> Vec<Vec<u32>> {
+    valid
+        .iter()
+        .zip(offsets)
+        .map(|(row, &offset)| {
+            let mut next = offset;
+            row.iter()
+                .map(|&is_valid| {
+                    let pos = next;
+                    if is_valid {
+                        next += 1;
+                    }
+                    pos
+                })
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,245 @@
+//! One decoder layer and its forward: norms, attention (grouped-query, rotary, optional
+//! window and softcapping), the gated MLP; fused (Phi-3) or separate projections.
+
+use anyhow::Result;
+use candle_core::{Tensor, D};
+
+use super::cache::KvCache;
+use super::context::AttentionInputs;
+use super::{Decoder, LayerContext};
+use crate::model::linear::{Linear, Param};
+use crate::model::ops;
+
+/// Projections that read the same input: separate linears (q, k, v / gate, up), or Phi-3's one
+/// fused linear whose output is split into parts of the given widths.
+#[derive(Debug, Clone)]
+pub(super) enum Projections {
+    Separate(Vec<Linear>),
+    Fused(Linear, Vec<usize>),
+}
+
+impl Projections {
+    /// Each part's output, in order.
+    pub(super) fn forward(&self, h: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Self::Separate(linears) => linears.iter().map(|l| l.forward(h)).collect(),
+            Self::Fused(linear, widths) => {
+                let out = linear.forward(h)?;
+                let mut start = 0;
+                widths
+                    .iter()
+                    .map(|&w| {
+                        let part = out.narrow(D::Minus1, start, w)?;
+                        start += w;
+                        Ok(part)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    pub(super) fn map(&self, lin: &impl Fn(&Linear) -> Result<Linear>) -> Result<Self> {
+        Ok(match self {
+            Self::Separate(linears) => {
+                Self::Separate(linears.iter().map(lin).collect::<Result<_>>()?)
+            }
+            Self::Fused(linear, widths) => Self::Fused(lin(linear)?, widths.clone()),
+        })
+    }
+}
+
+/// One decoder layer.
+#[derive(Debug, Clone)]
+pub(super) struct Layer {
+    pub(super) input_norm: Param,
+    /// q, k, v (Phi-3: one `qkv_proj`).
+    pub(super) qkv: Projections,
+    pub(super) o: Linear,
+    /// Per-head RMSNorm of queries and keys before rope (Qwen3).
+    pub(super) q_norm: Option<Param>,
+    pub(super) k_norm: Option<Param>,
+    /// Whether the layer applies rotary embeddings (SmolLM3 skips some).
+    pub(super) rope: bool,
+    /// Whether the layer attends through the sliding window (Gemma's local layers).
+    pub(super) sliding: bool,
+    pub(super) post_norm: Param,
+    /// Gemma's norms before and after the MLP (`post_norm` then follows attention).
+    pub(super) pre_ff_norm: Option<Param>,
+    pub(super) post_ff_norm: Option<Param>,
+    /// gate, up (Phi-3: one `gate_up_proj`).
+    pub(super) gate_up: Projections,
+    pub(super) down: Linear,
+}
+
+impl Layer {
+    /// The same layer with every parameter passed through `f`.
+    pub(super) fn map(&self, f: &impl Fn(&Param) -> Result<Param>) -> Result<Self> {
+        let lin = |l: &Linear| -> Result<Linear> {
+            Ok(Linear {
+                weight: f(&l.weight)?,
+                bias: l.bias.as_ref().map(f).transpose()?,
+            })
+        };
+        Ok(Self {
+            input_norm: f(&self.input_norm)?,
+            qkv: self.qkv.map(&lin)?,
+            o: lin(&self.o)?,
+            q_norm: self.q_norm.as_ref().map(f).transpose()?,
+            k_norm: self.k_norm.as_ref().map(f).transpose()?,
+            rope: self.rope,
+            sliding: self.sliding,
+            post_norm: f(&self.post_norm)?,
+            pre_ff_norm: self.pre_ff_norm.as_ref().map(f).transpose()?,
+            post_ff_norm: self.post_ff_norm.as_ref().map(f).transpose()?,
+            gate_up: self.gate_up.map(&lin)?,
+            down: lin(&self.down)?,
+        })
+    }
+}
+
+impl Decoder {
+    /// RMS norm with the model's weight convention ((1 + w) for Gemma).
+    pub(super) fn norm(&self, x: &Tensor, weight: &Param) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps;
+        if self.config.gemma.norm_plus_one {
+            rms_norm(x, &weight.tensor().affine(1.0, 1.0)?, eps)
+        } else {
+            rms_norm(x, weight.tensor(), eps)
+        }
+    }
+
+    pub(super) fn run_layers(
+        &self,
+        mut x: Tensor,
+        ctx: &LayerContext,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        for (index, layer) in self.layers.iter().enumerate() {
+            let kv = cache.as_deref_mut().map(|c| &mut c.layers[index]);
+            x = self.layer_parts(layer, &x, ctx.for_layer(layer), kv)?.0;
+        }
+        Ok(x)
+    }
+
+    /// One layer: the new residual stream, and the attention and MLP contributions to it.
+    pub(super) fn layer_parts(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        inputs: &AttentionInputs,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let h = self.norm(x, &layer.input_norm)?;
+        let mut attn = self.attention(layer, &h, inputs, kv)?;
+        // Llama: `post_attention_layernorm` normalises the MLP's input. Gemma: it normalises
+        // the attention output, and the MLP has norms of its own before and after.
+        if layer.pre_ff_norm.is_some() {
+            attn = self.norm(&attn, &layer.post_norm)?;
+        }
+        let x = (x + &attn)?;
+        let h = self.norm(&x, layer.pre_ff_norm.as_ref().unwrap_or(&layer.post_norm))?;
+        let [gate, up]: [Tensor; 2] = layer
+            .gate_up
+            .forward(&h)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("gate/up projections give two parts"))?;
+        let gated = if self.config.gemma.gelu_tanh {
+            (gate.gelu()? * up)?
+        } else {
+            ops::swiglu(&gate, &up)?
+        };
+        let mut mlp = layer.down.forward(&gated)?;
+        if let Some(post_ff) = &layer.post_ff_norm {
+            mlp = self.norm(&mlp, post_ff)?;
+        }
+        let out = (x + &mlp)?;
+        Ok((out, attn, mlp))
+    }
+
+    pub(super) fn attention(
+        &self,
+        layer: &Layer,
+        h: &Tensor,
+        inputs: &AttentionInputs,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let (cos, sin, bias) = (&inputs.cos, &inputs.sin, &inputs.bias);
+        let c = &self.config;
+        let (batch, seq, _) = h.dims3()?;
+        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+            Ok(t.reshape((batch, seq, n, c.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        // Qwen3 normalises each head before rope; SmolLM3 skips rope in some layers.
+        let place = |t: Tensor, norm: &Option<Param>| -> Result<Tensor> {
+            let t = match norm {
+                Some(w) => self.norm(&t, w)?,
+                None => t,
+            };
+            if !layer.rope {
+                return Ok(t);
+            }
+            // Partial rotary (Phi-4-mini): the first dimensions turn, the rest pass.
+            let turned = c.rotary_dim();
+            if turned == c.head_dim {
+                return rope(&t, cos, sin);
+            }
+            let rotated = rope(&t.narrow(D::Minus1, 0, turned)?.contiguous()?, cos, sin)?;
+            let passed = t.narrow(D::Minus1, turned, c.head_dim - turned)?;
+            Ok(Tensor::cat(&[&rotated, &passed], D::Minus1)?.contiguous()?)
+        };
+        let [q, k, v]: [Tensor; 3] = layer
+            .qkv
+            .forward(h)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("q/k/v projections give three parts"))?;
+        let q = place(heads(q, c.num_attention_heads)?, &layer.q_norm)?;
+        let mut k = place(heads(k, c.num_key_value_heads)?, &layer.k_norm)?;
+        let mut v = heads(v, c.num_key_value_heads)?;
+        if let Some(slot) = kv {
+            if let Some((past_k, past_v)) = slot.as_ref() {
+                k = Tensor::cat(&[past_k, &k], 2)?;
+                v = Tensor::cat(&[past_v, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let groups = c.num_attention_heads / c.num_key_value_heads;
+        let k = repeat_kv(&k, groups)?;
+        let v = repeat_kv(&v, groups)?;
+        let scale = c.attention_scale();
+        let scores = q.matmul(&k.t()?)?;
+        let probs = match c.gemma.attn_logit_softcapping {
+            // Gemma 2: tanh(s·scale / cap)·cap, then the mask.
+            Some(cap) => {
+                let capped = ((scores * (scale / cap))?.tanh()? * cap)?;
+                ops::masked_softmax(&capped, bias, 1.0)?
+            }
+            None => ops::masked_softmax(&scores, bias, scale)?,
+        };
+        let out = probs.matmul(&v)?;
+        let out = out.transpose(1, 2)?.reshape((batch, seq, c.q_dim()))?;
+        layer.o.forward(&out)
+    }
+}
+
+/// RMS norm computed in f32 (fused on the CPU, see [`ops::rms_norm`]).
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(ops::rms_norm(x, weight, eps)?)
+}
+
+/// Rotary embedding (non-interleaved halves), with per-row positions (see [`ops::rope`]).
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    Ok(ops::rope(x, cos, sin)?)
+}
+
+/// Repeats each key/value head `groups` times for grouped-query attention.
+fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
+    if groups == 1 {
+        return Ok(x.clone());
+    }
+    let (b, heads, seq, dim) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .broadcast_as((b, heads, groups, seq, dim))?
+        .reshape((b, heads * groups, seq, dim))?)
+}
