@@ -1,21 +1,36 @@
 //! tunescope: selective fine-tuning of language models with candle, watching drift as it happens.
 //!
-//! Data flows one way: recipe → selection → trainer → run directory → views. The engine
-//! (`model`, and later selection, data, training and evaluation) knows nothing of the terminal.
+//! Data flows one way: recipe → selection → trainer → run directory → views. The modules come
+//! in three tiers, and each uses only the tiers above it:
+//! - **core engine**: [`model`], [`select`], [`recipe`], [`data`], [`train`], [`eval`] and
+//!   [`run`] (the run directory, the one contract between the engine and every view); none of
+//!   them knows of a terminal;
+//! - **tools** built on the engine: [`bench`], [`watch`], [`export`], [`gguf`], [`demo`] with its
+//!   synthetic [`world`];
+//! - **fronts**: [`tui`] (the workbench) and [`cli`].
+//!
+//! [`util`] holds the small helpers every tier shares (atomic writes, seeded randomness).
 
-pub mod bench;
-pub mod cli;
+// Core engine.
 pub mod data;
-pub mod demo;
 pub mod eval;
-pub mod export;
-pub mod gguf;
 pub mod model;
 pub mod recipe;
 pub mod run;
 pub mod select;
 pub mod train;
-pub mod tui;
-pub mod util;
+
+// Tools.
+pub mod bench;
+pub mod demo;
+pub mod export;
+pub mod gguf;
 pub mod watch;
 pub mod world;
+
+// Fronts.
+pub mod cli;
+pub mod tui;
+
+// Shared helpers.
+pub mod util;

@@ -1,5 +1,8 @@
 //! Model configuration read from a Hugging Face `config.json`, normalised across the
 //! supported decoder architectures.
+//!
+//! (About 400 lines: [`ModelConfig`] and the one pass that reads its keys in order, so that every
+//! value's source is recorded where it is read; the parts of that pass live in the sibling files.)
 
 use std::path::Path;
 
@@ -9,6 +12,8 @@ use serde_json::Value;
 
 use super::vlm::VisionLanguageConfig;
 
+mod architecture;
+mod derived;
 mod family;
 mod gemma;
 mod keys;
@@ -17,7 +22,9 @@ mod llava;
 mod qwen_vl;
 pub mod rope;
 mod rope_freq;
+mod rope_scaling;
 
+pub use architecture::{Architecture, SUPPORTED_MODEL_TYPES};
 use family::FamilyDefaults;
 use gemma::gemma_style;
 pub use gemma::{GemmaStyle, SlidingRope};
@@ -26,81 +33,6 @@ use layout::{rope_layers, sliding_window};
 use keys::KeyReader;
 pub use keys::ValueSource;
 pub use rope::{Llama3RopeScaling, RopeScaling, YarnRopeScaling};
-
-/// Decoder architectures tunescope can train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Architecture {
-    /// Llama 2/3, SmolLM/SmolLM2, Mistral (`model_type` llama or mistral).
-    Llama,
-    /// Qwen2 / Qwen2.5 (q/k/v projections carry biases).
-    Qwen2,
-    /// Qwen3 (dense): RMSNorm of each query and key head (`q_norm`, `k_norm`) before rope.
-    Qwen3,
-    /// SmolLM3: a Llama whose layers listed in `no_rope_layers` skip rotary embeddings.
-    SmolLM3,
-    /// Gemma 2 and Gemma 3 (text): (1 + w) RMSNorm, norms before and after attention and MLP,
-    /// scaled embeddings, GELU-tanh gating, alternating local and global layers, softcapping
-    /// (Gemma 2), per-head q/k norms and a local rope base (Gemma 3).
-    Gemma,
-    /// Phi-3 / Phi-4-mini: fused `qkv_proj` and `gate_up_proj`.
-    Phi3,
-}
-
-/// `model_type` values accepted in `config.json`.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
-    "llama",
-    "mistral",
-    "qwen2",
-    "qwen3",
-    "smollm3",
-    "gemma2",
-    "gemma3_text",
-    "phi3",
-    "llava",
-    "llava_next",
-    "llava_onevision",
-    "qwen2_5_vl",
-];
-
-impl Architecture {
-    /// The `model_type` written for this architecture (Mistral shares `Llama`).
-    pub fn model_type(self) -> &'static str {
-        match self {
-            Self::Llama => "llama",
-            Self::Qwen2 => "qwen2",
-            Self::Qwen3 => "qwen3",
-            Self::SmolLM3 => "smollm3",
-            Self::Gemma => "gemma3_text",
-            Self::Phi3 => "phi3",
-        }
-    }
-
-    /// The transformers class name (`architectures` in config.json).
-    pub fn class_name(self) -> &'static str {
-        match self {
-            Self::Llama => "LlamaForCausalLM",
-            Self::Qwen2 => "Qwen2ForCausalLM",
-            Self::Qwen3 => "Qwen3ForCausalLM",
-            Self::SmolLM3 => "SmolLM3ForCausalLM",
-            Self::Gemma => "Gemma3ForCausalLM",
-            Self::Phi3 => "Phi3ForCausalLM",
-        }
-    }
-
-    /// Maps a `model_type` string to an architecture.
-    pub fn from_model_type(model_type: &str) -> Option<Self> {
-        match model_type {
-            "llama" | "mistral" => Some(Self::Llama),
-            "qwen2" => Some(Self::Qwen2),
-            "qwen3" => Some(Self::Qwen3),
-            "smollm3" => Some(Self::SmolLM3),
-            "gemma2" | "gemma3_text" => Some(Self::Gemma),
-            "phi3" => Some(Self::Phi3),
-            _ => None,
-        }
-    }
-}
 
 /// Everything the decoder needs to know about a model's shapes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -472,78 +404,6 @@ impl ModelConfig {
             warnings,
             ..config
         })
-    }
-
-    /// Whether the model takes images (LLaVA).
-    pub fn is_vision_language(&self) -> bool {
-        self.vision.is_some()
-    }
-
-    /// Dimensions of each head that rope turns (the first ones).
-    pub fn rotary_dim(&self) -> usize {
-        if self.rotary_dim == 0 {
-            self.head_dim
-        } else {
-            self.rotary_dim
-        }
-    }
-
-    /// Whether layer `i` attends through the sliding window.
-    pub fn layer_is_sliding(&self, i: usize) -> bool {
-        match self.layer_sliding.get(i) {
-            Some(&sliding) => sliding,
-            None => self.sliding_window.is_some(),
-        }
-    }
-
-    /// The attention scale: `query_pre_attn_scalar^-0.5` (Gemma) or `head_dim^-0.5`.
-    pub fn attention_scale(&self) -> f64 {
-        let d = self
-            .gemma
-            .query_pre_attn_scalar
-            .unwrap_or(self.head_dim as f64);
-        1.0 / d.sqrt()
-    }
-
-    /// Whether layer `i` applies rotary embeddings.
-    pub fn layer_has_rope(&self, i: usize) -> bool {
-        self.rope_layers.get(i).copied().unwrap_or(true)
-    }
-
-    /// Width of the query projection output.
-    pub fn q_dim(&self) -> usize {
-        self.num_attention_heads * self.head_dim
-    }
-
-    /// Width of the key/value projection outputs.
-    pub fn kv_dim(&self) -> usize {
-        self.num_key_value_heads * self.head_dim
-    }
-
-    /// Rotary inverse frequencies for positions below `seq_len` (only dynamic scaling depends
-    /// on the length).
-    pub fn rope_inv_freq_for_len(&self, seq_len: usize) -> Vec<f32> {
-        rope::inv_freq(
-            self.rope_theta,
-            self.rope_scaling.as_ref(),
-            self.rotary_dim(),
-            seq_len,
-        )
-    }
-
-    /// Rotary inverse frequencies at the configured context length.
-    pub fn rope_inv_freq(&self) -> Vec<f32> {
-        self.rope_inv_freq_for_len(self.max_position_embeddings)
-    }
-
-    /// Whether the rotary frequencies change with the sequence length (dynamic NTK).
-    pub fn rope_depends_on_length(&self) -> bool {
-        matches!(self.rope_scaling, Some(RopeScaling::Dynamic { .. }))
-    }
-
-    /// The factor cos and sin are multiplied by (YaRN's attention factor, else 1).
-    pub fn rope_attention_scaling(&self) -> f64 {
-        rope::attention_scaling(self.rope_scaling.as_ref())
     }
 }
 

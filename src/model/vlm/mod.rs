@@ -6,6 +6,8 @@ pub mod anyres;
 pub mod config;
 pub mod pack;
 pub mod preprocess;
+mod processor_config;
+pub mod qwen_patching;
 pub mod qwen_vit;
 pub mod resample;
 pub mod tiny;
