@@ -384,6 +384,7 @@ fn probe_speed(model: &Model, decoder: &Decoder, config: &BenchConfig) -> Result
         max_new_tokens: config.probe_new_tokens.max(1),
         top_k: 20,
         batch_size: config.probe_prompts.max(1),
+        ..Default::default()
     };
     // One untimed prompt warms the caches and the allocator.
     greedy_stats(decoder, &prompts[..1], &numeric, &[], &options)?;

@@ -6,6 +6,7 @@
 //! current) and entropy are read teacher-forced on the base model's greedy continuation, so
 //! both models are compared at the same positions.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::model::decoder::Inputs;
@@ -13,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use super::classes::TokenClass;
 use super::numeric::NumericVocab;
 use crate::data::Pixels;
 use crate::model::tokenizer::ChatMessage;
@@ -139,6 +141,10 @@ pub struct ProbeOptions {
     pub top_k: usize,
     /// Prompts decoded together.
     pub batch_size: usize,
+    /// Token classes whose mass is followed besides the numeric one.
+    pub classes: Vec<TokenClass>,
+    /// An answer that ends (a stop token) within this many tokens counts as short.
+    pub short_answer_tokens: usize,
 }
 
 impl Default for ProbeOptions {
@@ -147,8 +153,24 @@ impl Default for ProbeOptions {
             max_new_tokens: 16,
             top_k: 20,
             batch_size: 16,
+            classes: Vec::new(),
+            short_answer_tokens: 2,
         }
     }
+}
+
+/// How the answers end: the signature of a trained answer format (a terse or empty reply)
+/// bleeding into prompts that ask for something else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct AnswerShape {
+    /// Share of answers that end (a stop token) within `short_answer_tokens` tokens.
+    pub ends_within: f64,
+    /// The `k` of `ends_within`.
+    pub short_answer_tokens: usize,
+    /// Mean answer length in tokens, the stop token excluded (capped at `max_new_tokens`).
+    pub mean_length: f64,
+    /// Per prompt: the probability of ending the answer at once (stop tokens at the first step).
+    pub first_stop_prob: MeanStd,
 }
 
 /// Mean and standard deviation over prompts.
@@ -192,6 +214,13 @@ pub struct GreedyStats {
     /// Mean over prompts of the first-step distribution.
     #[serde(skip)]
     pub first_step_mean: Vec<f32>,
+    /// Per token class (the target task's answer vocabulary, recipe classes): per prompt, the
+    /// mean over steps of the class's total probability.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub class_mass: BTreeMap<String, MeanStd>,
+    /// How the answers end.
+    #[serde(default)]
+    pub shape: AnswerShape,
 }
 
 /// Greedy decoding of every prompt, recording numeric statistics at each step.
@@ -205,6 +234,17 @@ pub fn greedy_stats(
     let device = decoder.device();
     let vocab = decoder.config().vocab_size;
     let weights = Tensor::new(numeric.weights(), device)?.reshape((vocab, 1))?;
+    // One column per class, and one for the stop tokens.
+    let classes = &options.classes;
+    let mut columns: Vec<f32> = Vec::with_capacity(vocab * (classes.len() + 1));
+    for id in 0..vocab as u32 {
+        columns.extend(classes.iter().map(|c| f32::from(u8::from(c.contains(id)))));
+        columns.push(f32::from(u8::from(stop_ids.contains(&id))));
+    }
+    let class_weights = Tensor::from_vec(columns, (vocab, classes.len() + 1), device)?;
+    let mut class_sums: Vec<Vec<f64>> = vec![Vec::new(); classes.len()];
+    let mut first_stop = Vec::new();
+    let mut lengths = Vec::new();
     let mut per_prompt_mass = Vec::new();
     let mut per_prompt_max = Vec::new();
     let mut first_numeric = 0usize;
@@ -227,6 +267,7 @@ pub fn greedy_stats(
         let mut logits =
             decoder.forward_cached(&input, Some(&valid), &mut cache, pixels.as_ref())?;
         let mut sums = vec![(0f64, 0f64, 0usize); chunk.len()];
+        let mut class_rows = vec![vec![0f64; classes.len()]; chunk.len()];
         let mut done = vec![false; chunk.len()];
         let mut conts = vec![Vec::new(); chunk.len()];
         let mut masses = vec![Vec::new(); chunk.len()];
@@ -236,6 +277,7 @@ pub fn greedy_stats(
                 first_sum = (first_sum + probs.sum(0)?)?;
             }
             let mass = probs.matmul(&weights)?.squeeze(1)?.to_vec1::<f32>()?;
+            let per_class = probs.matmul(&class_weights)?.to_vec2::<f32>()?;
             let max_numeric = probs
                 .broadcast_mul(&weights.t()?)?
                 .max(D::Minus1)?
@@ -247,6 +289,12 @@ pub fn greedy_stats(
                 }
                 sums[row].0 += mass[row] as f64;
                 masses[row].push(mass[row] as f64);
+                for (c, total) in class_rows[row].iter_mut().enumerate() {
+                    *total += per_class[row][c] as f64;
+                }
+                if step == 0 {
+                    first_stop.push(per_class[row][classes.len()] as f64);
+                }
                 sums[row].1 += max_numeric[row] as f64;
                 sums[row].2 += 1;
                 if step == 0 && numeric.contains(next[row]) {
@@ -266,12 +314,36 @@ pub fn greedy_stats(
         for (row, (mass, max, steps)) in sums.into_iter().enumerate() {
             per_prompt_mass.push(mass / steps.max(1) as f64);
             per_prompt_max.push(max / steps.max(1) as f64);
+            for (c, total) in class_rows[row].iter().enumerate() {
+                class_sums[c].push(total / steps.max(1) as f64);
+            }
+            let stopped = conts[row].last().is_some_and(|t| stop_ids.contains(t));
+            lengths.push((conts[row].len() - usize::from(stopped), stopped));
             continuations.push(std::mem::take(&mut conts[row]));
             step_mass.push(std::mem::take(&mut masses[row]));
         }
     }
     let first_step_mean = (first_sum / prompts.len().max(1) as f64)?.to_vec1::<f32>()?;
+    let k = options.short_answer_tokens;
+    let shape = AnswerShape {
+        ends_within: lengths
+            .iter()
+            .filter(|(n, stopped)| *stopped && *n < k.max(1))
+            .count() as f64
+            / lengths.len().max(1) as f64,
+        short_answer_tokens: k,
+        mean_length: lengths.iter().map(|(n, _)| *n as f64).sum::<f64>()
+            / lengths.len().max(1) as f64,
+        first_stop_prob: MeanStd::of(&first_stop),
+    };
+    let class_mass = classes
+        .iter()
+        .zip(&class_sums)
+        .map(|(c, v)| (c.name.clone(), MeanStd::of(v)))
+        .collect();
     Ok(GreedyStats {
+        class_mass,
+        shape,
         prompts: prompts.len(),
         numeric_mass: MeanStd::of(&per_prompt_mass),
         max_numeric_prob: MeanStd::of(&per_prompt_max),
