@@ -11,6 +11,7 @@ pub mod eval;
 pub mod export;
 pub mod gguf;
 pub mod model;
+pub mod plan;
 pub mod recipe;
 pub mod run;
 pub mod select;

@@ -9,8 +9,8 @@ use clap::Args;
 use crate::model::Model;
 use crate::recipe::Recipe;
 use crate::select;
-use crate::train::memory::{estimate, human_bytes};
-use crate::util::format::group_digits;
+use crate::plan::estimate;
+use crate::util::format::{group_digits, human_bytes};
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
