@@ -785,6 +785,8 @@ fn monochrome_still_marks_numeric_tokens() {
 
 #[test]
 fn formatting_helpers() {
+    use tunescope::tui::format::*;
+    use tunescope::tui::series::*;
     use widgets::*;
     assert_eq!(fmt_signed(Some(12.5), 1), "+12.5");
     assert_eq!(fmt_signed(Some(-3.0), 1), "-3.0");

@@ -7,9 +7,9 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::model::Model;
+use crate::plan::estimate;
 use crate::recipe::Recipe;
 use crate::select;
-use crate::plan::estimate;
 use crate::util::format::{group_digits, human_bytes};
 
 #[derive(Debug, Args)]

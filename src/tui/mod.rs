@@ -7,11 +7,13 @@
 //! printed to stdout or stderr while the alternate screen is up (logging is off in the UI).
 
 pub mod app;
+pub mod format;
 pub mod keymap;
 pub mod launch;
 pub mod model_state;
 pub mod panes;
 pub mod recipe_form;
+pub mod series;
 pub mod theme;
 pub mod ui;
 

@@ -7,8 +7,8 @@ use anyhow::Result;
 
 use crate::model::module_map::{ModuleMap, ModuleNode, ParamKind};
 use crate::model::{Model, ModelConfig};
-use crate::select::{self, compact::spec_for, TrainableSpec};
 use crate::plan::{estimate, MemoryEstimate};
+use crate::select::{self, compact::spec_for, TrainableSpec};
 
 /// Per-layer grid columns; `qn`/`kn` (Qwen3's q_norm/k_norm) appear only in models that have
 /// them.

@@ -17,13 +17,14 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use super::widgets::{
-    bar, bounds, delta_style, escape_token, finite, finite_max, finite_points, fmt_duration,
-    fmt_lr, fmt_num, fmt_prob, fmt_rate, fmt_signed, fmt_value, pad, pad_left, put_line,
-    render_message, resample, state_style, text_width, titled_block, truncate,
-};
+use super::widgets::{bar, delta_style, put_line, render_message, state_style, titled_block};
 use crate::eval::tasks::{TaskRole, TaskScore};
 use crate::run::reader::RunSnapshot;
+use crate::tui::format::{
+    escape_line, escape_token, fmt_compact, fmt_duration, fmt_lr, fmt_num, fmt_prob, fmt_rate,
+    fmt_signed, fmt_value, pad, pad_left, text_width, truncate,
+};
+use crate::tui::series::{bounds, finite, finite_max, finite_points, last_finite, resample};
 use crate::tui::theme::Theme;
 
 /// One panel of the dashboard (the unit of zoom).
@@ -255,10 +256,6 @@ fn render_panel(
 // ---------------------------------------------------------------------------------------------
 // (a) loss, learning rate, progress
 
-fn last_finite(series: &[(f64, f64)]) -> Option<f64> {
-    series.iter().rev().map(|(_, y)| *y).find(|y| y.is_finite())
-}
-
 fn render_loss(frame: &mut Frame, area: Rect, snap: &RunSnapshot, theme: &Theme) {
     let status = snap.status.as_ref();
     let state = status.map_or("waiting", |s| s.state.as_str());
@@ -383,17 +380,6 @@ fn render_loss(frame: &mut Frame, area: Rect, snap: &RunSnapshot, theme: &Theme)
         let label = format!("lr {} ", fmt_lr(values.last().copied()));
         render_sparkline(frame, lr_area, &label, &values, theme.muted(), theme);
     }
-}
-
-/// Control characters of a message made visible on one line.
-fn escape_line(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\n' => '⏎',
-            c if c.is_control() => ' ',
-            c => c,
-        })
-        .collect()
 }
 
 /// A labelled one-row-or-more sparkline of `values` (resampled to the width, scaled to the max).
@@ -904,18 +890,6 @@ fn render_scores(frame: &mut Frame, area: Rect, snap: &RunSnapshot, theme: &Them
 
 // ---------------------------------------------------------------------------------------------
 // (e) per-layer drift
-
-/// Up to three significant digits.
-fn fmt_compact(v: f64) -> String {
-    if !v.is_finite() {
-        return "–".into();
-    }
-    match v.abs() {
-        a if a >= 100.0 => format!("{v:.0}"),
-        a if a >= 10.0 => format!("{v:.1}"),
-        _ => format!("{v:.2}"),
-    }
-}
 
 fn render_drift(frame: &mut Frame, area: Rect, snap: &RunSnapshot, theme: &Theme) {
     let layers = &snap.layer_drift;

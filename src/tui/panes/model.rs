@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
-use crate::util::format::human_bytes;
+use crate::tui::format::human_bytes;
 use crate::tui::model_state::{CellState, ModelState};
 use crate::tui::theme::Theme;
 use crate::util::format::group_digits;
