@@ -1,15 +1,18 @@
 //! Small drawing pieces shared by the panes: a titled block, bar glyphs, state and delta
-//! styles, a line or a centred message written into a buffer. Formatting lives in
+//! styles, a line or a centred message written into a buffer, a labelled sparkline and a braille
+//! line chart. Formatting lives in
 //! [`crate::tui::format`], series maths in [`crate::tui::series`].
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::Style;
-use ratatui::text::Line;
-use ratatui::widgets::{Block, Borders};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Sparkline};
+use ratatui::Frame;
 
 use crate::tui::format::{fmt_signed, text_width, truncate};
-use crate::tui::series::finite;
+use crate::tui::series::{bounds, finite, resample};
 use crate::tui::theme::Theme;
 
 /// A bordered block with a title, in the theme's border and accent styles.
@@ -75,4 +78,127 @@ pub fn state_style(state: &str, theme: &Theme) -> Style {
         "stopped" => theme.warn(),
         _ => theme.muted(),
     }
+}
+
+/// A labelled one-row-or-more sparkline of `values` (resampled to the width, scaled to the max).
+pub fn render_sparkline(
+    frame: &mut Frame,
+    area: Rect,
+    label: &str,
+    values: &[f64],
+    style: Style,
+    theme: &Theme,
+) {
+    if area.is_empty() {
+        return;
+    }
+    let label_width = (text_width(label) as u16).min(area.width / 2);
+    put_line(
+        frame.buffer_mut(),
+        Rect::new(area.x, area.y, label_width, 1),
+        area.y,
+        &Line::styled(truncate(label, label_width as usize), theme.muted()),
+    );
+    let spark = Rect::new(
+        area.x + label_width,
+        area.y,
+        area.width - label_width,
+        area.height,
+    );
+    if spark.is_empty() {
+        return;
+    }
+    let samples = resample(values, spark.width as usize);
+    let [lo, hi] = bounds(samples.iter().copied(), 0.0);
+    let data: Vec<u64> = samples
+        .iter()
+        .map(|v| {
+            if v.is_finite() {
+                (((v - lo) / (hi - lo)).clamp(0.0, 1.0) * 99.0) as u64 + 1
+            } else {
+                0
+            }
+        })
+        .collect();
+    frame.render_widget(
+        Sparkline::default().data(&data).max(100).style(style),
+        spark,
+    );
+}
+
+/// A named, styled series of (x, y) points.
+pub type Series<'a> = (&'a str, &'a [(f64, f64)], Style);
+
+/// A braille line chart of finite series with 2–3 labels per axis.
+pub fn render_series_chart(
+    frame: &mut Frame,
+    area: Rect,
+    series: &[Series],
+    theme: &Theme,
+    fmt_y: fn(Option<f64>) -> String,
+) {
+    let xs = bounds(
+        series
+            .iter()
+            .flat_map(|(_, pts, _)| pts.iter().map(|p| p.0)),
+        0.0,
+    );
+    let ys = bounds(
+        series
+            .iter()
+            .flat_map(|(_, pts, _)| pts.iter().map(|p| p.1)),
+        0.05,
+    );
+    chart_with_bounds(frame, area, series, theme, xs, ys, fmt_y);
+}
+
+/// A braille line chart of `series` over fixed x and y bounds, 2–3 labels per axis.
+pub fn chart_with_bounds(
+    frame: &mut Frame,
+    area: Rect,
+    series: &[Series],
+    theme: &Theme,
+    xs: [f64; 2],
+    ys: [f64; 2],
+    fmt_y: fn(Option<f64>) -> String,
+) {
+    let datasets: Vec<Dataset> = series
+        .iter()
+        .map(|(name, pts, style)| {
+            Dataset::default()
+                .name(name.to_string())
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(*style)
+                .data(pts)
+        })
+        .collect();
+    let x_labels = vec![
+        Span::styled(format!("{:.0}", xs[0]), theme.muted()),
+        Span::styled(format!("{:.0}", xs[1]), theme.muted()),
+    ];
+    let mid = (ys[0] + ys[1]) / 2.0;
+    let y_labels: Vec<Span> = if area.height >= 7 {
+        vec![ys[0], mid, ys[1]]
+    } else {
+        vec![ys[0], ys[1]]
+    }
+    .into_iter()
+    .map(|v| Span::styled(fmt_y(Some(v)), theme.muted()))
+    .collect();
+    let chart = Chart::new(datasets)
+        .legend_position(None)
+        .x_axis(
+            Axis::default()
+                .bounds(xs)
+                .labels(x_labels)
+                .style(theme.border()),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds(ys)
+                .labels(y_labels)
+                .style(theme.border()),
+        );
+    frame.render_widget(chart, area);
 }
