@@ -11,7 +11,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Sparkline};
 use ratatui::Frame;
 
-use crate::tui::format::{fmt_signed, text_width, truncate};
+use crate::tui::format::{fmt_signed, pad_left, text_width, truncate};
 use crate::tui::series::{bounds, finite, resample};
 use crate::tui::theme::Theme;
 
@@ -149,18 +149,55 @@ pub fn render_series_chart(
             .flat_map(|(_, pts, _)| pts.iter().map(|p| p.1)),
         0.05,
     );
-    chart_with_bounds(frame, area, series, theme, xs, ys, fmt_y);
+    line_chart(frame, area, series, theme, ChartAxes::new(xs, ys, fmt_y));
 }
 
-/// A braille line chart of `series` over fixed x and y bounds, 2–3 labels per axis.
-pub fn chart_with_bounds(
+/// Axes of a [`line_chart`].
+pub struct ChartAxes<'a> {
+    pub xs: [f64; 2],
+    pub ys: [f64; 2],
+    /// Formats a y label.
+    pub fmt_y: fn(Option<f64>) -> String,
+    /// Draw the x axis with its two labels (stacked charts leave it to the lowest one).
+    pub x_labels: bool,
+    /// Drawn in the plot's top-left corner, naming what the y axis measures.
+    pub y_title: Option<Span<'a>>,
+    /// The y labels are right-aligned to at least this many cells, so stacked charts line up.
+    pub y_label_width: usize,
+}
+
+impl ChartAxes<'_> {
+    /// Plain axes over `xs` × `ys` with labels on both.
+    pub fn new(xs: [f64; 2], ys: [f64; 2], fmt_y: fn(Option<f64>) -> String) -> Self {
+        Self {
+            xs,
+            ys,
+            fmt_y,
+            x_labels: true,
+            y_title: None,
+            y_label_width: 0,
+        }
+    }
+}
+
+/// The y labels of a chart `height` rows tall: bottom, middle (from 7 rows) and top.
+pub fn y_axis_labels(ys: [f64; 2], height: u16, fmt_y: fn(Option<f64>) -> String) -> Vec<String> {
+    let mid = (ys[0] + ys[1]) / 2.0;
+    let values = if height >= 7 {
+        vec![ys[0], mid, ys[1]]
+    } else {
+        vec![ys[0], ys[1]]
+    };
+    values.into_iter().map(|v| fmt_y(Some(v))).collect()
+}
+
+/// A braille line chart of `series` on `axes`, 2–3 labels per axis.
+pub fn line_chart(
     frame: &mut Frame,
     area: Rect,
     series: &[Series],
     theme: &Theme,
-    xs: [f64; 2],
-    ys: [f64; 2],
-    fmt_y: fn(Option<f64>) -> String,
+    axes: ChartAxes,
 ) {
     let datasets: Vec<Dataset> = series
         .iter()
@@ -173,19 +210,29 @@ pub fn chart_with_bounds(
                 .data(pts)
         })
         .collect();
-    let x_labels = vec![
-        Span::styled(format!("{:.0}", xs[0]), theme.muted()),
-        Span::styled(format!("{:.0}", xs[1]), theme.muted()),
-    ];
-    let mid = (ys[0] + ys[1]) / 2.0;
-    let y_labels: Vec<Span> = if area.height >= 7 {
-        vec![ys[0], mid, ys[1]]
+    let xs = axes.xs;
+    let x_labels = if axes.x_labels {
+        vec![
+            Span::styled(format!("{:.0}", xs[0]), theme.muted()),
+            Span::styled(format!("{:.0}", xs[1]), theme.muted()),
+        ]
     } else {
-        vec![ys[0], ys[1]]
+        Vec::new()
+    };
+    let y_labels: Vec<Span> = y_axis_labels(axes.ys, area.height, axes.fmt_y)
+        .into_iter()
+        .map(|label| {
+            let width = axes.y_label_width.max(text_width(&label));
+            Span::styled(pad_left(&label, width), theme.muted())
+        })
+        .collect();
+    let mut y_axis = Axis::default()
+        .bounds(axes.ys)
+        .labels(y_labels)
+        .style(theme.border());
+    if let Some(title) = axes.y_title {
+        y_axis = y_axis.title(title);
     }
-    .into_iter()
-    .map(|v| Span::styled(fmt_y(Some(v)), theme.muted()))
-    .collect();
     let chart = Chart::new(datasets)
         .legend_position(None)
         .x_axis(
@@ -194,11 +241,6 @@ pub fn chart_with_bounds(
                 .labels(x_labels)
                 .style(theme.border()),
         )
-        .y_axis(
-            Axis::default()
-                .bounds(ys)
-                .labels(y_labels)
-                .style(theme.border()),
-        );
+        .y_axis(y_axis);
     frame.render_widget(chart, area);
 }
