@@ -6,7 +6,9 @@
 //! the panic message prints; SIGTERM and SIGHUP end the loop and restore it too; nothing is
 //! printed to stdout or stderr while the alternate screen is up (logging is off in the UI).
 
+pub mod actions;
 pub mod app;
+pub mod dialog;
 pub mod format;
 pub mod keymap;
 pub mod launch;
