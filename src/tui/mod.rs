@@ -12,6 +12,7 @@ pub mod dialog;
 pub mod format;
 pub mod keymap;
 pub mod launch;
+pub mod model_grid;
 pub mod model_state;
 pub mod panes;
 pub mod recipe_form;

@@ -8,7 +8,8 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
 use crate::tui::format::human_bytes;
-use crate::tui::model_state::{CellState, ModelState};
+use crate::tui::model_grid::CellState;
+use crate::tui::model_state::ModelState;
 use crate::tui::theme::Theme;
 use crate::util::format::group_digits;
 
