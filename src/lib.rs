@@ -15,6 +15,7 @@
 pub mod data;
 pub mod eval;
 pub mod model;
+pub mod plan;
 pub mod recipe;
 pub mod run;
 pub mod select;

@@ -450,6 +450,82 @@ fn zoom_shows_only_the_zoomed_panel() {
     );
 }
 
+/// Held-out mass rising from 0.01% to 0.04% while the target mass sits near 50%.
+fn small_rise_snapshot() -> RunSnapshot {
+    let probe = |step: f64, heldout: f64, target: f64| ProbePoint {
+        step,
+        heldout_mass: Some(heldout),
+        heldout_base_mass: Some(0.0001),
+        target_mass: Some(target),
+        target_base_mass: Some(0.45),
+        kl: Some(0.01),
+        entropy: Some(1.0),
+        first_token_numeric: Some(0.3),
+    };
+    RunSnapshot {
+        probes: vec![
+            probe(0.0, 0.0001, 0.45),
+            probe(10.0, 0.0002, 0.48),
+            probe(20.0, 0.0003, 0.50),
+            probe(30.0, 0.0004, 0.50),
+        ],
+        ..RunSnapshot::default()
+    }
+}
+
+/// Rows of `area` holding braille cells drawn in `color`.
+fn braille_rows(buf: &Buffer, area: Rect, color: Color) -> Vec<u16> {
+    let mut rows: Vec<u16> = Vec::new();
+    for y in area.top()..area.bottom() {
+        for x in area.left()..area.right() {
+            let cell = &buf[(x, y)];
+            let braille = cell
+                .symbol()
+                .chars()
+                .next()
+                .is_some_and(|c| ('\u{2801}'..='\u{28ff}').contains(&c));
+            if braille && cell.fg == color && !rows.contains(&y) {
+                rows.push(y);
+            }
+        }
+    }
+    rows
+}
+
+#[test]
+fn numeric_mass_gives_held_out_its_own_scale() {
+    let snap = small_rise_snapshot();
+    let now = theme().now;
+    let full = dashboard(160, 48, &snap, None);
+    let (_, mass_area) = dashboard_layout(Rect::new(0, 0, 160, 48))
+        .into_iter()
+        .find(|(p, _)| *p == DashPanel::NumericMass)
+        .unwrap();
+    let zoomed =
+        [(80, 24), (60, 16)].map(|(w, h)| dashboard(w, h, &snap, Some(DashPanel::NumericMass)));
+    let cases = [
+        (&full, mass_area),
+        (&zoomed[0], zoomed[0].area),
+        (&zoomed[1], zoomed[1].area),
+    ];
+    for (buf, area) in cases {
+        // The held-out line climbs through several rows instead of lying flat at zero.
+        let rows = braille_rows(buf, area, now);
+        assert!(rows.len() >= 3, "held-out rows {rows:?}:\n{}", screen(buf));
+        // Its own axis is labelled in its own range (besides the summary line's 0.04%).
+        let labels = find_all(buf, "0.04%")
+            .into_iter()
+            .filter(|(x, y)| area.contains((*x, *y).into()))
+            .count();
+        assert!(labels >= 2, "no held-out axis label:\n{}", screen(buf));
+    }
+    // Both charts are drawn at the large size: the target keeps its own axis near 50%.
+    assert!(braille_rows(&full, mass_area, theme().numeric).len() >= 2);
+    let zoomed = &zoomed[0];
+    assert!(contains(zoomed, "held-out") && contains(zoomed, "target"));
+    assert!(contains(zoomed, "50."), "{}", screen(zoomed));
+}
+
 #[test]
 fn focused_panel_border_is_accented() {
     let t = theme();
@@ -785,6 +861,8 @@ fn monochrome_still_marks_numeric_tokens() {
 
 #[test]
 fn formatting_helpers() {
+    use tunescope::tui::format::*;
+    use tunescope::tui::series::*;
     use widgets::*;
     assert_eq!(fmt_signed(Some(12.5), 1), "+12.5");
     assert_eq!(fmt_signed(Some(-3.0), 1), "-3.0");

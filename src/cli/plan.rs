@@ -7,10 +7,10 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::model::Model;
+use crate::plan::estimate;
 use crate::recipe::Recipe;
 use crate::select;
-use crate::train::memory::{estimate, human_bytes};
-use crate::util::format::group_digits;
+use crate::util::format::{group_digits, human_bytes};
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {

@@ -4,7 +4,6 @@
 
 pub mod events;
 pub mod loss;
-pub mod memory;
 pub mod monitor;
 pub mod optimizer;
 pub mod schedule;

@@ -1,5 +1,6 @@
-//! The workbench's state and what each key does to it. Drawing lives in `ui`; nothing here
-//! touches the terminal.
+//! The workbench's state and where a key goes: to the open dialog ([`super::dialog`]), the help
+//! overlay, or through the keymap to an action ([`super::actions`], one module per tab). Drawing
+//! lives in `ui`; nothing here touches the terminal.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,13 +8,12 @@ use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 
-use super::keymap::{action_for, Action, Context};
-use super::launch::{launch_detached, stop_run};
+pub use super::dialog::{Confirmed, Dialog, InputPurpose};
+use super::keymap::{action_for, Context};
 use super::model_state::ModelState;
 use super::panes::compare::CompareRow;
 use super::panes::dashboard::DashPanel;
 use super::panes::runs::RunRow;
-use super::recipe_form::{cycle, field_text, save_preserving_order, set_field, FieldKind, FIELDS};
 use super::theme::Theme;
 use crate::recipe::Recipe;
 use crate::run::reader::RunReader;
@@ -59,41 +59,6 @@ impl Tab {
     }
 }
 
-/// What an input line is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputPurpose {
-    Field(usize),
-    SaveAs,
-    Filter,
-}
-
-/// A modal dialog.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Dialog {
-    /// Yes/no question; `yes` is what happens on `y`.
-    Confirm { message: String, yes: Confirmed },
-    /// A line of text being typed, with the engine's complaint about the last attempt.
-    Input {
-        title: String,
-        text: String,
-        purpose: InputPurpose,
-        error: Option<String>,
-    },
-    /// A list to choose from.
-    Picker {
-        title: String,
-        items: Vec<PathBuf>,
-        selected: usize,
-    },
-}
-
-/// Actions that need a confirmation first.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Confirmed {
-    Quit,
-    Stop(PathBuf),
-}
-
 /// How a status message is coloured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -132,7 +97,8 @@ pub struct App {
     /// Runs started from this workbench (quit asks first while one still trains).
     pub launched: Vec<PathBuf>,
     pub should_quit: bool,
-    last_scan: Option<Instant>,
+    /// When run directories were last listed (`None`: list them at the next refresh).
+    pub(crate) last_scan: Option<Instant>,
 }
 
 impl App {
@@ -177,7 +143,7 @@ impl App {
         &self.themes[self.theme_index % self.themes.len()]
     }
 
-    fn dtype_bytes(&self) -> usize {
+    pub(crate) fn dtype_bytes(&self) -> usize {
         if self.recipe.dtype == "bf16" {
             2
         } else {
@@ -215,7 +181,7 @@ impl App {
         Ok(())
     }
 
-    fn say(&mut self, text: impl Into<String>, level: Level) {
+    pub(crate) fn say(&mut self, text: impl Into<String>, level: Level) {
         self.message = Some((text.into(), level));
     }
 
@@ -267,7 +233,7 @@ impl App {
             .collect()
     }
 
-    fn run_path_at(&self, index: usize) -> Option<PathBuf> {
+    pub(crate) fn run_path_at(&self, index: usize) -> Option<PathBuf> {
         self.runs.keys().rev().nth(index).cloned()
     }
 
@@ -306,440 +272,6 @@ impl App {
         };
         self.message = None;
         self.apply(action);
-    }
-
-    /// Applies an action to the current pane.
-    pub fn apply(&mut self, action: Action) {
-        match action {
-            Action::Quit => match self.launched_still_running() {
-                Some(path) => {
-                    self.dialog = Some(Dialog::Confirm {
-                        message: format!(
-                            "{} is still training and keeps running after you quit. Quit? (y/n)",
-                            run_name(&path)
-                        ),
-                        yes: Confirmed::Quit,
-                    })
-                }
-                None => self.should_quit = true,
-            },
-            Action::Help => self.help = true,
-            Action::Escape => {
-                self.dash_zoom = None;
-                if let Some(m) = &mut self.model {
-                    m.filter.clear();
-                }
-            }
-            Action::NextTab => self.tab = Tab::ALL[(self.tab_index() + 1) % Tab::ALL.len()],
-            Action::PrevTab => {
-                self.tab = Tab::ALL[(self.tab_index() + Tab::ALL.len() - 1) % Tab::ALL.len()]
-            }
-            Action::Tab(i) => self.tab = Tab::ALL[i.min(Tab::ALL.len() - 1)],
-            Action::CycleTheme => {
-                self.theme_index = (self.theme_index + 1) % self.themes.len();
-                let name = self.theme().name.clone();
-                self.say(format!("theme: {name}"), Level::Info);
-            }
-            Action::Launch => self.launch(),
-            _ => match self.tab {
-                Tab::Model => self.model_action(action),
-                Tab::Recipe => self.recipe_action(action),
-                Tab::Runs => self.runs_action(action),
-                Tab::Dashboard => self.dashboard_action(action),
-                Tab::Compare => self.compare_action(action),
-            },
-        }
-    }
-
-    fn tab_index(&self) -> usize {
-        Tab::ALL.iter().position(|t| *t == self.tab).unwrap_or(0)
-    }
-
-    fn model_action(&mut self, action: Action) {
-        let Some(model) = &mut self.model else { return };
-        let mut changed = true;
-        match action {
-            Action::Up => model.move_cursor(-1, 0),
-            Action::Down => model.move_cursor(1, 0),
-            Action::Left if model.tree_view => model.toggle_collapse(Some(true)),
-            Action::Right if model.tree_view => model.toggle_collapse(Some(false)),
-            Action::Left => model.move_cursor(0, -1),
-            Action::Right => model.move_cursor(0, 1),
-            Action::PageUp => model.move_cursor(-10, 0),
-            Action::PageDown => model.move_cursor(10, 0),
-            Action::Top => model.jump(false),
-            Action::Bottom => model.jump(true),
-            Action::ToggleTree => model.tree_view = !model.tree_view,
-            Action::Filter => {
-                model.tree_view = true;
-                self.dialog = Some(Dialog::Input {
-                    title: "filter the module tree".into(),
-                    text: model.filter.clone(),
-                    purpose: InputPurpose::Filter,
-                    error: None,
-                });
-            }
-            Action::ToggleCell => model.toggle_cell(),
-            Action::ToggleColumn => model.toggle_column(),
-            Action::ToggleRow => model.toggle_row(),
-            Action::Invert => model.invert(),
-            Action::NextPreset => {
-                let name = model.next_preset();
-                self.say(
-                    format!("preset: {}", name.unwrap_or("none fits this model")),
-                    Level::Info,
-                );
-            }
-            _ => changed = false,
-        }
-        if changed
-            && matches!(
-                action,
-                Action::ToggleCell
-                    | Action::ToggleColumn
-                    | Action::ToggleRow
-                    | Action::Invert
-                    | Action::NextPreset
-            )
-        {
-            self.write_back_selection();
-        }
-    }
-
-    /// Writes the grid's selection into the recipe's `trainable` section.
-    fn write_back_selection(&mut self) {
-        let (batch, seq, bytes) = (
-            self.recipe.batch_size,
-            self.recipe.max_length,
-            self.dtype_bytes(),
-        );
-        let Some(model) = &mut self.model else { return };
-        model.update_memory(batch, seq, bytes);
-        if let Some(spec) = model.trainable_spec() {
-            self.recipe.trainable = spec;
-            self.recipe_dirty = true;
-        }
-    }
-
-    fn recipe_action(&mut self, action: Action) {
-        match action {
-            Action::Up => self.field = self.field.saturating_sub(1),
-            Action::Down => self.field = (self.field + 1).min(FIELDS.len() - 1),
-            Action::PageUp => self.field = self.field.saturating_sub(10),
-            Action::PageDown => self.field = (self.field + 10).min(FIELDS.len() - 1),
-            Action::Top => self.field = 0,
-            Action::Bottom => self.field = FIELDS.len() - 1,
-            Action::Edit => {
-                let field = &FIELDS[self.field];
-                if let FieldKind::Choice(_) = field.kind {
-                    match cycle(&self.recipe, field) {
-                        Ok(recipe) => self.set_recipe(recipe, field.key),
-                        Err(e) => self.say(format!("{e:#}"), Level::Error),
-                    }
-                } else {
-                    self.dialog = Some(Dialog::Input {
-                        title: format!("{} ({})", field.label, field.key),
-                        text: field_text(&self.recipe, field),
-                        purpose: InputPurpose::Field(self.field),
-                        error: None,
-                    });
-                }
-            }
-            Action::Save => match self.recipe_path.clone() {
-                Some(path) => self.save_to(&path),
-                None => self.apply(Action::SaveAs),
-            },
-            Action::SaveAs => {
-                let text = self
-                    .recipe_path
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| format!("recipes/{}.yaml", self.recipe.name));
-                self.dialog = Some(Dialog::Input {
-                    title: "save recipe as".into(),
-                    text,
-                    purpose: InputPurpose::SaveAs,
-                    error: None,
-                });
-            }
-            Action::Open => {
-                let mut items: Vec<PathBuf> = std::fs::read_dir("recipes")
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-                    .collect();
-                items.sort();
-                if items.is_empty() {
-                    self.say("no recipes in ./recipes", Level::Warn);
-                } else {
-                    self.dialog = Some(Dialog::Picker {
-                        title: "open a recipe".into(),
-                        items,
-                        selected: 0,
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn set_recipe(&mut self, recipe: Recipe, key: &str) {
-        let reload = key == "model"
-            || key.starts_with("trainable")
-            || matches!(key, "batch_size" | "max_length" | "dtype");
-        self.recipe = recipe;
-        self.recipe_dirty = true;
-        if key == "output_dir" {
-            self.runs_root = PathBuf::from(&self.recipe.output_dir);
-            self.runs.clear();
-            self.last_scan = None;
-        }
-        if reload {
-            self.reload_model();
-        }
-    }
-
-    fn save_to(&mut self, path: &Path) {
-        match save_preserving_order(&self.recipe, path) {
-            Ok(()) => {
-                self.recipe_path = Some(path.to_path_buf());
-                self.recipe_dirty = false;
-                self.say(format!("saved {}", path.display()), Level::Info);
-            }
-            Err(e) => self.say(format!("{e:#}"), Level::Error),
-        }
-    }
-
-    fn launch(&mut self) {
-        if let Some(problem) = self.model.as_ref().and_then(|m| m.problem.clone()) {
-            self.say(format!("cannot launch: {problem}"), Level::Error);
-            return;
-        }
-        match launch_detached(&self.recipe) {
-            Ok(run) => {
-                let path = run.path().to_path_buf();
-                self.launched.push(path.clone());
-                self.last_scan = None;
-                if let Err(e) = self.attach(&path) {
-                    self.say(format!("{e:#}"), Level::Error);
-                } else {
-                    self.say(format!("launched {}", run_name(&path)), Level::Info);
-                }
-            }
-            Err(e) => self.say(format!("cannot launch: {e:#}"), Level::Error),
-        }
-    }
-
-    fn runs_action(&mut self, action: Action) {
-        let count = self.runs.len();
-        match action {
-            Action::Up => self.run_cursor = self.run_cursor.saturating_sub(1),
-            Action::Down => self.run_cursor = (self.run_cursor + 1).min(count.saturating_sub(1)),
-            Action::Top => self.run_cursor = 0,
-            Action::Bottom => self.run_cursor = count.saturating_sub(1),
-            Action::Attach => {
-                if let Some(path) = self.run_path_at(self.run_cursor) {
-                    if let Err(e) = self.attach(&path) {
-                        self.say(format!("{e:#}"), Level::Error);
-                    }
-                }
-            }
-            Action::Stop => {
-                if let Some(path) = self.run_path_at(self.run_cursor) {
-                    self.confirm_stop(path);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn confirm_stop(&mut self, path: PathBuf) {
-        self.dialog = Some(Dialog::Confirm {
-            message: format!(
-                "stop {} after its current step (it checkpoints first)? (y/n)",
-                run_name(&path)
-            ),
-            yes: Confirmed::Stop(path),
-        });
-    }
-
-    fn dashboard_action(&mut self, action: Action) {
-        match action {
-            Action::Zoom => {
-                self.dash_zoom = if self.dash_zoom.is_some() {
-                    None
-                } else {
-                    Some(self.dash_focus)
-                }
-            }
-            Action::NextPanel | Action::Right | Action::Down => {
-                self.dash_focus = self.dash_focus.next();
-                if self.dash_zoom.is_some() {
-                    self.dash_zoom = Some(self.dash_focus);
-                }
-            }
-            Action::Stop => {
-                if let Some(path) = self.attached.as_ref().map(|r| r.run().path().to_path_buf()) {
-                    self.confirm_stop(path);
-                } else {
-                    self.say("no run attached: pick one on the Runs tab", Level::Warn);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn compare_action(&mut self, action: Action) {
-        let count = self.runs.len();
-        match action {
-            Action::Up => self.compare_cursor = self.compare_cursor.saturating_sub(1),
-            Action::Down => {
-                self.compare_cursor = (self.compare_cursor + 1).min(count.saturating_sub(1))
-            }
-            Action::Attach => {
-                if let Some(path) = self.run_path_at(self.compare_cursor) {
-                    if let Err(e) = self.attach(&path) {
-                        self.say(format!("{e:#}"), Level::Error);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn handle_dialog_key(&mut self, dialog: Dialog, key: KeyEvent) {
-        match dialog {
-            Dialog::Confirm { message, yes } => match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') => match yes {
-                    Confirmed::Quit => self.should_quit = true,
-                    Confirmed::Stop(path) => match RunDir::open(&path).and_then(|r| stop_run(&r)) {
-                        Ok(()) => self.say(
-                            format!("stopping {} (checkpoint first)", run_name(&path)),
-                            Level::Info,
-                        ),
-                        Err(e) => self.say(format!("{e:#}"), Level::Error),
-                    },
-                },
-                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => {}
-                _ => self.dialog = Some(Dialog::Confirm { message, yes }),
-            },
-            Dialog::Picker {
-                title,
-                items,
-                selected,
-            } => match key.code {
-                KeyCode::Esc => {}
-                KeyCode::Up | KeyCode::Char('k') => {
-                    self.dialog = Some(Dialog::Picker {
-                        title,
-                        items,
-                        selected: selected.saturating_sub(1),
-                    })
-                }
-                KeyCode::Down | KeyCode::Char('j') => {
-                    let selected = (selected + 1).min(items.len().saturating_sub(1));
-                    self.dialog = Some(Dialog::Picker {
-                        title,
-                        items,
-                        selected,
-                    });
-                }
-                KeyCode::Enter => {
-                    if let Some(path) = items.get(selected) {
-                        match Recipe::load(path, &[]) {
-                            Ok(recipe) => {
-                                let keep_model = self.recipe.model.clone();
-                                let keep_data = self.recipe.data.clone();
-                                self.recipe = recipe;
-                                // Shipped recipes leave model and data open: keep the current ones.
-                                if self.recipe.model.is_none() {
-                                    self.recipe.model = keep_model;
-                                }
-                                if self.recipe.data.is_none() {
-                                    self.recipe.data = keep_data;
-                                }
-                                self.recipe_path = Some(path.clone());
-                                self.recipe_dirty = false;
-                                self.reload_model();
-                                self.say(format!("opened {}", path.display()), Level::Info);
-                            }
-                            Err(e) => self.say(format!("{e:#}"), Level::Error),
-                        }
-                    }
-                }
-                _ => {
-                    self.dialog = Some(Dialog::Picker {
-                        title,
-                        items,
-                        selected,
-                    })
-                }
-            },
-            Dialog::Input {
-                title,
-                mut text,
-                purpose,
-                error,
-            } => match key.code {
-                KeyCode::Esc => {}
-                KeyCode::Enter => self.submit_input(title, text, purpose),
-                KeyCode::Backspace => {
-                    text.pop();
-                    self.dialog = Some(Dialog::Input {
-                        title,
-                        text,
-                        purpose,
-                        error,
-                    });
-                }
-                KeyCode::Char(c) => {
-                    text.push(c);
-                    self.dialog = Some(Dialog::Input {
-                        title,
-                        text,
-                        purpose,
-                        error,
-                    });
-                }
-                _ => {
-                    self.dialog = Some(Dialog::Input {
-                        title,
-                        text,
-                        purpose,
-                        error,
-                    })
-                }
-            },
-        }
-    }
-
-    fn submit_input(&mut self, title: String, text: String, purpose: InputPurpose) {
-        match purpose {
-            InputPurpose::Filter => {
-                if let Some(m) = &mut self.model {
-                    m.filter = text;
-                    m.tree_cursor = 0;
-                }
-            }
-            InputPurpose::SaveAs => self.save_to(&PathBuf::from(text.trim())),
-            InputPurpose::Field(index) => {
-                let field = &FIELDS[index];
-                match set_field(&self.recipe, field, &text) {
-                    Ok(recipe) => self.set_recipe(recipe, field.key),
-                    // Stay in the editor with the engine's own message.
-                    Err(e) => {
-                        self.dialog = Some(Dialog::Input {
-                            title,
-                            text,
-                            purpose,
-                            error: Some(format!("{e:#}")),
-                        })
-                    }
-                }
-            }
-        }
     }
 }
 

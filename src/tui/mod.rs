@@ -6,12 +6,17 @@
 //! the panic message prints; SIGTERM and SIGHUP end the loop and restore it too; nothing is
 //! printed to stdout or stderr while the alternate screen is up (logging is off in the UI).
 
+pub mod actions;
 pub mod app;
+pub mod dialog;
+pub mod format;
 pub mod keymap;
 pub mod launch;
+pub mod model_grid;
 pub mod model_state;
 pub mod panes;
 pub mod recipe_form;
+pub mod series;
 pub mod theme;
 pub mod ui;
 

@@ -1,4 +1,4 @@
-//! Number formatting shared by the front ends.
+//! Number and size formatting shared by the front ends.
 
 /// Thousands grouping (`1,234,567`).
 pub fn group_digits(n: usize) -> String {
@@ -11,4 +11,20 @@ pub fn group_digits(n: usize) -> String {
         out.push(c);
     }
     out
+}
+
+/// `1.23 GiB` style formatting.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
 }

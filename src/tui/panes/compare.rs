@@ -13,11 +13,10 @@ use ratatui::widgets::canvas::{Canvas, Line as CanvasLine};
 use ratatui::widgets::{Cell, Row, Table, TableState};
 use ratatui::Frame;
 
-use super::widgets::{
-    bounds, delta_style, finite, fmt_num, fmt_prob, fmt_rate, fmt_signed, render_message,
-    state_style, titled_block, truncate,
-};
+use super::widgets::{delta_style, render_message, state_style, titled_block};
 use crate::run::reader::RunSnapshot;
+use crate::tui::format::{fmt_num, fmt_prob, fmt_rate, fmt_signed, truncate};
+use crate::tui::series::{bounds, finite};
 use crate::tui::theme::Theme;
 
 /// One run in the comparison.

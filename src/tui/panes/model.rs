@@ -7,8 +7,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
-use crate::train::memory::human_bytes;
-use crate::tui::model_state::{CellState, ModelState};
+use crate::tui::format::human_bytes;
+use crate::tui::model_grid::CellState;
+use crate::tui::model_state::ModelState;
 use crate::tui::theme::Theme;
 use crate::util::format::group_digits;
 

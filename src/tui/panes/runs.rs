@@ -7,11 +7,10 @@ use ratatui::text::Line;
 use ratatui::widgets::{Cell, Row, Table, TableState};
 use ratatui::Frame;
 
-use super::widgets::{
-    delta_style, finite, fmt_signed, fmt_value, render_message, short_time, state_style,
-    titled_block,
-};
+use super::widgets::{delta_style, render_message, state_style, titled_block};
 use crate::run::reader::RunSnapshot;
+use crate::tui::format::{fmt_signed, fmt_value, short_time};
+use crate::tui::series::finite;
 use crate::tui::theme::Theme;
 
 /// The empty-state message of the runs table.
