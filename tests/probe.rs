@@ -330,6 +330,7 @@ fn drift_guard_stops_a_run() {
         max_numeric_mass_delta: Some(0.02),
         max_heldout_drop: None,
         action: tunescope::recipe::GuardAction::Stop,
+        ..Default::default()
     });
     let run = RunDir::create(tmp.path(), "guard").unwrap();
     run.write_recipe(&recipe).unwrap();

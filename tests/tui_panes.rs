@@ -80,6 +80,7 @@ fn snapshot() -> RunSnapshot {
         kl: Some(kl),
         entropy: Some(1.25),
         first_token_numeric: Some(0.2),
+        ..Default::default()
     };
     RunSnapshot {
         status: Some(status(RunState::Running, 30, 120)),
@@ -164,6 +165,13 @@ fn nan_snapshot() -> RunSnapshot {
             kl: Some(nan),
             entropy: Some(f64::NEG_INFINITY),
             first_token_numeric: Some(nan),
+            heldout_answer_mass: Some((nan, f64::INFINITY)),
+            heldout_shape: Some(tunescope::run::reader::ShapePoint {
+                short_answer_tokens: 1,
+                ends_within: (nan, f64::NEG_INFINITY),
+                mean_length: (f64::INFINITY, nan),
+                first_stop_prob: (nan, nan),
+            }),
         }],
         eval_step: Some(usize::MAX),
         scores: vec![bad_task.clone(), ppl.clone()],
@@ -461,6 +469,7 @@ fn small_rise_snapshot() -> RunSnapshot {
         kl: Some(0.01),
         entropy: Some(1.0),
         first_token_numeric: Some(0.3),
+        ..Default::default()
     };
     RunSnapshot {
         probes: vec![
@@ -925,4 +934,38 @@ fn dump() {
         "{}\n",
         screen(&dashboard(80, 24, &RunSnapshot::default(), None))
     );
+}
+
+#[test]
+fn numeric_mass_panel_shows_the_answer_class_and_answer_shape() {
+    let mut snap = small_rise_snapshot();
+    let last = snap.probes.last_mut().unwrap();
+    last.heldout_answer_mass = Some((0.012, 0.002));
+    last.heldout_shape = Some(tunescope::run::reader::ShapePoint {
+        short_answer_tokens: 1,
+        ends_within: (0.81, 0.0),
+        mean_length: (0.4, 2.3),
+        first_stop_prob: (0.77, 0.0),
+    });
+    let buf = dashboard(160, 48, &snap, Some(DashPanel::NumericMass));
+    let text = screen(&buf);
+    for needle in [
+        "answer-class",
+        "ends at once",
+        "77.",
+        "≤1 tok",
+        "81.",
+        "len 0.4",
+        "2.3",
+    ] {
+        assert!(text.contains(needle), "no {needle:?}:\n{text}");
+    }
+    // Runs recorded before answer shapes were probed show no such line.
+    let plain = dashboard(
+        160,
+        48,
+        &small_rise_snapshot(),
+        Some(DashPanel::NumericMass),
+    );
+    assert!(!contains(&plain, "ends at once"));
 }

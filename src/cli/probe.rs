@@ -33,6 +33,13 @@ pub struct ProbeArgs {
     /// Tokens in the histogram.
     #[arg(long, default_value_t = 20)]
     top_k: usize,
+    /// Also probe the answer vocabulary of this training data (JSONL): the tokens far more
+    /// frequent in its responses than in its prompts and the held-out prompts.
+    #[arg(long)]
+    answer_data: Option<PathBuf>,
+    /// An answer that ends within this many tokens counts as short.
+    #[arg(long, default_value_t = 2)]
+    short_answer_tokens: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -57,11 +64,33 @@ pub fn run(args: ProbeArgs) -> Result<()> {
     let base = base_model.decoder(&Default::default(), dtype, &device)?;
     let tok = &model.tokenizer;
     let numeric = NumericVocab::new(&tok.tokenizer, model.config.vocab_size);
-    let options = ProbeOptions {
+    let mut options = ProbeOptions {
         max_new_tokens: args.max_new_tokens,
         top_k: args.top_k,
+        short_answer_tokens: args.short_answer_tokens,
         ..ProbeOptions::default()
     };
+    if let Some(path) = &args.answer_data {
+        let records = crate::data::read_records(path)?;
+        let data = crate::data::tokenize(
+            &records,
+            tok,
+            &crate::data::TokenizeOptions {
+                max_length: 4096,
+                train_on_prompt: false,
+            },
+        )?;
+        let heldout = load_prompts(&args.prompts, tok, args.max_prompts)?;
+        let class =
+            crate::eval::classes::answer_class_of_data(&data, &heldout, tok, &Default::default());
+        anyhow::ensure!(
+            !class.ids.is_empty(),
+            "no token is distinctive of the responses in {}",
+            path.display()
+        );
+        eprintln!("answer class: {}", class.origin);
+        options.classes.push(class);
+    }
     let mut sets: Vec<(&str, PathBuf)> = vec![("heldout", args.prompts.clone())];
     if let Some(target) = &args.target {
         sets.push(("target", target.clone()));
@@ -118,6 +147,32 @@ fn print_report(name: &str, r: &SetReport) {
         "  first token numeric {:>9.1}%  {:>9.1}%",
         100.0 * r.base.first_token_numeric,
         100.0 * r.now.first_token_numeric
+    );
+    for (class, now) in &r.now.class_mass {
+        let base = r.base.class_mass.get(class).map_or(f64::NAN, |b| b.mean);
+        println!(
+            "  {:<18} {:>10.4}   {:>10.4}  Δ {:+.4}",
+            format!("{class} mass"),
+            base,
+            now.mean,
+            now.mean - base
+        );
+    }
+    let (b, n) = (&r.base.shape, &r.now.shape);
+    println!(
+        "  ends at once       {:>9.1}%  {:>9.1}%  (stop probability at the first step)",
+        100.0 * b.first_stop_prob.mean,
+        100.0 * n.first_stop_prob.mean
+    );
+    println!(
+        "  ends within {:<2}     {:>9.1}%  {:>9.1}%",
+        n.short_answer_tokens,
+        100.0 * b.ends_within,
+        100.0 * n.ends_within
+    );
+    println!(
+        "  answer length      {:>10.2}   {:>10.2}  tokens",
+        b.mean_length, n.mean_length
     );
     println!(
         "  entropy (nats)     {:>10.4}   {:>10.4}",

@@ -51,7 +51,7 @@ pub struct DeriveOptions {
 impl Default for DeriveOptions {
     fn default() -> Self {
         Self {
-            min_ratio: 5.0,
+            min_ratio: 3.0,
             min_count: 3,
         }
     }
@@ -66,10 +66,11 @@ pub fn derive_answer_class(
     exclude: &[u32],
     options: &DeriveOptions,
 ) -> TokenClass {
+    // Stop and special tokens count on neither side.
     let count = |seqs: &[Vec<u32>]| -> (BTreeMap<u32, usize>, usize) {
         let mut counts = BTreeMap::new();
         let mut total = 0;
-        for &id in seqs.iter().flatten() {
+        for &id in seqs.iter().flatten().filter(|id| !exclude.contains(id)) {
             *counts.entry(id).or_insert(0) += 1;
             total += 1;
         }
@@ -80,7 +81,7 @@ pub fn derive_answer_class(
     let ids: Vec<u32> = resp
         .iter()
         .filter(|(id, &n)| {
-            if n < options.min_count || exclude.contains(id) {
+            if n < options.min_count {
                 return false;
             }
             let share = n as f64 / resp_total.max(1) as f64;
@@ -101,6 +102,31 @@ pub fn derive_answer_class(
         ),
         ids,
     }
+}
+
+/// The answer class of training `data`: its labelled tokens against its prompts' tokens and the
+/// `heldout` prompts' (stop and special tokens never join).
+pub fn answer_class_of_data(
+    data: &crate::data::TokenizedData,
+    heldout: &[super::probe::ProbePrompt],
+    tok: &crate::model::ModelTokenizer,
+    options: &DeriveOptions,
+) -> TokenClass {
+    let mut responses = Vec::with_capacity(data.examples.len());
+    let mut reference = Vec::with_capacity(data.examples.len() + heldout.len());
+    for ex in &data.examples {
+        let (answer, prompt): (Vec<_>, Vec<_>) = ex
+            .input_ids
+            .iter()
+            .zip(&ex.labels)
+            .partition(|(_, &l)| l != crate::data::IGNORE_INDEX);
+        responses.push(answer.into_iter().map(|(&t, _)| t).collect());
+        reference.push(prompt.into_iter().map(|(&t, _)| t).collect());
+    }
+    reference.extend(heldout.iter().map(|p| p.ids.clone()));
+    let mut exclude: Vec<u32> = tok.stop_ids.clone();
+    exclude.extend(tok.tokenizer.get_added_tokens_decoder().keys().copied());
+    derive_answer_class(&responses, &reference, &exclude, options)
 }
 
 /// A class named in a recipe: `tokens` (texts of vocabulary entries, space markers ignored)
@@ -182,7 +208,11 @@ mod tests {
         ];
         let mut reference = vec![vec![1, 2, 3, 4, 5, 6]; 10];
         reference.push(vec![8]);
-        let class = derive_answer_class(&responses, &reference, &[99], &DeriveOptions::default());
+        let strict = DeriveOptions {
+            min_ratio: 3.0,
+            min_count: 3,
+        };
+        let class = derive_answer_class(&responses, &reference, &[99], &strict);
         assert_eq!(class.ids, vec![7]);
         let loose = DeriveOptions {
             min_ratio: 2.0,

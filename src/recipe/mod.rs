@@ -93,6 +93,14 @@ pub struct ProbeSpec {
     pub top_k: usize,
     /// Also record per-layer drift of attention and MLP contributions.
     pub layer_drift: bool,
+    /// The target task's answer vocabulary, derived from the training data (the tokens far
+    /// more frequent in its responses than in its prompts and the held-out prompts) and probed
+    /// as the class `answer`; `null` turns it off.
+    pub answer_class: Option<crate::eval::classes::DeriveOptions>,
+    /// More token classes to probe, by hand: `{name, tokens: [...]}` or `{name, regex: ...}`.
+    pub classes: Vec<crate::eval::classes::ClassSpec>,
+    /// An answer that ends within this many tokens counts as short (answer shape).
+    pub short_answer_tokens: usize,
 }
 
 impl Default for ProbeSpec {
@@ -105,6 +113,9 @@ impl Default for ProbeSpec {
             max_prompts: Some(64),
             top_k: 20,
             layer_drift: true,
+            answer_class: Some(Default::default()),
+            classes: Vec::new(),
+            short_answer_tokens: 2,
         }
     }
 }
@@ -138,6 +149,10 @@ pub struct GuardSpec {
     pub max_numeric_mass_delta: Option<f64>,
     /// Largest allowed drop of the mean held-out score, in percentage points.
     pub max_heldout_drop: Option<f64>,
+    /// Largest allowed rise of the held-out mass of the target's answer class over the base.
+    pub max_answer_mass_delta: Option<f64>,
+    /// Largest allowed rise of the held-out probability of ending an answer at once.
+    pub max_stop_prob_delta: Option<f64>,
     pub action: GuardAction,
 }
 

@@ -27,6 +27,20 @@ pub struct ProbePoint {
     pub kl: Option<f64>,
     pub entropy: Option<f64>,
     pub first_token_numeric: Option<f64>,
+    /// Held-out mass of the target task's answer vocabulary (class `answer`), now and base.
+    pub heldout_answer_mass: Option<(f64, f64)>,
+    /// Held-out answer shape, now and base: share ending within `k` tokens, mean length, and
+    /// the probability of ending at once.
+    pub heldout_shape: Option<ShapePoint>,
+}
+
+/// The answer shape of one probe reading, now against base.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ShapePoint {
+    pub short_answer_tokens: usize,
+    pub ends_within: (f64, f64),
+    pub mean_length: (f64, f64),
+    pub first_stop_prob: (f64, f64),
 }
 
 /// Everything the views show about one run.
@@ -217,6 +231,24 @@ impl RunReader {
                     kl: heldout.or(target).map(|set| set.divergence.kl.mean),
                     entropy: heldout.map(|h| h.divergence.entropy.mean),
                     first_token_numeric: heldout.map(|h| h.now.first_token_numeric),
+                    heldout_answer_mass: heldout.and_then(|h| {
+                        Some((
+                            h.now.class_mass.get("answer")?.mean,
+                            h.base.class_mass.get("answer")?.mean,
+                        ))
+                    }),
+                    // Records written before answer shapes were probed carry none (k = 0).
+                    heldout_shape: heldout.filter(|h| h.now.shape.short_answer_tokens > 0).map(
+                        |h| ShapePoint {
+                            short_answer_tokens: h.now.shape.short_answer_tokens,
+                            ends_within: (h.now.shape.ends_within, h.base.shape.ends_within),
+                            mean_length: (h.now.shape.mean_length, h.base.shape.mean_length),
+                            first_stop_prob: (
+                                h.now.shape.first_stop_prob.mean,
+                                h.base.shape.first_stop_prob.mean,
+                            ),
+                        },
+                    ),
                 });
             }
             Record::Eval(e) => {

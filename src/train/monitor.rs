@@ -21,6 +21,10 @@ use crate::util::fs::write_json_atomic;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MonitorReport {
     pub heldout_numeric_mass_delta: Option<f64>,
+    /// Held-out mass of the target's answer class, now minus base.
+    pub heldout_answer_mass_delta: Option<f64>,
+    /// Held-out probability of ending an answer at once, now minus base.
+    pub heldout_stop_prob_delta: Option<f64>,
     pub delta_learning: Option<f64>,
     pub delta_heldout: Option<f64>,
     pub seconds: f64,
@@ -61,6 +65,43 @@ pub struct MonitorInputs {
 }
 
 impl MonitorInputs {
+    /// The token classes the probe follows besides numbers.
+    pub fn classes(&self) -> &[crate::eval::classes::TokenClass] {
+        &self.options.classes
+    }
+
+    /// Adds the class `answer`: the target task's answer vocabulary derived from the training
+    /// `data` (labelled tokens against the prompts' and the held-out probe prompts' tokens), when
+    /// the recipe's `probe.answer_class` asks for it. Stop and special tokens never join.
+    pub fn derive_answer_class(
+        &mut self,
+        recipe: &Recipe,
+        data: &crate::data::TokenizedData,
+        tok: &ModelTokenizer,
+    ) {
+        let Some(options) = recipe.probe.as_ref().and_then(|p| p.answer_class) else {
+            return;
+        };
+        let heldout: Vec<_> = self
+            .prompt_sets
+            .iter()
+            .filter(|(name, _)| *name == "heldout")
+            .flat_map(|(_, prompts)| prompts.iter().cloned())
+            .collect();
+        let class = crate::eval::classes::answer_class_of_data(data, &heldout, tok, &options);
+        if class.ids.is_empty() {
+            tracing::warn!(
+                "no token is distinctive of the training responses (probe.answer_class: ratio {}, \
+                 count {}); the answer class is not probed",
+                options.min_ratio,
+                options.min_count
+            );
+            return;
+        }
+        tracing::info!("probe class `answer`: {}", class.origin);
+        self.options.classes.insert(0, class);
+    }
+
     /// Loads the probe prompts and tasks; `None` when the recipe asks for neither.
     pub fn load(recipe: &Recipe, tok: &ModelTokenizer) -> Result<Option<Self>> {
         if recipe.probe.is_none() && recipe.eval.is_none() {
@@ -72,6 +113,18 @@ impl MonitorInputs {
         if let Some(spec) = &recipe.probe {
             options.max_new_tokens = spec.max_new_tokens;
             options.top_k = spec.top_k;
+            options.short_answer_tokens = spec.short_answer_tokens;
+            for class in &spec.classes {
+                anyhow::ensure!(
+                    class.name != "answer",
+                    "probe class name `answer` is the derived answer class's; choose another"
+                );
+                options.classes.push(
+                    class
+                        .resolve(&tok.tokenizer)
+                        .context("in the recipe's probe.classes")?,
+                );
+            }
             layer_drift = spec.layer_drift;
             for (name, path) in [("target", &spec.target), ("heldout", &spec.heldout)] {
                 let Some(path) = path else { continue };
@@ -190,6 +243,15 @@ impl Monitor {
                 )?;
                 if *name == "heldout" {
                     report.heldout_numeric_mass_delta = Some(set.numeric_mass_delta);
+                    report.heldout_answer_mass_delta = set
+                        .now
+                        .class_mass
+                        .get("answer")
+                        .zip(set.base.class_mass.get("answer"))
+                        .map(|(now, base)| now.mean - base.mean);
+                    report.heldout_stop_prob_delta = Some(
+                        set.now.shape.first_stop_prob.mean - set.base.shape.first_stop_prob.mean,
+                    );
                 }
                 snapshot[*name] = json!({"histogram": set.histogram, "numeric_mass": set.now.numeric_mass, "base_numeric_mass": set.base.numeric_mass});
                 let summary = Some(ProbeSetSummary {
@@ -268,6 +330,30 @@ pub fn check_guard(recipe: &Recipe, report: &MonitorReport) -> Option<GuardTrip>
         if delta > bound {
             return Some(GuardTrip {
                 reason: format!("held-out numeric mass rose by {delta:.4} (bound {bound})"),
+                action: guard.action,
+            });
+        }
+    }
+    if let (Some(bound), Some(delta)) = (
+        guard.max_answer_mass_delta,
+        report.heldout_answer_mass_delta,
+    ) {
+        if delta > bound {
+            return Some(GuardTrip {
+                reason: format!(
+                    "held-out mass of the target's answer tokens rose by {delta:.4} (bound {bound})"
+                ),
+                action: guard.action,
+            });
+        }
+    }
+    if let (Some(bound), Some(delta)) = (guard.max_stop_prob_delta, report.heldout_stop_prob_delta)
+    {
+        if delta > bound {
+            return Some(GuardTrip {
+                reason: format!(
+                    "held-out answers end at once more often: stop probability +{delta:.4} (bound {bound})"
+                ),
                 action: guard.action,
             });
         }

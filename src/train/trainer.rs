@@ -276,7 +276,10 @@ fn load_checked(recipe: &Recipe) -> Result<Checked> {
             recipe.max_length
         );
     }
-    let monitor = MonitorInputs::load(recipe, &model.tokenizer)?;
+    let mut monitor = MonitorInputs::load(recipe, &model.tokenizer)?;
+    if let Some(inputs) = monitor.as_mut() {
+        inputs.derive_answer_class(recipe, &data, &model.tokenizer);
+    }
     let lr_scales = super::optimizer::lr_scales(&recipe.optimizer, &selection.names, &map)
         .context("in the recipe's `optimizer.lr_by_kind`")?;
     Ok(Checked {

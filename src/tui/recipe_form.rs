@@ -89,6 +89,16 @@ pub const FIELDS: &[Field] = &[
         FieldKind::Number,
     ),
     f(
+        "guard answer-class Δ",
+        "guard.max_answer_mass_delta",
+        FieldKind::Number,
+    ),
+    f(
+        "guard stop-prob Δ",
+        "guard.max_stop_prob_delta",
+        FieldKind::Number,
+    ),
+    f(
         "guard action",
         "guard.action",
         FieldKind::Choice(&["warn", "stop"]),

@@ -150,11 +150,14 @@ impl<'a> MassView<'a> {
         ]
         .concat()
         .into();
-        let lines = if both.width() <= area.width as usize || area.height < 9 {
+        let mut lines = if both.width() <= area.width as usize || area.height < 9 {
             vec![both, divergence]
         } else {
             vec![heldout_spans.into(), target_spans.into(), divergence]
         };
+        if let Some(line) = self.shape_line().filter(|_| area.height >= 8) {
+            lines.push(line);
+        }
         let mut y = area.y;
         for line in &lines {
             put_line(frame.buffer_mut(), area, y, line);
@@ -170,6 +173,52 @@ impl<'a> MassView<'a> {
             return;
         }
         self.render_charts(frame, rest);
+    }
+
+    /// Held-out answer vocabulary and answer shape against base: the signs of a trained answer
+    /// format bleeding into held-out prompts (`None` for runs that did not record them).
+    fn shape_line(&self) -> Option<Line<'static>> {
+        let theme = self.theme;
+        let last = self.last.as_ref()?;
+        let mut spans = Vec::new();
+        let pair = |spans: &mut Vec<Span<'static>>, label: String, now: String, base: String| {
+            spans.push(Span::styled(label, theme.muted()));
+            spans.push(Span::styled(now, theme.text()));
+            spans.push(Span::styled(" base ", theme.muted()));
+            spans.push(Span::styled(base, Style::default().fg(theme.base)));
+        };
+        if let Some((now, base)) = last.heldout_answer_mass {
+            pair(
+                &mut spans,
+                "answer-class ".into(),
+                fmt_prob(Some(now)),
+                fmt_prob(Some(base)),
+            );
+        }
+        if let Some(shape) = last.heldout_shape {
+            let (now, base) = shape.first_stop_prob;
+            pair(
+                &mut spans,
+                "  ends at once ".into(),
+                fmt_prob(Some(now)),
+                fmt_prob(Some(base)),
+            );
+            let (now, base) = shape.ends_within;
+            pair(
+                &mut spans,
+                format!("  ≤{} tok ", shape.short_answer_tokens),
+                fmt_prob(Some(now)),
+                fmt_prob(Some(base)),
+            );
+            let (now, base) = shape.mean_length;
+            pair(
+                &mut spans,
+                "  len ".into(),
+                format!("{now:.1}"),
+                format!("{base:.1}"),
+            );
+        }
+        (!spans.is_empty()).then(|| spans.into())
     }
 
     /// The charts under the summary lines: held-out over target, each on its own scale, when
