@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod eval;
 mod export;
+mod forecast;
 mod generate;
 mod import_gguf;
 mod inspect;
@@ -70,6 +71,9 @@ pub enum Command {
     ImportGguf(import_gguf::ImportGgufArgs),
     /// Measure training step time, throughput, memory and probe speed per recipe.
     Bench(bench::BenchArgs),
+    /// Fit a forgetting forecast on a runs folder: early probe readings against the final Δ
+    /// held-out, with its leave-one-run-out error next to predicting the mean
+    Forecast(forecast::ForecastArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -111,6 +115,7 @@ pub fn run() -> Result<()> {
         Command::DemoReport(args) => demo::report(args),
         Command::ImportGguf(args) => import_gguf::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Forecast(args) => forecast::run(args),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod classes;
 pub mod drift;
+pub mod forecast;
 pub mod numeric;
 pub mod probe;
 pub mod tasks;
