@@ -28,9 +28,14 @@ pub struct RunReadings {
     pub final_heldout_delta: Option<f64>,
 }
 
-/// The early readings of the run in `dir`; `None` when it has no probe after step 0.
+/// The early readings of the run in `dir`; `None` when it has no probe after step 0. The final
+/// Δ held-out is only read from a finished run.
 pub fn readings(dir: &Path) -> Result<Option<RunReadings>> {
-    let log = RunDir::open(dir)?.read_records()?;
+    let run = RunDir::open(dir)?;
+    let finished = run
+        .read_status()
+        .is_ok_and(|s| s.state == crate::run::RunState::Finished);
+    let log = run.read_records()?;
     let mut early = None;
     let mut last_eval = None;
     for record in &log.records {
@@ -60,7 +65,7 @@ pub fn readings(dir: &Path) -> Result<Option<RunReadings>> {
         run: dir.to_path_buf(),
         early_step,
         features,
-        final_heldout_delta: last_eval,
+        final_heldout_delta: last_eval.filter(|_| finished),
     }))
 }
 
