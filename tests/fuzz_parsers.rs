@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tunescope::eval::tasks::spec;
 use tunescope::gguf::config::{check_vocab, GgufArch, HParams};
 use tunescope::gguf::read::GgufFile;
@@ -92,9 +92,19 @@ const EDGE_INTS: &[u64] = &[
     1 << 40,
 ];
 
-/// One input derived from `seeds` by one to four mutations.
+/// One input derived from `seeds`: one to three odd values in a document that still parses, or
+/// one to four byte-level mutations.
 fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
     let mut data = seeds[rng.below(seeds.len())].clone();
+    // A third of the inputs stay well-formed documents with one to three odd values.
+    if rng.below(3) == 0 {
+        for _ in 0..1 + rng.below(3) {
+            if let Some(doc) = structured(&data, rng) {
+                data = doc;
+            }
+        }
+        return data;
+    }
     for _ in 0..1 + rng.below(4) {
         let len = data.len();
         match rng.below(11) {
@@ -166,6 +176,13 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
                 nested.extend(close.repeat(depth).into_bytes());
                 data.splice(at..at, nested);
             }
+            // A value of a JSON or YAML document replaced by an edge value (the result still
+            // parses, so the checks behind the syntax are reached).
+            9 if rng.below(2) == 0 => {
+                if let Some(doc) = structured(&data, rng) {
+                    data = doc;
+                }
+            }
             // An edge integer written over 4 or 8 bytes (binary headers).
             9 => {
                 let value = EDGE_INTS[rng.below(EDGE_INTS.len())];
@@ -186,6 +203,61 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
         }
     }
     data
+}
+
+/// Values that typed fields trip on.
+fn edge_value(rng: &mut Rng) -> Value {
+    match rng.below(16) {
+        0 => json!(-1),
+        1 => json!(0),
+        2 => json!(1e308),
+        3 => json!(-1e308),
+        4 => json!(u64::MAX),
+        5 => json!(i64::MIN),
+        6 => json!("NaN"),
+        7 => json!("inf"),
+        8 => json!(""),
+        9 => Value::Null,
+        10 => json!(true),
+        11 => json!([]),
+        12 => json!({}),
+        13 => json!("x".repeat(10_000)),
+        14 => json!([[[[[[[[1]]]]]]]]),
+        _ => json!(4294967296u64),
+    }
+}
+
+/// `data` parsed as JSON (or YAML, written back as YAML) with one value, object or array
+/// replaced by an edge value; `None` when it does not parse.
+fn structured(data: &[u8], rng: &mut Rng) -> Option<Vec<u8>> {
+    let (mut doc, yaml) = match serde_json::from_slice::<Value>(data) {
+        Ok(doc) => (doc, false),
+        Err(_) => (serde_yaml::from_slice::<Value>(data).ok()?, true),
+    };
+    // Walk to a random node, then replace it (or add a key to an object).
+    let mut node = &mut doc;
+    loop {
+        let children = match node {
+            Value::Object(map) => map.len(),
+            Value::Array(list) => list.len(),
+            _ => 0,
+        };
+        if children == 0 || rng.below(3) == 0 {
+            break;
+        }
+        let pick = rng.below(children);
+        node = match node {
+            Value::Object(map) => map.values_mut().nth(pick).unwrap(),
+            Value::Array(list) => &mut list[pick],
+            _ => unreachable!(),
+        };
+    }
+    *node = edge_value(rng);
+    if yaml {
+        serde_yaml::to_string(&doc).ok().map(String::into_bytes)
+    } else {
+        serde_json::to_vec(&doc).ok()
+    }
 }
 
 fn corpus_dir(parser: &str) -> PathBuf {

@@ -284,16 +284,20 @@ impl GgufFile {
         let (dtype, dims) = self
             .tensor_info(name)
             .with_context(|| format!("{}: no tensor named {name}", self.path.display()))?;
-        if dims
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .is_none()
-        {
-            bail!(
-                "{}: tensor {name} has shape {dims:?}, too many elements to address; the file is corrupt \
-                 (re-download or re-convert it)",
-                self.path.display()
-            );
+        // candle reads the data as a slice of blocks: a shape whose element count overflows
+        // panics there, and an empty one aborts the process (a dangling, unaligned pointer).
+        match dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
+            Some(0) | None => bail!(
+                "{}: tensor {name} has shape {dims:?}, {}; the file is corrupt (re-download or \
+                 re-convert it)",
+                self.path.display(),
+                if dims.contains(&0) {
+                    "no elements"
+                } else {
+                    "too many elements to address"
+                }
+            ),
+            Some(_) => {}
         }
         if !SUPPORTED_TYPES.contains(&dtype) {
             bail!(

@@ -35,6 +35,9 @@ use crate::recipe::Recipe;
 use crate::util::fs::{write_atomic, write_json_atomic};
 use record::raw_step;
 
+/// Longest recipe name kept in a run directory's name.
+const MAX_NAME_CHARS: usize = 100;
+
 /// Handle to one run directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -42,7 +45,8 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates `root/<YYYYmmdd-HHMMSS>-<name>` (with a numeric suffix if taken).
+    /// Creates `root/<YYYYmmdd-HHMMSS>-<name>` (with a numeric suffix if taken; the name cut to
+    /// 100 characters).
     pub fn create(root: &Path, name: &str) -> Result<Self> {
         std::fs::create_dir_all(root)
             .with_context(|| format!("cannot create runs directory {}", root.display()))?;
@@ -56,6 +60,8 @@ impl RunDir {
                     '_'
                 }
             })
+            // Directory names are limited (255 bytes on most file systems).
+            .take(MAX_NAME_CHARS)
             .collect();
         for attempt in 0..1000 {
             let dir_name = if attempt == 0 {

@@ -85,6 +85,9 @@ impl QwenPatching {
     }
 }
 
+/// Largest `patch_size`, `merge_size` or `temporal_patch_size` accepted (far above any model's).
+const MAX_PATCH: u32 = 1024;
+
 /// The preprocessing settings of `preprocessor_config.json`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageProcessor {
@@ -323,7 +326,12 @@ impl ImageProcessor {
             ("temporal_patch_size", &mut q.temporal_patch_size),
         ] {
             if let Some(n) = int(key) {
-                *field = n as u32;
+                *field = u32::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=MAX_PATCH).contains(n))
+                    .with_context(|| {
+                        format!("key `{key}` is {n}; expected a whole number from 1 to {MAX_PATCH}")
+                    })?;
             }
         }
         let flag = |key: &str| v.get(key).and_then(Value::as_bool).unwrap_or(true);
@@ -347,6 +355,7 @@ impl ImageProcessor {
                 }
             }
         }
+        // Both at most MAX_PATCH (checked above): the product fits.
         p.shortest_edge = q.patch_size * q.merge_size;
         p.crop_size = (p.shortest_edge, p.shortest_edge);
         p.qwen = Some(q);
