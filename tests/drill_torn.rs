@@ -152,3 +152,47 @@ fn a_torn_last_line_is_skipped_counted_and_resumed_over() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// A run killed before its first checkpoint (simulated: stopped at step 2, its only checkpoint
+/// removed) resumes by starting over: the earlier attempt's records go, each step appears once.
+#[test]
+fn a_resume_without_a_checkpoint_starts_over_with_each_step_once() {
+    let tiny = TinyModel::new(Architecture::Qwen2, 22);
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = Recipe {
+        name: "restart".into(),
+        model: Some(tiny.spec_str()),
+        data: Some(write_data(tmp.path()).to_string_lossy().into_owned()),
+        max_steps: Some(4),
+        batch_size: 4,
+        trainable: tunescope::select::preset("sa-proj").unwrap(),
+        ..Recipe::default()
+    };
+    let run = RunDir::create(&tmp.path().join("runs"), "restart").unwrap();
+    run.write_recipe(&recipe).unwrap();
+    let control = TrainControl::default();
+    let outcome = run_training(&recipe, &run, false, &control, &mut |e| {
+        if matches!(e, TrainEvent::Step(m) if m.step == 2) {
+            control.request_stop();
+        }
+    })
+    .unwrap();
+    assert_eq!(outcome.state, RunState::Stopped);
+    std::fs::remove_dir_all(run.checkpoint_dir(2)).unwrap();
+    assert_eq!(run.latest_checkpoint(), None);
+
+    let outcome = run_training(&recipe, &run, true, &TrainControl::default(), &mut |_| {}).unwrap();
+    assert_eq!((outcome.state, outcome.step), (RunState::Finished, 4));
+    let log = run.read_records().unwrap();
+    assert_eq!(train_steps(&log), [1, 2, 3, 4]);
+    let kinds: Vec<&str> = log.iter().map(Record::kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "start").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds.contains(&"resume") && !kinds.contains(&"stopped"),
+        "{kinds:?}"
+    );
+}

@@ -409,13 +409,13 @@ fn fuzz_recipe_yaml() {
 fn fuzz_data_jsonl() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("data.jsonl");
-    let mut n = 0;
+    let mut n = 0u64;
     fuzz("data_jsonl", 4000, 2, |input| {
         let line = text(input);
         let parsed = tunescope::data::jsonl::parse_record_line(line.trim());
         // Every tenth input also goes through the file reader (several lines, BOM, blanks).
         n += 1;
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             std::fs::write(&path, input)?;
             let _ = tunescope::data::jsonl::read_records(&path);
         }
@@ -439,7 +439,7 @@ fn fuzz_tokenizer_config_chat_template() {
         n += 1;
         // Every third input is a processor's chat_template.json beside an empty config.
         let processor = dir.join(chat_template::PROCESSOR_TEMPLATE_FILE);
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             std::fs::write(&processor, input)?;
             let found = chat_template::find(&dir, &Value::Object(Default::default()));
             std::fs::remove_file(&processor)?;
