@@ -145,36 +145,35 @@ impl RunDir {
         RunLock::acquire(&self.lock_path())
     }
 
-    /// Removes the temporaries a killed writer left: `.NAME.tmp-PID` files and directories in
-    /// the run directory (atomic writes, the model export) and `.step-N.tmp` directories under
-    /// `checkpoints/`. Call only while holding the run's lock. Returns how many were removed.
+    /// Removes the temporaries a killed writer left in the run directory: `.NAME.tmp-PID` files
+    /// and directories (atomic writes, the model export), which no later write reuses. (A
+    /// checkpoint's `checkpoints/.step-N.tmp` is cleared by the next save of step N.) Call only
+    /// while holding the run's lock. Returns how many were removed.
     pub fn remove_stale_temporaries(&self) -> usize {
-        let is_temp_of_pid = |name: &str| {
-            name.starts_with('.')
-                && name
-                    .rsplit_once(".tmp-")
-                    .is_some_and(|(_, pid)| pid.parse::<u32>().is_ok())
-        };
-        let is_checkpoint_temp = |name: &str| name.starts_with(".step-") && name.ends_with(".tmp");
         let mut removed = 0;
-        for (dir, is_temp) in [
-            (self.path.clone(), &is_temp_of_pid as &dyn Fn(&str) -> bool),
-            (self.checkpoints_dir(), &is_checkpoint_temp),
-        ] {
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if !entry.file_name().to_str().is_some_and(is_temp) {
-                    continue;
-                }
-                let path = entry.path();
-                let gone = if path.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                match gone {
-                    Ok(()) => removed += 1,
-                    Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
-                }
+        for entry in std::fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let is_temp = entry.file_name().to_str().is_some_and(|name| {
+                name.starts_with('.')
+                    && name
+                        .rsplit_once(".tmp-")
+                        .is_some_and(|(_, pid)| pid.parse::<u32>().is_ok())
+            });
+            if !is_temp {
+                continue;
+            }
+            let path = entry.path();
+            let gone = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match gone {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
             }
         }
         removed
