@@ -281,9 +281,24 @@ impl GgufFile {
 
     /// Reads one tensor and dequantizes it to f32 on the CPU.
     pub fn dequantize(&mut self, name: &str) -> Result<Tensor> {
-        let (dtype, _) = self
+        let (dtype, dims) = self
             .tensor_info(name)
             .with_context(|| format!("{}: no tensor named {name}", self.path.display()))?;
+        // candle reads the data as a slice of blocks: a shape whose element count overflows
+        // panics there, and an empty one aborts the process (a dangling, unaligned pointer).
+        match dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
+            Some(0) | None => bail!(
+                "{}: tensor {name} has shape {dims:?}, {}; the file is corrupt (re-download or \
+                 re-convert it)",
+                self.path.display(),
+                if dims.contains(&0) {
+                    "no elements"
+                } else {
+                    "too many elements to address"
+                }
+            ),
+            Some(_) => {}
+        }
         if !SUPPORTED_TYPES.contains(&dtype) {
             bail!(
                 "{}: tensor {name} is stored as {}, which tunescope cannot dequantize; supported: {}",
@@ -376,6 +391,7 @@ fn first_unknown_type(path: &Path) -> Result<Option<(String, u32)>> {
         skip_string: &dyn Fn(&mut BufReader<File>) -> Result<String>,
         len: &dyn Fn(&mut BufReader<File>) -> Result<u64>,
         depth: usize,
+        file_len: u64,
     ) -> Result<()> {
         let fixed = match ty {
             0 | 1 | 7 => 1,
@@ -389,20 +405,27 @@ fn first_unknown_type(path: &Path) -> Result<Option<(String, u32)>> {
             9 if depth < 4 => {
                 let inner = read_u32(r)?;
                 let n = len(r)?;
+                // Every value takes at least one byte: a longer array is a corrupt count.
+                if n > file_len {
+                    bail!("metadata array of {n} values is longer than the file");
+                }
                 for _ in 0..n {
-                    skip_value(r, inner, skip_string, len, depth + 1)?;
+                    skip_value(r, inner, skip_string, len, depth + 1, file_len)?;
                 }
                 return Ok(());
             }
             _ => bail!("unknown metadata value type {ty}"),
         };
-        r.seek(SeekFrom::Current(fixed))?;
+        // Seeking past the end succeeds: check, or a corrupt count loops for a very long time.
+        if r.seek(SeekFrom::Current(fixed))? > file_len {
+            bail!("metadata runs past the end of the file");
+        }
         Ok(())
     }
     for _ in 0..n_kv {
         skip_string(&mut r)?;
         let ty = read_u32(&mut r)?;
-        skip_value(&mut r, ty, &skip_string, &len, 0)?;
+        skip_value(&mut r, ty, &skip_string, &len, 0, file_len)?;
     }
     for _ in 0..n_tensors {
         let name = skip_string(&mut r)?;

@@ -35,6 +35,9 @@ use crate::recipe::Recipe;
 use crate::util::fs::{write_atomic, write_json_atomic};
 use record::raw_step;
 
+/// Longest recipe name kept in a run directory's name.
+const MAX_NAME_CHARS: usize = 100;
+
 /// Handle to one run directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -42,7 +45,8 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates `root/<YYYYmmdd-HHMMSS>-<name>` (with a numeric suffix if taken).
+    /// Creates `root/<YYYYmmdd-HHMMSS>-<name>` (with a numeric suffix if taken; the name cut to
+    /// 100 characters).
     pub fn create(root: &Path, name: &str) -> Result<Self> {
         std::fs::create_dir_all(root)
             .with_context(|| format!("cannot create runs directory {}", root.display()))?;
@@ -56,6 +60,8 @@ impl RunDir {
                     '_'
                 }
             })
+            // Directory names are limited (255 bytes on most file systems).
+            .take(MAX_NAME_CHARS)
             .collect();
         for attempt in 0..1000 {
             let dir_name = if attempt == 0 {
@@ -137,6 +143,40 @@ impl RunDir {
     /// long as the returned guard lives.
     pub fn lock(&self) -> Result<RunLock> {
         RunLock::acquire(&self.lock_path())
+    }
+
+    /// Removes the temporaries a killed writer left in the run directory: `.NAME.tmp-PID` files
+    /// and directories (atomic writes, the model export), which no later write reuses. (A
+    /// checkpoint's `checkpoints/.step-N.tmp` is cleared by the next save of step N.) Call only
+    /// while holding the run's lock. Returns how many were removed.
+    pub fn remove_stale_temporaries(&self) -> usize {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let is_temp = entry.file_name().to_str().is_some_and(|name| {
+                name.starts_with('.')
+                    && name
+                        .rsplit_once(".tmp-")
+                        .is_some_and(|(_, pid)| pid.parse::<u32>().is_ok())
+            });
+            if !is_temp {
+                continue;
+            }
+            let path = entry.path();
+            let gone = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match gone {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+        removed
     }
 
     /// Writes the resolved recipe snapshot.

@@ -90,6 +90,8 @@ pub struct RunReader {
     file_id: Option<(u64, u64)>,
     /// Records of kinds this build does not know (from a newer version), skipped.
     unknown: usize,
+    /// Complete lines that are not records, skipped.
+    malformed: usize,
     pending: String,
     status_mtime: Option<SystemTime>,
     snapshot: RunSnapshot,
@@ -102,6 +104,7 @@ impl RunReader {
             offset: 0,
             file_id: None,
             unknown: 0,
+            malformed: 0,
             pending: String::new(),
             status_mtime: None,
             snapshot: RunSnapshot::default(),
@@ -121,6 +124,17 @@ impl RunReader {
     /// How many records of unknown kinds (written by a newer version) were skipped so far.
     pub fn unknown_records(&self) -> usize {
         self.unknown
+    }
+
+    /// How many complete lines that are not records were skipped in the file as read now.
+    pub fn malformed_lines(&self) -> usize {
+        self.malformed
+    }
+
+    /// Whether the file read so far ends in an incomplete line (a write in progress, or cut by
+    /// a crash): it is held back, not applied, until its newline arrives or the file is rewritten.
+    pub fn torn_tail(&self) -> bool {
+        !self.pending.trim().is_empty()
     }
 
     /// Reads whatever changed since the last call; returns whether anything did.
@@ -164,6 +178,7 @@ impl RunReader {
         if len < self.offset || replaced {
             // The file was replaced: start over.
             self.offset = 0;
+            self.malformed = 0;
             self.pending.clear();
             self.snapshot = RunSnapshot {
                 status: self.snapshot.status.take(),
@@ -193,7 +208,7 @@ impl RunReader {
                     }
                     self.unknown += 1;
                 }
-                Line::Malformed => {}
+                Line::Malformed => self.malformed += 1,
             }
         }
         records

@@ -340,6 +340,8 @@ pub struct RecordLog {
     pub unknown: usize,
     /// Complete lines that are not records, skipped.
     pub malformed: usize,
+    /// An incomplete last line (a write in progress, or cut by a crash), skipped: 0 or 1.
+    pub torn: usize,
 }
 
 impl RecordLog {
@@ -351,12 +353,12 @@ impl RecordLog {
             Some(end) => &text[..=end],
             None => "",
         };
-        let torn = &text[complete.len()..];
-        for line in complete.lines().chain(
-            // A last line without newline that parses is complete (written by hand or by an
-            // older build); one that does not is torn and ignored.
-            Some(torn).filter(|t| !t.trim().is_empty() && parse_line(t) != Line::Malformed),
-        ) {
+        let tail = &text[complete.len()..];
+        // A last line without newline that parses is complete (written by hand or by an older
+        // build); one that does not is torn: skipped and counted.
+        let tail_complete = !tail.trim().is_empty() && parse_line(tail.trim()) != Line::Malformed;
+        log.torn = usize::from(!tail.trim().is_empty() && !tail_complete);
+        for line in complete.lines().chain(Some(tail).filter(|_| tail_complete)) {
             let line = line.trim();
             if line.is_empty() {
                 continue;

@@ -125,6 +125,14 @@ fn train_locked(
     control: &TrainControl,
     on_event: &mut dyn FnMut(&TrainEvent),
 ) -> Result<TrainOutcome> {
+    // The lock is held: temporaries here were left by a writer that was killed.
+    let removed = run.remove_stale_temporaries();
+    if removed > 0 {
+        tracing::info!(
+            "removed {removed} temporaries left in {} by a killed writer",
+            run.path().display()
+        );
+    }
     let mut status = match run.read_status() {
         Ok(status) if resume => status,
         _ => Status::new(&recipe.name, recipe.model.as_deref().unwrap_or(""), 0),
@@ -341,10 +349,21 @@ impl<'a> Session<'a> {
         let mut optimizer = AdamW::new(decoder.vars(), &recipe.optimizer)?;
         optimizer.set_lr_scales(&lr_scales)?;
         let schedule = LrSchedule::new(&recipe.schedule, recipe.optimizer.lr, total_steps);
-        let (start_step, micro_batches, losses) = if resume {
-            let step = run.latest_checkpoint().with_context(|| {
-                format!("{} has no checkpoint to resume from", run.path().display())
-            })?;
+        let checkpoint = if resume {
+            run.latest_checkpoint()
+        } else {
+            None
+        };
+        if resume && checkpoint.is_none() {
+            // Killed before its first checkpoint: the run starts over, and the records of the
+            // attempt go so that every step appears once.
+            let dropped = run.retain_records(|step, _| step.is_none())?;
+            tracing::info!(
+                "{} has no checkpoint yet: training starts again from step 0 ({dropped} records of the earlier attempt removed)",
+                run.path().display()
+            );
+        }
+        let (start_step, micro_batches, losses) = if let Some(step) = checkpoint {
             let ckpt = run.load_checkpoint(step, decoder.device())?;
             for (name, var) in decoder.vars() {
                 let value = ckpt.trained.get(name).with_context(|| {

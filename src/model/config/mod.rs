@@ -34,6 +34,9 @@ use keys::KeyReader;
 pub use keys::ValueSource;
 pub use rope::{Llama3RopeScaling, RopeScaling, YarnRopeScaling};
 
+/// Most decoder layers a config may declare (per-layer tables are sized from it).
+const MAX_LAYERS: usize = 100_000;
+
 /// Everything the decoder needs to know about a model's shapes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -227,6 +230,12 @@ impl ModelConfig {
             bail!("key `{path}attention_dropout` is {attention_dropout}; attention dropout is not computed by tunescope's decoder (set it to 0.0 to train without it)");
         }
         let num_hidden_layers = r.usize_or("num_hidden_layers", family.num_hidden_layers)?;
+        if num_hidden_layers > MAX_LAYERS {
+            bail!(
+                "key `{path}num_hidden_layers` is {num_hidden_layers}; no model has more than {MAX_LAYERS} \
+                 layers (is config.json corrupt?)"
+            );
+        }
         let max_position_embeddings =
             r.usize_or("max_position_embeddings", family.max_position_embeddings)?;
         let (qkv_bias, o_bias) = match architecture {

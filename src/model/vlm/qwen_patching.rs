@@ -65,6 +65,9 @@ impl QwenPatching {
     }
 }
 
+/// Largest `patch_size`, `merge_size` or `temporal_patch_size` accepted (far above any model's).
+const MAX_PATCH: u32 = 1024;
+
 impl ImageProcessor {
     /// Qwen2-VL's settings: size as a pixel budget, patching keys.
     pub(super) fn qwen_from_json(v: &Value) -> Result<Self> {
@@ -95,7 +98,12 @@ impl ImageProcessor {
             ("temporal_patch_size", &mut q.temporal_patch_size),
         ] {
             if let Some(n) = int(key) {
-                *field = n as u32;
+                *field = u32::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=MAX_PATCH).contains(n))
+                    .with_context(|| {
+                        format!("key `{key}` is {n}; expected a whole number from 1 to {MAX_PATCH}")
+                    })?;
             }
         }
         let flag = |key: &str| v.get(key).and_then(Value::as_bool).unwrap_or(true);
