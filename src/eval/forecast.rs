@@ -76,6 +76,8 @@ pub struct Fit {
     pub weights: Vec<f64>,
     means: Vec<f64>,
     scales: Vec<f64>,
+    /// The outcomes seen: forecasts stay within them (no history supports a value beyond).
+    range: (f64, f64),
 }
 
 impl Fit {
@@ -116,22 +118,29 @@ impl Fit {
             row[j] += lambda;
         }
         let weights = solve(a, b);
+        let range = ys
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &y| {
+                (lo.min(y), hi.max(y))
+            });
         Self {
             intercept: y_mean,
             weights,
             means,
             scales,
+            range,
         }
     }
 
-    /// The prediction for readings `x`.
+    /// The prediction for readings `x`, within the range of the outcomes fitted.
     pub fn predict(&self, x: &[f64]) -> f64 {
-        self.intercept
+        let linear = self.intercept
             + x.iter()
                 .zip(&self.weights)
                 .enumerate()
                 .map(|(j, (v, w))| w * (v - self.means[j]) / self.scales[j])
-                .sum::<f64>()
+                .sum::<f64>();
+        linear.clamp(self.range.0, self.range.1)
     }
 }
 
