@@ -518,35 +518,14 @@ fn vision_and_projector_gradients_agree_with_finite_differences() {
     let grads = loss().backward().unwrap();
     for name in names {
         let var = &decoder.vars()[name];
-        let grad: Vec<f32> = grads
-            .get(var.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let original = var.as_tensor().copy().unwrap();
-        let values: Vec<f32> = original.flatten_all().unwrap().to_vec1().unwrap();
-        let mut order: Vec<usize> = (0..grad.len()).collect();
-        order.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
-        for &index in order.iter().take(2) {
-            let eps = 1e-2f32;
-            let eval = |delta: f32| -> f64 {
-                let mut x = values.clone();
-                x[index] += delta;
-                var.set(&Tensor::from_vec(x, original.shape(), &dev).unwrap())
-                    .unwrap();
-                loss().to_scalar::<f32>().unwrap() as f64
-            };
-            let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
-            var.set(&original).unwrap();
-            let analytic = grad[index] as f64;
-            let rel = (numeric - analytic).abs() / analytic.abs().max(1e-6);
-            println!(
-                "{name}[{index}]: analytic {analytic:.5e} numeric {numeric:.5e} rel {rel:.1e}"
-            );
-            assert!(rel <= 2e-2, "{name}[{index}]: relative error {rel}");
-        }
+        common::check_gradient(
+            var,
+            &grads,
+            &|| loss().to_scalar::<f32>().unwrap() as f64,
+            2,
+            2e-2,
+            name,
+        );
     }
 }
 
@@ -720,40 +699,14 @@ fn anyres_and_siglip_gradients_agree_with_finite_differences() {
         let grads = loss().backward().unwrap();
         for name in names {
             let var = &decoder.vars()[*name];
-            let grad: Vec<f32> = grads
-                .get(var.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let original = var.as_tensor().copy().unwrap();
-            let values: Vec<f32> = original.flatten_all().unwrap().to_vec1().unwrap();
-            let mut order: Vec<usize> = (0..grad.len()).collect();
-            order.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
-            for &index in order.iter().take(2) {
-                let eps = 1e-2f32;
-                let eval = |delta: f32| -> f64 {
-                    let mut x = values.clone();
-                    x[index] += delta;
-                    var.set(&Tensor::from_vec(x, original.shape(), &dev).unwrap())
-                        .unwrap();
-                    loss().to_scalar::<f32>().unwrap() as f64
-                };
-                let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
-                var.set(&original).unwrap();
-                let analytic = grad[index] as f64;
-                let rel = (numeric - analytic).abs() / analytic.abs().max(1e-6);
-                println!(
-                    "{} {name}[{index}]: analytic {analytic:.5e} numeric {numeric:.5e} rel {rel:.1e}",
-                    spec.family
-                );
-                assert!(
-                    rel <= 2e-2,
-                    "{} {name}[{index}]: relative error {rel}",
-                    spec.family
-                );
-            }
+            common::check_gradient(
+                var,
+                &grads,
+                &|| loss().to_scalar::<f32>().unwrap() as f64,
+                2,
+                2e-2,
+                &format!("{} {name}", spec.family),
+            );
         }
     }
 }
@@ -812,34 +765,13 @@ fn qwen2_5_vl_gradients_agree_with_finite_differences() {
     let grads = loss().backward().unwrap();
     for name in names {
         let var = &decoder.vars()[name];
-        let grad: Vec<f32> = grads
-            .get(var.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let original = var.as_tensor().copy().unwrap();
-        let values: Vec<f32> = original.flatten_all().unwrap().to_vec1().unwrap();
-        let mut order: Vec<usize> = (0..grad.len()).collect();
-        order.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
-        for &index in order.iter().take(2) {
-            let eps = 1e-2f32;
-            let eval = |delta: f32| -> f64 {
-                let mut x = values.clone();
-                x[index] += delta;
-                var.set(&Tensor::from_vec(x, original.shape(), &dev).unwrap())
-                    .unwrap();
-                loss().to_scalar::<f32>().unwrap() as f64
-            };
-            let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
-            var.set(&original).unwrap();
-            let analytic = grad[index] as f64;
-            let rel = (numeric - analytic).abs() / analytic.abs().max(1e-6);
-            println!(
-                "{name}[{index}]: analytic {analytic:.5e} numeric {numeric:.5e} rel {rel:.1e}"
-            );
-            assert!(rel <= 2e-2, "{name}[{index}]: relative error {rel}");
-        }
+        common::check_gradient(
+            var,
+            &grads,
+            &|| loss().to_scalar::<f32>().unwrap() as f64,
+            2,
+            2e-2,
+            name,
+        );
     }
 }

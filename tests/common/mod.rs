@@ -70,3 +70,46 @@ pub fn valid_rows(mask: &candle_core::Tensor) -> Vec<Vec<bool>> {
         .map(|r| r.into_iter().map(|v| v == 1).collect())
         .collect()
 }
+
+/// Checks the analytic gradient of `var` in `grads` against central finite differences of
+/// `loss` (step 1e-2) at the `samples` entries with the largest gradients; fails above a
+/// relative error of `tolerance`, printing each comparison.
+#[allow(dead_code)]
+pub fn check_gradient(
+    var: &candle_core::Var,
+    grads: &candle_core::backprop::GradStore,
+    loss: &dyn Fn() -> f64,
+    samples: usize,
+    tolerance: f64,
+    label: &str,
+) {
+    let grad: Vec<f32> = grads
+        .get(var.as_tensor())
+        .unwrap_or_else(|| panic!("{label} has no gradient"))
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let original = var.as_tensor().copy().unwrap();
+    let values: Vec<f32> = original.flatten_all().unwrap().to_vec1().unwrap();
+    let mut order: Vec<usize> = (0..grad.len()).collect();
+    order.sort_by(|&a, &b| grad[b].abs().total_cmp(&grad[a].abs()));
+    for &index in order.iter().take(samples) {
+        let eps = 1e-2f32;
+        let eval = |delta: f32| -> f64 {
+            let mut x = values.clone();
+            x[index] += delta;
+            var.set(
+                &candle_core::Tensor::from_vec(x, original.shape(), original.device()).unwrap(),
+            )
+            .unwrap();
+            loss()
+        };
+        let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
+        var.set(&original).unwrap();
+        let analytic = grad[index] as f64;
+        let rel = (numeric - analytic).abs() / analytic.abs().max(1e-6);
+        println!("{label}[{index}]: analytic {analytic:.5e} numeric {numeric:.5e} rel {rel:.1e}");
+        assert!(rel <= tolerance, "{label}[{index}]: relative error {rel}");
+    }
+}
