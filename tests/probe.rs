@@ -377,3 +377,86 @@ fn probe_runs_on_bf16_too() {
     assert!(stats.numeric_mass.mean >= 0.0 && stats.numeric_mass.mean <= 1.0);
     let _ = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
 }
+
+/// With enough finished runs beside it whose final Δ held-out follows their early KL, the
+/// trainer writes a forgetting forecast at its first probe after the base.
+#[test]
+fn the_trainer_forecasts_from_the_runs_beside_it() {
+    use tunescope::run::Record;
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = TinyModel::new(Architecture::Llama, 13);
+    // A template run elsewhere: its records are copied into six neighbours with edited
+    // readings and outcomes.
+    let template_dir = tmp.path().join("template");
+    let mut recipe = probe_recipe(&tiny, &template_dir, "sa-proj", 4, 1e-3);
+    recipe.probe.as_mut().unwrap().layer_drift = false;
+    let template = RunDir::create(&template_dir, "template").unwrap();
+    template.write_recipe(&recipe).unwrap();
+    run_training(
+        &recipe,
+        &template,
+        false,
+        &TrainControl::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(template.path().join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let runs = tmp.path().join("runs");
+    for i in 0..6 {
+        let kl = 0.1 * (i + 1) as f64;
+        let dir = runs.join(format!("neighbour-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut text = String::new();
+        for line in &lines {
+            let mut v = line.clone();
+            if v["kind"] == "probe" && v["step"].as_u64().unwrap() > 0 {
+                v["heldout"]["divergence"]["kl"]["mean"] = kl.into();
+            }
+            if v["kind"] == "eval" {
+                v["delta_heldout"] = (-30.0 * kl).into();
+            }
+            text.push_str(&v.to_string());
+            text.push('\n');
+        }
+        std::fs::write(dir.join("metrics.jsonl"), text).unwrap();
+        for file in ["status.json", "recipe.yaml"] {
+            std::fs::copy(template.path().join(file), dir.join(file)).unwrap();
+        }
+    }
+    let run = RunDir::create(&runs, "forecast").unwrap();
+    run.write_recipe(&recipe).unwrap();
+    run_training(&recipe, &run, false, &TrainControl::default(), &mut |_| {}).unwrap();
+    let forecasts: Vec<(f64, f64, usize)> = run
+        .read_records()
+        .unwrap()
+        .records
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Forecast {
+                heldout_delta,
+                error,
+                runs,
+                ..
+            } => Some((heldout_delta, error, runs)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        forecasts.len(),
+        1,
+        "one forecast, at the first probe after the base"
+    );
+    let (delta, error, runs) = forecasts[0];
+    assert_eq!(runs, 6);
+    assert!(
+        (-18.0..=-3.0).contains(&delta),
+        "within the outcomes seen: {delta}"
+    );
+    // Predicting the mean would be off by about 5.4 points here.
+    assert!(error < 3.0, "{error}");
+}

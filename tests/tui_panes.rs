@@ -83,6 +83,7 @@ fn snapshot() -> RunSnapshot {
         ..Default::default()
     };
     RunSnapshot {
+        forecast: None,
         status: Some(status(RunState::Running, 30, 120)),
         loss,
         lr,
@@ -143,6 +144,7 @@ fn nan_snapshot() -> RunSnapshot {
     ppl.score = None;
     ppl.metrics = BTreeMap::from([("perplexity".to_string(), nan)]);
     RunSnapshot {
+        forecast: Some((f64::NAN, f64::INFINITY, 0)),
         status: Some(Status {
             last_error: Some("boom\nline two\u{1b}[31m".into()),
             ..status(RunState::Failed, 50, 0)
@@ -960,6 +962,18 @@ fn numeric_mass_panel_shows_the_answer_class_and_answer_shape() {
     ] {
         assert!(text.contains(needle), "no {needle:?}:\n{text}");
     }
+    // The forgetting forecast, when the trainer made one.
+    let mut with_forecast = snap.clone();
+    with_forecast.forecast = Some((-12.3, 1.7, 12));
+    let buf = dashboard(160, 48, &with_forecast, Some(DashPanel::NumericMass));
+    assert!(
+        contains(
+            &buf,
+            "forecast final Δ held-out -12.3 ± 1.7 pp (from 12 runs)"
+        ),
+        "{}",
+        screen(&buf)
+    );
     // Runs recorded before answer shapes were probed show no such line.
     let plain = dashboard(
         160,

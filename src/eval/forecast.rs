@@ -28,6 +28,37 @@ pub struct RunReadings {
     pub final_heldout_delta: Option<f64>,
 }
 
+/// The readings a forecast uses, from a held-out probe summary (see [`FEATURES`]).
+pub fn features_of(heldout: &crate::run::record::ProbeSetSummary) -> [f64; 4] {
+    let class =
+        |s: &crate::eval::probe::GreedyStats| s.class_mass.get("answer").map_or(0.0, |m| m.mean);
+    let h = heldout;
+    [
+        h.divergence.kl.mean,
+        h.numeric_mass_delta,
+        class(&h.now) - class(&h.base),
+        h.now.shape.first_stop_prob.mean - h.base.shape.first_stop_prob.mean,
+    ]
+}
+
+/// The forecast for a run whose held-out probe now reads `heldout`, fitted on the other
+/// finished runs beside it under `root`; `None` when there are too few or the fit does no
+/// better than the mean.
+pub fn forecast_for(
+    root: &Path,
+    this_run: &Path,
+    heldout: &crate::run::record::ProbeSetSummary,
+) -> Option<(f64, f64, usize)> {
+    let others: Vec<RunReadings> = readings_under(root)
+        .ok()?
+        .into_iter()
+        .filter(|r| r.run != this_run)
+        .collect();
+    let forecast = fit(&others).ok().filter(Forecast::is_useful)?;
+    let (value, error) = forecast.predict(&features_of(heldout));
+    Some((value, error, forecast.runs))
+}
+
 /// The early readings of the run in `dir`; `None` when it has no probe after step 0. The final
 /// Δ held-out is only read from a finished run.
 pub fn readings(dir: &Path) -> Result<Option<RunReadings>> {
@@ -252,12 +283,15 @@ pub fn readings_under(root: &Path) -> Result<Vec<RunReadings>> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .map_err(|e| anyhow::anyhow!("cannot read runs folder {}: {e}", root.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("metrics.jsonl").is_file())
+        .filter(|p| p.join("metrics.jsonl").is_file() && p.join("recipe.yaml").is_file())
         .collect();
     dirs.sort();
     for dir in dirs {
-        if let Some(r) = readings(&dir)? {
-            out.push(r);
+        // One unreadable run does not stop the others from being read.
+        match readings(&dir) {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("forecast: skipping {}: {e:#}", dir.display()),
         }
     }
     Ok(out)

@@ -67,6 +67,8 @@ pub struct RunSnapshot {
     pub trainable: Option<usize>,
     pub total_params: Option<usize>,
     pub guard_messages: Vec<String>,
+    /// The forgetting forecast: predicted final Δ held-out, its ± error, runs fitted on.
+    pub forecast: Option<(f64, f64, usize)>,
     pub last_event: Option<String>,
 }
 
@@ -283,6 +285,12 @@ impl RunReader {
             | Record::Watch(_) => {
                 s.last_event = Some(format!("{kind} at step {step}"));
             }
+            Record::Forecast {
+                heldout_delta,
+                error,
+                runs,
+                ..
+            } => s.forecast = Some((heldout_delta, error, runs)),
             Record::Header { .. } | Record::WatchStart { .. } | Record::Unknown => {}
         }
     }

@@ -105,6 +105,18 @@ pub enum Record {
     },
     /// A watched checkpoint was evaluated (or skipped); written after its probe/eval records.
     Watch(WatchRecord),
+    /// The forgetting forecast made at the first probe after the base, from the finished runs
+    /// beside this one (`tunescope forecast`).
+    Forecast {
+        /// Updates completed when forecast.
+        step: usize,
+        /// The predicted final Δ held-out, in points.
+        heldout_delta: f64,
+        /// ± this: the forecast's leave-one-run-out mean absolute error, in points.
+        error: f64,
+        /// Runs the forecast was fitted on.
+        runs: usize,
+    },
     /// A kind this build does not know (written by a newer version); skipped by readers.
     #[serde(other)]
     Unknown,
@@ -127,7 +139,8 @@ impl Record {
             | Record::Stopped { step }
             | Record::Finished { step, .. }
             | Record::Failed { step, .. }
-            | Record::WatchStart { step, .. } => *step,
+            | Record::WatchStart { step, .. }
+            | Record::Forecast { step, .. } => *step,
         })
     }
 
@@ -148,6 +161,7 @@ impl Record {
             Record::Finished { .. } => "finished",
             Record::Failed { .. } => "failed",
             Record::WatchStart { .. } => "watch_start",
+            Record::Forecast { .. } => "forecast",
             Record::Watch(_) => "watch",
             Record::Unknown => "unknown",
         }

@@ -2,6 +2,7 @@
 //! step 0 (the base model), every N steps and at the end. Base-model results are computed once.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -50,6 +51,8 @@ pub struct Monitor {
     base_scores: Vec<TaskScore>,
     probe_every: Option<usize>,
     eval_every: Option<usize>,
+    /// Whether the forgetting forecast was made (at the first probe after the base).
+    forecast_made: AtomicBool,
 }
 
 /// The probe prompts and evaluation tasks a recipe names, loaded and checked (nothing computed
@@ -205,6 +208,7 @@ impl Monitor {
             base_scores,
             probe_every,
             eval_every,
+            forecast_made: AtomicBool::new(false),
         })
     }
 
@@ -266,7 +270,26 @@ impl Monitor {
                 }
             }
             record.seconds = started.elapsed().as_secs_f64();
+            let forecast = match (&record.heldout, step) {
+                (Some(heldout), 1..) if !self.forecast_made.swap(true, Ordering::Relaxed) => {
+                    run.path().parent().and_then(|root| {
+                        crate::eval::forecast::forecast_for(root, run.path(), heldout)
+                    })
+                }
+                _ => None,
+            };
             run.append(&Record::Probe(Box::new(record)))?;
+            if let Some((heldout_delta, error, runs)) = forecast {
+                tracing::info!(
+                    "forecast: final Δ held-out {heldout_delta:+.1} ± {error:.1} points (from {runs} runs)"
+                );
+                run.append(&Record::Forecast {
+                    step,
+                    heldout_delta,
+                    error,
+                    runs,
+                })?;
+            }
             let dir = run.path().join("probe");
             std::fs::create_dir_all(&dir)?;
             write_json_atomic(&dir.join(format!("step-{step}.json")), &snapshot)?;

@@ -64,6 +64,8 @@ pub struct MassView<'a> {
     target: Track,
     /// Steps covered by either series.
     xs: [f64; 2],
+    /// The forgetting forecast: final Δ held-out, ± error, runs.
+    forecast: Option<(f64, f64, usize)>,
 }
 
 impl<'a> MassView<'a> {
@@ -104,6 +106,7 @@ impl<'a> MassView<'a> {
             heldout,
             target,
             xs,
+            forecast: snap.forecast,
         }
     }
 
@@ -157,6 +160,16 @@ impl<'a> MassView<'a> {
         };
         if let Some(line) = self.shape_line().filter(|_| area.height >= 8) {
             lines.push(line);
+        }
+        if let Some((delta, error, runs)) = self.forecast.filter(|_| area.height >= 9) {
+            lines.push(Line::from(vec![
+                Span::styled("forecast final Δ held-out ", theme.muted()),
+                Span::styled(
+                    format!("{delta:+.1} ± {error:.1} pp"),
+                    theme.text().add_modifier(Modifier::BOLD),
+                ),
+                Span::styled(format!(" (from {runs} runs)"), theme.muted()),
+            ]));
         }
         let mut y = area.y;
         for line in &lines {
