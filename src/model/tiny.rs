@@ -272,17 +272,36 @@ pub fn make_tiny_with_tokenizer(spec: &TinySpec, tokenizer: &Tokenizer, out: &Pa
     Ok(())
 }
 
+/// Seeded normal random tensors added to a name → tensor map (tiny models' weights).
+pub(crate) struct SeededTensors<'a> {
+    rng: SeededRng,
+    tensors: &'a mut HashMap<String, Tensor>,
+}
+
+impl<'a> SeededTensors<'a> {
+    /// Draws from a generator seeded with `seed` into `tensors`.
+    pub(crate) fn new(seed: u64, tensors: &'a mut HashMap<String, Tensor>) -> Self {
+        Self {
+            rng: SeededRng::new(seed),
+            tensors,
+        }
+    }
+
+    /// Adds `name`: a tensor of `shape` drawn from N(`mean`, `std`²).
+    pub(crate) fn add(&mut self, name: String, shape: &[usize], mean: f32, std: f32) -> Result<()> {
+        let n = shape.iter().product();
+        let t = Tensor::from_vec(self.rng.normal_vec(n, mean, std), shape, &Device::Cpu)?;
+        self.tensors.insert(name, t);
+        Ok(())
+    }
+}
+
 /// Seeded random weights with Hugging Face names.
 fn random_weights(spec: &TinySpec, vocab: usize) -> Result<HashMap<String, Tensor>> {
-    let mut rng = SeededRng::new(spec.seed);
-    let dev = Device::Cpu;
     let mut tensors = HashMap::new();
-    let mut add = |name: String, shape: &[usize], mean: f32, std: f32| -> Result<()> {
-        let n = shape.iter().product();
-        let t = Tensor::from_vec(rng.normal_vec(n, mean, std), shape, &dev)?;
-        tensors.insert(name, t);
-        Ok(())
-    };
+    let mut seeded = SeededTensors::new(spec.seed, &mut tensors);
+    let mut add =
+        |name: String, shape: &[usize], mean: f32, std: f32| seeded.add(name, shape, mean, std);
     let h = spec.hidden_size;
     let head_dim = h / spec.num_heads;
     let q_dim = spec.num_heads * head_dim;

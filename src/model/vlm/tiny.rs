@@ -16,10 +16,9 @@ use tokenizers::AddedToken;
 
 use super::preprocess::{ImageProcessor, ProcessorKind};
 use super::IMAGE_TOKEN;
-use crate::model::tiny::{build_tokenizer, make_tiny_with_tokenizer, TinySpec};
+use crate::model::tiny::{build_tokenizer, make_tiny_with_tokenizer, SeededTensors, TinySpec};
 use crate::model::Architecture;
 use crate::util::fs::{write_atomic_with, write_json_atomic};
-use crate::util::rng::SeededRng;
 
 /// Shape of a generated LLaVA model.
 #[derive(Debug, Clone)]
@@ -205,14 +204,9 @@ pub fn make_tiny_llava(spec: &TinyLlavaSpec, out: &Path) -> Result<()> {
 
 /// Seeded random vision-tower and projector tensors with Hugging Face names.
 fn vision_weights(spec: &TinyLlavaSpec, tensors: &mut HashMap<String, Tensor>) -> Result<()> {
-    let mut rng = SeededRng::new(spec.text.seed ^ 0x5649_5349_4f4e);
-    let dev = Device::Cpu;
-    let mut add = |name: String, shape: &[usize], mean: f32, std: f32| -> Result<()> {
-        let n = shape.iter().product();
-        let t = Tensor::from_vec(rng.normal_vec(n, mean, std), shape, &dev)?;
-        tensors.insert(name, t);
-        Ok(())
-    };
+    let mut seeded = SeededTensors::new(spec.text.seed ^ 0x5649_5349_4f4e, tensors);
+    let mut add =
+        |name: String, shape: &[usize], mean: f32, std: f32| seeded.add(name, shape, mean, std);
     let d = spec.vision_hidden;
     let i = spec.vision_intermediate;
     let p = spec.patch_size;

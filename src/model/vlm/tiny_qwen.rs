@@ -11,10 +11,9 @@ use serde_json::{json, Value};
 use tokenizers::AddedToken;
 
 use super::preprocess::{ImageProcessor, ProcessorKind, QwenPatching};
-use crate::model::tiny::{build_tokenizer, make_tiny_with_tokenizer, TinySpec};
+use crate::model::tiny::{build_tokenizer, make_tiny_with_tokenizer, SeededTensors, TinySpec};
 use crate::model::Architecture;
 use crate::util::fs::{write_atomic_with, write_json_atomic};
-use crate::util::rng::SeededRng;
 
 /// Qwen2.5-VL's vision special tokens, in the order they are added.
 pub const QWEN_VISION_TOKENS: [&str; 4] = [
@@ -154,14 +153,9 @@ fn vision_weights(
     patching: &QwenPatching,
     tensors: &mut HashMap<String, Tensor>,
 ) -> Result<()> {
-    let mut rng = SeededRng::new(spec.text.seed ^ 0x0051_5745_4e56_4954);
-    let dev = Device::Cpu;
-    let mut add = |name: String, shape: &[usize], mean: f32, std: f32| -> Result<()> {
-        let n = shape.iter().product();
-        let t = Tensor::from_vec(rng.normal_vec(n, mean, std), shape, &dev)?;
-        tensors.insert(name, t);
-        Ok(())
-    };
+    let mut seeded = SeededTensors::new(spec.text.seed ^ 0x0051_5745_4e56_4954, tensors);
+    let mut add =
+        |name: String, shape: &[usize], mean: f32, std: f32| seeded.add(name, shape, mean, std);
     let d = spec.vision_hidden;
     let i = spec.vision_intermediate;
     let (p, t) = (
