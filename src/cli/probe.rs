@@ -81,8 +81,13 @@ pub fn run(args: ProbeArgs) -> Result<()> {
             },
         )?;
         let heldout = load_prompts(&args.prompts, tok, args.max_prompts)?;
-        let class =
-            crate::eval::classes::answer_class_of_data(&data, &heldout, tok, &Default::default());
+        let heldout_ids: Vec<&[u32]> = heldout.iter().map(|p| p.ids.as_slice()).collect();
+        let class = crate::eval::classes::answer_class_of_data(
+            &data,
+            &heldout_ids,
+            tok,
+            &Default::default(),
+        );
         anyhow::ensure!(
             !class.ids.is_empty(),
             "no token is distinctive of the responses in {}",

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::images::Pixels;
 use super::jsonl::Record;
 use crate::model::tokenizer::{ChatMessage, ModelTokenizer};
+use crate::model::vlm::Pixels;
 
 /// Label of a position that carries no loss.
 pub const IGNORE_INDEX: i64 = -100;
@@ -21,7 +21,7 @@ pub struct Example {
     pub labels: Vec<i64>,
     /// The images whose tokens `input_ids` holds, in order (vision-language models only).
     pub images: Vec<PathBuf>,
-    /// Their preprocessed pixels, once loaded (see [`super::images::load_images`]).
+    /// Their preprocessed pixels, once loaded (see [`crate::data::load_images`]).
     pub pixel_values: Vec<Pixels>,
 }
 

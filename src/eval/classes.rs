@@ -108,7 +108,7 @@ pub fn derive_answer_class(
 /// `heldout` prompts' (stop and special tokens never join).
 pub fn answer_class_of_data(
     data: &crate::data::TokenizedData,
-    heldout: &[super::probe::ProbePrompt],
+    heldout: &[&[u32]],
     tok: &crate::model::ModelTokenizer,
     options: &DeriveOptions,
 ) -> TokenClass {
@@ -123,7 +123,7 @@ pub fn answer_class_of_data(
         responses.push(answer.into_iter().map(|(&t, _)| t).collect());
         reference.push(prompt.into_iter().map(|(&t, _)| t).collect());
     }
-    reference.extend(heldout.iter().map(|p| p.ids.clone()));
+    reference.extend(heldout.iter().map(|ids| ids.to_vec()));
     let mut exclude: Vec<u32> = tok.stop_ids.clone();
     exclude.extend(tok.tokenizer.get_added_tokens_decoder().keys().copied());
     derive_answer_class(&responses, &reference, &exclude, options)

@@ -7,7 +7,7 @@
 use std::ops::Range;
 
 use super::config::ModelConfig;
-use super::module_map::ParamKind;
+use super::param_kind::ParamKind;
 
 /// One part of a fused tensor.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,6 +9,7 @@ pub mod linear;
 pub mod module_map;
 pub mod names;
 pub mod ops;
+mod param_kind;
 pub mod source;
 pub mod tiny;
 pub mod tokenizer;

@@ -7,6 +7,7 @@ pub mod loss;
 pub mod monitor;
 pub mod optimizer;
 pub mod schedule;
+pub mod step;
 mod trainer;
 
 pub use events::{StepMetrics, TrainEvent};

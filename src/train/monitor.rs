@@ -85,11 +85,11 @@ impl MonitorInputs {
         let Some(options) = recipe.probe.as_ref().and_then(|p| p.answer_class) else {
             return;
         };
-        let heldout: Vec<_> = self
+        let heldout: Vec<&[u32]> = self
             .prompt_sets
             .iter()
             .filter(|(name, _)| *name == "heldout")
-            .flat_map(|(_, prompts)| prompts.iter().cloned())
+            .flat_map(|(_, prompts)| prompts.iter().map(|p| p.ids.as_slice()))
             .collect();
         let class = crate::eval::classes::answer_class_of_data(data, &heldout, tok, &options);
         if class.ids.is_empty() {

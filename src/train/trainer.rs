@@ -7,13 +7,13 @@ use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use super::events::{StepMetrics, TrainEvent};
-use super::loss::summed_nll_with_images;
 use super::monitor::{check_guard, Monitor, MonitorInputs};
 use super::optimizer::AdamW;
 use super::schedule::LrSchedule;
+use super::step::{optimizer_step, StepOptions, StepOutcome};
 use crate::data::{self, TokenizeOptions};
 use crate::model::{Decoder, Model};
 use crate::recipe::{GuardAction, Recipe};
@@ -480,82 +480,27 @@ impl<'a> Session<'a> {
                 })
                 .collect();
             let epoch = self.micro_batches / self.batches_per_epoch;
-            let label_total: usize = batches
-                .iter()
-                .map(|b| b.label_count())
-                .sum::<usize>()
-                .max(1);
-            let tokens: usize = batches.iter().map(|b| b.token_count()).sum();
-            let mut step_loss = 0f64;
-            let mut grads: HashMap<String, Tensor> = HashMap::new();
-            for batch in &batches {
-                let (ids, _labels, mask) = batch.to_tensors(self.decoder.device())?;
-                let pixels = batch.images(self.decoder.device())?;
-                let loss = (summed_nll_with_images(
-                    &self.decoder,
-                    &ids,
-                    &mask,
-                    &batch.labels,
-                    pixels.as_ref(),
-                )? / label_total as f64)?;
-                let value = loss.to_scalar::<f32>()? as f64;
-                if !value.is_finite() {
-                    return self.fail(
-                        status,
-                        step,
-                        format!("loss is {value} at step {}", step + 1),
-                        on_event,
-                    );
-                }
-                step_loss += value;
-                let store = loss.backward()?;
-                // A batch without images leaves the vision side without gradients: check on
-                // the first batch that has images (or on the first batch of a text model).
-                if !grads_checked
-                    && (self.decoder.vision().is_none() || !batch.pixel_values.is_empty())
-                {
-                    self.decoder.check_all_trainable_have_grads(&store)?;
-                    grads_checked = true;
-                }
-                for (name, var) in self.decoder.vars() {
-                    let Some(g) = store.get(var.as_tensor()) else {
-                        continue;
-                    };
-                    let g = g.to_dtype(DType::F32)?;
-                    let sum = match grads.remove(name) {
-                        Some(acc) => (acc + g)?,
-                        None => g,
-                    };
-                    grads.insert(name.clone(), sum);
-                }
-            }
-            self.micro_batches += self.recipe.grad_accum;
-            // Fused tensors trained in part (Phi-3): the other rows get no gradient, so AdamW
-            // (without weight decay, checked at start) leaves them bit-identical.
-            for (name, mask) in self.decoder.row_masks() {
-                if let Some(g) = grads.get_mut(name) {
-                    *g = g.broadcast_mul(&mask.to_dtype(g.dtype())?)?;
-                }
-            }
-            let grad_norm = global_norm(&grads)?;
-            if !grad_norm.is_finite() {
-                return self.fail(
-                    status,
-                    step,
-                    format!("gradient norm is {grad_norm} at step {}", step + 1),
-                    on_event,
-                );
-            }
-            if let Some(max) = self.recipe.optimizer.max_grad_norm {
-                if grad_norm > max {
-                    let scale = max / (grad_norm + 1e-6);
-                    for g in grads.values_mut() {
-                        *g = (&*g * scale)?;
-                    }
-                }
-            }
             let lr = self.schedule.lr(step);
-            self.optimizer.update(&grads, lr)?;
+            let options = StepOptions {
+                max_grad_norm: self.recipe.optimizer.max_grad_norm,
+                timed: false,
+                check_grads: !grads_checked,
+            };
+            let report =
+                match optimizer_step(&self.decoder, &mut self.optimizer, &batches, lr, options)? {
+                    StepOutcome::Updated(report) => report,
+                    StepOutcome::NotFinite(what) => {
+                        return self.fail(
+                            status,
+                            step,
+                            format!("{what} at step {}", step + 1),
+                            on_event,
+                        );
+                    }
+                };
+            grads_checked |= report.grads_checked;
+            self.micro_batches += self.recipe.grad_accum;
+            let (step_loss, grad_norm, tokens) = (report.loss, report.grad_norm, report.tokens);
             self.losses.push(step_loss);
 
             let seconds = step_start.elapsed().as_secs_f64();
@@ -736,13 +681,4 @@ impl<'a> Session<'a> {
         status.touch();
         self.run.write_status(status)
     }
-}
-
-/// √(Σ‖g‖²) over all gradients.
-fn global_norm(grads: &HashMap<String, Tensor>) -> Result<f64> {
-    let mut total = 0f64;
-    for g in grads.values() {
-        total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-    }
-    Ok(total.sqrt())
 }

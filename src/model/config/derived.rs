@@ -1,7 +1,7 @@
 //! Values derived from a read config: projection widths, rotary dimension and frequencies,
 //! which layers slide or skip rope, the attention scale.
 
-use super::{rope, ModelConfig, RopeScaling};
+use super::{rope_freq, ModelConfig, RopeScaling};
 
 impl ModelConfig {
     /// Whether the model takes images (LLaVA).
@@ -53,7 +53,7 @@ impl ModelConfig {
     /// Rotary inverse frequencies for positions below `seq_len` (only dynamic scaling depends
     /// on the length).
     pub fn rope_inv_freq_for_len(&self, seq_len: usize) -> Vec<f32> {
-        rope::inv_freq(
+        rope_freq::inv_freq(
             self.rope_theta,
             self.rope_scaling.as_ref(),
             self.rotary_dim(),
@@ -73,6 +73,6 @@ impl ModelConfig {
 
     /// The factor cos and sin are multiplied by (YaRN's attention factor, else 1).
     pub fn rope_attention_scaling(&self) -> f64 {
-        rope::attention_scaling(self.rope_scaling.as_ref())
+        rope_freq::attention_scaling(self.rope_scaling.as_ref())
     }
 }

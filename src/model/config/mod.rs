@@ -21,8 +21,9 @@ mod layout;
 mod llava;
 mod qwen_vl;
 pub mod rope;
-mod rope_freq;
+pub mod rope_freq;
 mod rope_scaling;
+mod rope_types;
 
 pub use architecture::{Architecture, SUPPORTED_MODEL_TYPES};
 use family::FamilyDefaults;

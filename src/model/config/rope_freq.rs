@@ -3,7 +3,7 @@
 
 use std::f64::consts::PI;
 
-use super::rope::RopeScaling;
+use super::rope_types::RopeScaling;
 
 /// The default inverse frequencies `1 / θ^(2i/d)`, computed in f32 as transformers does.
 fn default_inv_freq(theta: f64, head_dim: usize) -> Vec<f64> {

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
 
-use super::rope::*;
+use super::rope_types::*;
 
 /// The scaling described by one parameter set (`None` for the default type).
 pub(super) fn scaling_from(

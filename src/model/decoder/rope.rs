@@ -117,7 +117,7 @@ impl Decoder {
                 .max()
                 .map_or(0, |&p| p as usize + 1);
             let freqs =
-                crate::model::config::rope::inv_freq(theta, scaling, c.rotary_dim(), longest);
+                crate::model::config::rope_freq::inv_freq(theta, scaling, c.rotary_dim(), longest);
             Tensor::new(freqs, &self.device)?
         } else {
             self.inv_freq.clone()
@@ -127,7 +127,7 @@ impl Decoder {
         let freqs = pos.matmul(&inv_freq.reshape((1, half))?)?;
         let freqs = Tensor::cat(&[&freqs, &freqs], D::Minus1)?;
         let shape = (batch, 1, seq, 2 * half);
-        let scaling = crate::model::config::rope::attention_scaling(scaling);
+        let scaling = crate::model::config::rope_freq::attention_scaling(scaling);
         let (mut cos, mut sin) = (freqs.cos()?, freqs.sin()?);
         if scaling != 1.0 {
             cos = (cos * scaling)?;
@@ -175,7 +175,7 @@ impl Decoder {
         }
         let angles = Tensor::from_vec(angles, (batch, 1, seq, 2 * half), &self.device)?;
         let scaling =
-            crate::model::config::rope::attention_scaling(self.config.rope_scaling.as_ref());
+            crate::model::config::rope_freq::attention_scaling(self.config.rope_scaling.as_ref());
         let (mut cos, mut sin) = (angles.cos()?, angles.sin()?);
         if scaling != 1.0 {
             cos = (cos * scaling)?;

@@ -4,6 +4,7 @@
 
 pub mod anyres;
 pub mod config;
+mod image_batch;
 pub mod pack;
 pub mod preprocess;
 mod processor_config;
@@ -16,8 +17,10 @@ pub mod tower;
 pub mod vision;
 
 pub use config::{FeatureSelect, ImageLayout, TowerKind, VisionConfig, VisionLanguageConfig};
-pub use preprocess::{ImageProcessor, ProcessorKind, QwenPatching};
-pub use vision::{ImageBatch, VisionPath};
+pub use image_batch::ImageBatch;
+pub use preprocess::{ImageProcessor, ProcessorKind};
+pub use qwen_patching::QwenPatching;
+pub use vision::VisionPath;
 
 /// The image placeholder token's text.
 pub const IMAGE_TOKEN: &str = "<image>";

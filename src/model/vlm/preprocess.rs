@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use image::RgbImage;
 
-pub use super::qwen_patching::QwenPatching;
+use super::qwen_patching::QwenPatching;
 use super::resample::resize_bicubic;
 use super::Pixels;
 

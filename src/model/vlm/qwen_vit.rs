@@ -7,8 +7,8 @@ use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor};
 
 use super::config::{QwenVision, VisionConfig};
+use super::image_batch::ImageBatch;
 use super::tower::map_linear;
-use super::vision::ImageBatch;
 use crate::model::decoder::WeightSource;
 use crate::model::linear::{frozen_matmul, Linear, Param};
 use crate::model::ops;

@@ -10,7 +10,8 @@ use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 use tokenizers::AddedToken;
 
-use super::preprocess::{ImageProcessor, ProcessorKind, QwenPatching};
+use super::preprocess::{ImageProcessor, ProcessorKind};
+use super::qwen_patching::QwenPatching;
 use crate::model::tiny::{build_tokenizer, make_tiny_with_tokenizer, SeededTensors, TinySpec};
 use crate::model::Architecture;
 use crate::util::fs::{write_atomic_with, write_json_atomic};

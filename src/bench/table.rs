@@ -1,0 +1,93 @@
+//! The bench report as a Markdown table.
+
+use super::BenchReport;
+
+/// Human-readable count (`26.5M`).
+fn count(n: usize) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.2}B", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.1}M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1}K", n / 1e3)
+    } else {
+        format!("{n}")
+    }
+}
+
+/// A positive number with about three significant digits.
+fn sig3(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else if x >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// Seconds with a unit that keeps three significant digits.
+fn secs(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.2} s")
+    } else {
+        format!("{:.1} ms", s * 1e3)
+    }
+}
+
+/// The report as a Markdown table plus a header line.
+pub fn render_table(report: &BenchReport) -> String {
+    let c = &report.config;
+    let mut out = format!(
+        "model {} · batch {} × seq {} · {} · {} · {} threads{} · median of {} steps after {} warm-up · {} ops\n\n",
+        c.model,
+        c.batch,
+        c.seq,
+        c.dtype,
+        c.device,
+        report.threads,
+        c.pool_threads
+            .map_or(String::new(), |n| format!(" (CANDLE_NUM_THREADS={n})")),
+        c.steps,
+        c.warmup,
+        if c.fused { "fused" } else { "composed" }
+    );
+    out.push_str(
+        "| recipe | trainable | step | forward | backward | optimizer | tokens/s | GFLOP/step | GFLOP/s | peak RSS | probe prompts/s | probe tok/s | decode tok/s |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in &report.results {
+        let rss = r.peak_rss_bytes.map_or("n/a".to_string(), |b| {
+            format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+        });
+        let (pps, tps, dps) = r
+            .probe
+            .map_or(("n/a".into(), "n/a".into(), "n/a".into()), |p| {
+                (
+                    format!("{:.2}", p.prompts_per_s),
+                    format!("{:.1}", p.generated_tokens_per_s),
+                    format!("{:.1}", p.decode_tokens_per_s),
+                )
+            });
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            r.recipe,
+            count(r.trainable_params),
+            secs(r.times.step),
+            secs(r.times.forward),
+            secs(r.times.backward),
+            secs(r.times.optimizer),
+            r.tokens_per_s,
+            sig3(r.flops_per_step.total() / 1e9),
+            sig3(r.gflops_per_s),
+            rss,
+            pps,
+            tps,
+            dps
+        ));
+    }
+    out
+}
