@@ -126,6 +126,10 @@ pub struct ReportArgs {
     /// Print the rows as JSON.
     #[arg(long)]
     json: bool,
+    /// Train (or with --reuse, read) every recipe with this many seeds: the recipes' seed, then
+    /// the next ones. Rows then show mean ± standard deviation over seeds, and a plot follows.
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
     /// Override a field of every recipe, e.g. `--set model=models/smollm2-135m-instruct`
     /// (repeatable; the same syntax as `tunescope train --set`).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -136,9 +140,15 @@ pub fn report(args: ReportArgs) -> Result<()> {
     let paths = if args.recipes.is_empty() {
         demo::report::default_recipes(std::path::Path::new("recipes"))?
     } else {
-        args.recipes
+        args.recipes.clone()
     };
     let recipes = demo::report::load_recipes(&paths, &args.overrides, &args.runs)?;
+    if args.seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    if args.seeds > 1 {
+        return report_seeded(&recipes, &args);
+    }
     let rows = if args.reuse {
         demo::report::reuse_runs(&recipes)?
     } else {
@@ -149,5 +159,41 @@ pub fn report(args: ReportArgs) -> Result<()> {
     } else {
         print!("{}", demo::table(&rows));
     }
+    Ok(())
+}
+
+/// `demo-report --seeds N`: every recipe over N seeds, reduced to mean ± std.
+fn report_seeded(recipes: &[crate::recipe::Recipe], args: &ReportArgs) -> Result<()> {
+    let first = recipes.first().map_or(0, |r| r.seed);
+    let seeds: Vec<u64> = (first..first + args.seeds).collect();
+    let seeded = demo::report::with_seeds(recipes, &seeds);
+    let rows = if args.reuse {
+        demo::report::reuse_seeded(&seeded)?
+    } else {
+        demo::report::run_seeded(&seeded, &mut |line| eprintln!("{line}"))?
+    };
+    let aggregated = demo::aggregate(&rows);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&aggregated)?);
+        return Ok(());
+    }
+    if let Some(items) = recipes
+        .first()
+        .and_then(|r| r.eval.as_ref())
+        .and_then(|e| e.max_items)
+    {
+        println!(
+            "seeds {}; {items} items per task, so one target item is {:.2} pp",
+            seeds
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            100.0 / items as f64
+        );
+    }
+    print!("{}", demo::seeds::table(&aggregated));
+    println!();
+    print!("{}", demo::seeds::plot(&aggregated));
     Ok(())
 }

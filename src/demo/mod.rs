@@ -7,8 +7,10 @@
 
 pub mod pretrain;
 pub mod report;
+pub mod seeds;
 pub mod tokenizer;
 
 pub use pretrain::{pretrain, score_model, DemoScores, PretrainOptions, SkillScore};
 pub use report::{read_row, table, ReportRow};
+pub use seeds::{aggregate, SeededRow, Spread};
 pub use tokenizer::{build_word_tokenizer, word_vocabulary};

@@ -134,23 +134,66 @@ pub fn run_all(recipes: &[Recipe], progress: &mut dyn FnMut(&str)) -> Result<Vec
 
 /// The newest finished run of each recipe under its `output_dir` (no training).
 pub fn reuse_runs(recipes: &[Recipe]) -> Result<Vec<ReportRow>> {
-    let mut rows = Vec::new();
-    for recipe in recipes {
-        let run = list_runs(Path::new(&recipe.output_dir))
-            .into_iter()
-            .find(|run| {
-                run.read_status()
-                    .is_ok_and(|s| s.state == RunState::Finished && s.recipe == recipe.name)
+    recipes
+        .iter()
+        .map(|recipe| read_row(&newest_finished(recipe)?))
+        .collect()
+}
+
+/// `recipes` with each seed of `seeds` in turn (seed-major order: every recipe on the first seed,
+/// then every recipe on the next).
+pub fn with_seeds(recipes: &[Recipe], seeds: &[u64]) -> Vec<(u64, Recipe)> {
+    seeds
+        .iter()
+        .flat_map(|&seed| {
+            recipes.iter().map(move |recipe| {
+                let mut recipe = recipe.clone();
+                recipe.seed = seed;
+                (seed, recipe)
             })
-            .with_context(|| {
-                format!(
-                    "no finished run of `{}` under {}",
-                    recipe.name, recipe.output_dir
-                )
-            })?;
-        rows.push(read_row(&run)?);
+        })
+        .collect()
+}
+
+/// Trains every (seed, recipe) pair and reads its row, tagged with the seed.
+pub fn run_seeded(
+    seeded: &[(u64, Recipe)],
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<(u64, ReportRow)>> {
+    let mut rows = Vec::new();
+    for (seed, recipe) in seeded {
+        progress(&format!("seed {seed}"));
+        let row = run_all(std::slice::from_ref(recipe), progress)?
+            .pop()
+            .context("a row per recipe")?;
+        rows.push((*seed, row));
     }
     Ok(rows)
+}
+
+/// The newest finished run of each (seed, recipe) pair under the recipe's `output_dir`.
+pub fn reuse_seeded(seeded: &[(u64, Recipe)]) -> Result<Vec<(u64, ReportRow)>> {
+    seeded
+        .iter()
+        .map(|(seed, recipe)| Ok((*seed, read_row(&newest_finished(recipe)?)?)))
+        .collect()
+}
+
+/// The newest run under `recipe.output_dir` that finished with this recipe's name and seed.
+fn newest_finished(recipe: &Recipe) -> Result<RunDir> {
+    list_runs(Path::new(&recipe.output_dir))
+        .into_iter()
+        .find(|run| {
+            run.read_status()
+                .is_ok_and(|s| s.state == RunState::Finished && s.recipe == recipe.name)
+                && run.read_recipe().is_ok_and(|r| r.seed == recipe.seed)
+        })
+        .with_context(|| {
+            format!(
+                "no finished run of `{}` with seed {} under {}",
+                recipe.name, recipe.seed, recipe.output_dir
+            )
+        })
 }
 
 /// A run's row, from its `metrics.jsonl` (the `start` record and the last `eval` and `probe`
