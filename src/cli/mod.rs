@@ -8,6 +8,7 @@ mod forecast;
 mod generate;
 mod import_gguf;
 mod inspect;
+mod interpolate;
 mod make_assets;
 mod make_shapes;
 mod make_tiny;
@@ -74,6 +75,9 @@ pub enum Command {
     /// Fit a forgetting forecast on a runs folder: early probe readings against the final Δ
     /// held-out, with its leave-one-run-out error next to predicting the mean
     Forecast(forecast::ForecastArgs),
+    /// WiSE-FT along a finished run: probe and score the weights moved from the base (α 0) to
+    /// the tuned ones (α 1), and write the chosen α out as a model.
+    Interpolate(interpolate::InterpolateArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -116,6 +120,7 @@ pub fn run() -> Result<()> {
         Command::ImportGguf(args) => import_gguf::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Forecast(args) => forecast::run(args),
+        Command::Interpolate(args) => interpolate::run(args),
     }
 }
 
