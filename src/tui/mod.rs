@@ -79,22 +79,47 @@ fn event_loop(
     app: &mut App,
     terminate: &AtomicBool,
 ) -> Result<()> {
-    let mut dirty = true;
-    let mut last_refresh: Option<Instant> = None;
     let events = spawn_event_reader();
     let parent = parent_pid();
-    while !app.should_quit && !terminate.load(Ordering::SeqCst) && parent_pid() == parent {
+    drive(
+        terminal,
+        app,
+        &events,
+        || !terminate.load(Ordering::SeqCst) && parent_pid() == parent,
+        |_| {},
+    )
+}
+
+/// The loop itself, on any backend and event source: what [`run`] uses on the terminal and what
+/// the key-latency benchmark drives on a test backend. `on_draw` gets the number of keys handled
+/// so far after each completed draw.
+pub fn drive<B: ratatui::backend::Backend>(
+    terminal: &mut ratatui::Terminal<B>,
+    app: &mut App,
+    events: &mpsc::Receiver<Event>,
+    keep_going: impl Fn() -> bool,
+    mut on_draw: impl FnMut(u64),
+) -> Result<()>
+where
+    B::Error: Send + Sync + 'static,
+{
+    let mut dirty = true;
+    let mut last_refresh: Option<Instant> = None;
+    let mut keys = 0u64;
+    while !app.should_quit && keep_going() {
         if last_refresh.is_none_or(|t| t.elapsed() >= REFRESH) {
             dirty |= app.refresh();
             last_refresh = Some(Instant::now());
         }
         if dirty {
             terminal.draw(|frame| ui::draw(frame, app))?;
+            on_draw(keys);
             dirty = false;
         }
         match events.recv_timeout(POLL) {
             Ok(Event::Key(key)) if key.kind != KeyEventKind::Release => {
                 app.handle_key(key);
+                keys += 1;
                 dirty = true;
             }
             Ok(Event::Resize(_, _)) => dirty = true,
