@@ -12,8 +12,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -131,10 +130,9 @@ fn measure(run_dir: &Path, keys: usize) -> Result<(Vec<f64>, usize)> {
     Ok((samples, steps))
 }
 
-/// The workbench loop on its own thread, fed key events by the measurement.
+/// The workbench loop on its own thread and runtime, fed key events by the measurement.
 struct Looper {
-    events: mpsc::Sender<Event>,
-    stop: Arc<AtomicBool>,
+    events: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
     handle: std::thread::JoinHandle<Result<()>>,
 }
 
@@ -144,34 +142,43 @@ impl Looper {
         mut app: App,
         draws: mpsc::Sender<(u64, Instant)>,
     ) -> Self {
-        let (events, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (events, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
         let handle = std::thread::spawn(move || {
-            tunescope::tui::drive(
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let stream =
+                futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)));
+            runtime.block_on(tunescope::tui::drive(
                 &mut terminal,
                 &mut app,
-                &rx,
-                || !flag.load(Ordering::SeqCst),
-                |keys| {
-                    let _ = draws.send((keys, Instant::now()));
+                stream,
+                tunescope::tui::LoopOptions::default(),
+                |note| {
+                    if let tunescope::tui::Note::Drawn { keys } = note {
+                        let _ = draws.send((*keys, Instant::now()));
+                    }
                 },
-            )
+            ))
         });
         Self {
-            events,
-            stop,
+            events: Some(events),
             handle,
         }
     }
 
     fn send(&self, event: Event) -> Result<()> {
-        self.events.send(event).context("the loop ended")
+        self.events
+            .as_ref()
+            .context("stopped")?
+            .send(event)
+            .ok()
+            .context("the loop ended")
     }
 
-    fn stop(self) -> Result<()> {
-        self.stop.store(true, Ordering::SeqCst);
-        drop(self.events);
+    /// Ends the event stream, which ends the loop.
+    fn stop(mut self) -> Result<()> {
+        self.events.take();
         self.handle
             .join()
             .map_err(|_| anyhow::anyhow!("the loop panicked"))?

@@ -9,6 +9,7 @@ pub mod linear;
 pub mod module_map;
 pub mod names;
 pub mod ops;
+pub mod progress;
 pub mod source;
 pub mod tiny;
 pub mod tokenizer;
