@@ -115,7 +115,9 @@ where
             (in_flight, wanted, last_request) = (true, false, Some(request));
         }
         if dirty {
-            terminal.draw(|frame| ui::draw(frame, app))?;
+            if let Err(e) = terminal.draw(|frame| ui::draw(frame, app)) {
+                break Err(e.into());
+            }
             observe(&Note::Drawn { keys });
             dirty = false;
         }
@@ -146,12 +148,13 @@ where
                     observe(&Note::Refreshed { changed });
                 }
                 Inbox::ChildExited(run, code) => {
-                    let how = code.map_or("by a signal".to_string(), |c| format!("with code {c}"));
-                    app.say(format!("the worker of {} exited {how}", run_name(&run)), if code == Some(0) { Level::Info } else { Level::Warn });
+                    say_exit(app, &run, code);
                     observe(&Note::ChildExited { run, code });
                     (dirty, wanted) = (true, true);
                 }
-                Inbox::ModelLoaded(generation, result) => dirty |= app.model_loaded(generation, *result),
+                Inbox::ModelLoaded(generation, result) => {
+                    dirty |= app.model_loaded(generation, *result);
+                }
                 Inbox::Activity(line) => {
                     app.activity = Some(line);
                     dirty = true;
@@ -184,6 +187,20 @@ where
     move |value| {
         let _ = tx.send(wrap(value));
     }
+}
+
+/// Tells how a launched worker ended.
+fn say_exit(app: &mut App, run: &std::path::Path, code: Option<i32>) {
+    let how = code.map_or("by a signal".to_string(), |c| format!("with code {c}"));
+    let level = if code == Some(0) {
+        Level::Info
+    } else {
+        Level::Warn
+    };
+    app.say(
+        format!("the worker of {} exited {how}", run_name(run)),
+        level,
+    );
 }
 
 /// Starts what key handling asked for: waiting on launched workers, opening a model.
