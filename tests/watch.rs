@@ -16,7 +16,7 @@ use serde_json::Value;
 use tunescope::model::Architecture;
 use tunescope::recipe::Recipe;
 use tunescope::run::{RunDir, RunState};
-use tunescope::watch::{watch, WatchEvent, WatchOptions};
+use tunescope::watch::{watch_with, Follow, Mode, WatchEvent, WatchOptions};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -222,8 +222,10 @@ fn checkpoints_are_recorded_once_each_in_order_and_the_folder_is_untouched() {
     assert_eq!(rows[0]["step"], 50);
 }
 
-#[test]
-fn polling_picks_up_new_checkpoints_until_stopped() {
+/// Watches an empty folder (with `follow`, looking every `interval` where it polls), writes
+/// checkpoint-5 once the base is recorded, waits for it to be recorded, stops, and returns how the
+/// watch said it follows the folder.
+fn follow_a_new_checkpoint(follow: Follow, interval: Duration) -> Vec<Mode> {
     let tiny = TinyModel::new(Architecture::Llama, 22);
     let work = tempfile::tempdir().unwrap();
     let watched = work.path().join("out");
@@ -235,19 +237,20 @@ fn polling_picks_up_new_checkpoints_until_stopped() {
         recipe,
         run_dir: None,
         runs_root: work.path().join("runs"),
-        interval: Duration::from_millis(200),
+        interval,
         once: false,
     };
     let stop = AtomicBool::new(false);
     let (events_tx, events_rx) = std::sync::mpsc::channel::<WatchEvent>();
+    let mut modes = Vec::new();
     std::thread::scope(|scope| {
         let handle = scope.spawn(|| {
-            watch(&options, &stop, move |e| {
+            watch_with(&options, follow, &stop, move |e| {
                 let _ = events_tx.send(e.clone());
             })
         });
         let deadline = Instant::now() + Duration::from_secs(300);
-        let wait_for = |step: usize| -> PathBuf {
+        let mut wait_for = |step: usize| -> PathBuf {
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 assert!(!left.is_zero(), "timed out waiting for step {step}");
@@ -255,6 +258,7 @@ fn polling_picks_up_new_checkpoints_until_stopped() {
                     Ok(WatchEvent::Recorded(r)) if r.step == step => {
                         return PathBuf::from(r.checkpoint);
                     }
+                    Ok(WatchEvent::Following(mode)) => modes.push(mode),
                     Ok(_) => continue,
                     Err(e) => panic!("waiting for step {step}: {e}"),
                 }
@@ -274,6 +278,23 @@ fn polling_picks_up_new_checkpoints_until_stopped() {
         assert_eq!(steps(&metrics, "probe"), vec![0, 5]);
         assert_eq!(steps(&metrics, "eval"), vec![0, 5]);
     });
+    modes
+}
+
+#[test]
+fn polling_picks_up_new_checkpoints_until_stopped() {
+    let modes = follow_a_new_checkpoint(Follow::Poll, Duration::from_millis(200));
+    assert!(
+        matches!(modes.as_slice(), [Mode::Polling { .. }]),
+        "{modes:?}"
+    );
+}
+
+/// The interval is an hour: only a file notification can wake the watch for checkpoint-5.
+#[test]
+fn a_new_checkpoint_wakes_the_watch_by_notification() {
+    let modes = follow_a_new_checkpoint(Follow::Notify, Duration::from_secs(3600));
+    assert_eq!(modes, vec![Mode::Notify]);
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod make_shapes;
 mod make_tiny;
 mod plan;
 mod probe;
+mod progress;
 mod quickstart;
 mod runs;
 mod train;
@@ -89,6 +90,8 @@ pub fn run() -> Result<()> {
     if !ui {
         init_logging();
     }
+    // Loads before the workbench opens draw bars too; inside it, it shows progress itself.
+    progress::install();
     let Some(command) = cli.command else {
         if interactive {
             return ui::run(ui::UiArgs::default_args());

@@ -29,7 +29,8 @@ pub struct WatchArgs {
     /// checkpoints already recorded are not evaluated again.
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
-    /// Seconds between looks at the folder.
+    /// Seconds between looks at the folder when file notifications are unavailable (they
+    /// wake the watch at once otherwise; `TUNESCOPE_WATCH=poll` forces polling).
     #[arg(long, default_value_t = 30.0)]
     interval: f64,
     /// Process the checkpoints that are there, then exit.
@@ -97,6 +98,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
         WatchEvent::Skipped { step, reason } => {
             eprintln!("skipping checkpoint-{step}: {reason}")
         }
+        WatchEvent::Following(mode) => eprintln!("noticing new checkpoints by {mode}"),
         WatchEvent::Stopped { .. } => eprintln!("stopped watching"),
     })?;
     println!("{}", run.path().display());

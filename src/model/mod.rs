@@ -10,6 +10,7 @@ pub mod module_map;
 pub mod names;
 pub mod ops;
 mod param_kind;
+pub mod progress;
 pub mod source;
 pub mod tiny;
 pub mod tokenizer;

@@ -2,9 +2,12 @@
 //! resolved through the local Hugging Face cache (downloading when the network allows).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use hf_hub::{Cache, Repo, RepoType};
+
+use super::progress::{download_progress, fetch, DownloadProgress, FileFetcher, Reporter};
 
 /// The files of one model, all checked to exist.
 #[derive(Debug, Clone)]
@@ -199,25 +202,53 @@ impl CachedRepo {
 
 fn download(cache_dir: &Path, repo: Repo) -> Result<ModelFiles> {
     let api = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache_dir.to_path_buf()))
-        .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_progress(false)
         .build()?;
-    let api_repo = api.repo(repo);
-    let config = api_repo.get("config.json")?;
+    let hub = HubFiles {
+        cache: Cache::new(cache_dir.to_path_buf()).repo(repo.clone()),
+        api: api.repo(repo),
+    };
+    download_files(&hub, &download_progress())
+}
+
+/// A hub repository's files through hf-hub: its cache, else a download.
+struct HubFiles {
+    cache: hf_hub::CacheRepo,
+    api: hf_hub::api::sync::ApiRepo,
+}
+
+impl FileFetcher for HubFiles {
+    fn cached(&self, name: &str) -> Option<PathBuf> {
+        self.cache.get(name)
+    }
+
+    fn download(&self, name: &str, progress: Reporter) -> Result<PathBuf> {
+        Ok(self.api.download_with_progress(name, progress)?)
+    }
+}
+
+/// Gets a model's files (config, weights, tokenizer, then the optional ones) from `fetcher`,
+/// reporting each download to `sink`.
+pub fn download_files(
+    fetcher: &dyn FileFetcher,
+    sink: &Option<Arc<dyn DownloadProgress>>,
+) -> Result<ModelFiles> {
+    let config = fetch(fetcher, "config.json", sink)?;
     let dir = config
         .parent()
         .context("downloaded config.json has no parent folder")?
         .to_path_buf();
-    match api_repo.get(WEIGHTS_INDEX) {
+    match fetch(fetcher, WEIGHTS_INDEX, sink) {
         Ok(index) => {
             for shard in shard_names(&index)? {
-                api_repo.get(&shard)?;
+                fetch(fetcher, &shard, sink)?;
             }
         }
         Err(_) => {
-            api_repo.get(WEIGHTS_SINGLE)?;
+            fetch(fetcher, WEIGHTS_SINGLE, sink)?;
         }
     }
-    api_repo.get("tokenizer.json")?;
+    fetch(fetcher, "tokenizer.json", sink)?;
     for optional in [
         "tokenizer_config.json",
         super::chat_template::TEMPLATE_FILE,
@@ -225,7 +256,7 @@ fn download(cache_dir: &Path, repo: Repo) -> Result<ModelFiles> {
         "generation_config.json",
         "preprocessor_config.json",
     ] {
-        let _ = api_repo.get(optional);
+        let _ = fetch(fetcher, optional, sink);
     }
     from_dir(&dir)
 }

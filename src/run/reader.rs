@@ -85,6 +85,7 @@ impl RunSnapshot {
 }
 
 /// Incremental reader of one run directory.
+#[derive(Clone)]
 pub struct RunReader {
     run: RunDir,
     offset: u64,

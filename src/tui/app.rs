@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 
 pub use super::dialog::{Confirmed, Dialog, InputPurpose};
 use super::keymap::{action_for, Context};
+use super::loading::ModelRequest;
 use super::model_state::ModelState;
 use super::panes::compare::CompareRow;
 use super::panes::dashboard::DashPanel;
@@ -68,6 +70,7 @@ pub enum Level {
 }
 
 /// One run known to the workbench.
+#[derive(Clone)]
 pub struct RunEntry {
     pub reader: RunReader,
     pub recipe: String,
@@ -99,6 +102,18 @@ pub struct App {
     pub should_quit: bool,
     /// When run directories were last listed (`None`: list them at the next refresh).
     pub(crate) last_scan: Option<Instant>,
+    /// Set by the event loop: slow reads and model loads are left to its workers instead of
+    /// being done on the spot.
+    pub background_io: bool,
+    /// Workers of runs launched here, for the loop to wait on.
+    pub children: Vec<(PathBuf, Child)>,
+    /// A model open the loop should start (with `background_io`).
+    pub pending_model: Option<ModelRequest>,
+    pub(crate) model_generation: u64,
+    /// What is going on in the background (a model load, a download), for the status line.
+    pub activity: Option<String>,
+    /// How run directories are followed when it is not by notifications (shown in the status line).
+    pub follow_note: Option<String>,
 }
 
 impl App {
@@ -133,6 +148,12 @@ impl App {
             launched: Vec::new(),
             should_quit: false,
             last_scan: None,
+            background_io: false,
+            children: Vec::new(),
+            pending_model: None,
+            model_generation: 0,
+            activity: None,
+            follow_note: None,
         };
         app.reload_model();
         app
@@ -160,22 +181,29 @@ impl App {
                 Some("the recipe names no model: set `model` on the Recipe tab".into());
             return;
         };
-        match ModelState::open(
-            &spec,
-            &self.recipe.trainable,
-            self.recipe.batch_size,
-            self.recipe.max_length,
-            self.dtype_bytes(),
-        ) {
-            Ok(state) => self.model = Some(state),
-            Err(e) => self.model_error = Some(format!("{e:#}")),
+        self.model_generation += 1;
+        let request = ModelRequest {
+            generation: self.model_generation,
+            spec,
+            trainable: self.recipe.trainable.clone(),
+            batch: self.recipe.batch_size,
+            seq: self.recipe.max_length,
+            dtype_bytes: self.dtype_bytes(),
+        };
+        if self.background_io {
+            self.activity = Some(format!("opening {}", request.spec));
+            self.pending_model = Some(request);
+        } else {
+            self.model_loaded(request.generation, request.open());
         }
     }
 
     /// Attaches the dashboard to a run directory.
     pub fn attach(&mut self, dir: &Path) -> anyhow::Result<()> {
         let mut reader = RunReader::new(RunDir::open(dir)?);
-        reader.refresh();
+        if !self.background_io {
+            reader.refresh();
+        }
         self.attached = Some(reader);
         self.tab = Tab::Dashboard;
         Ok(())

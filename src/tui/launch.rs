@@ -3,7 +3,7 @@
 //! gracefully with SIGTERM (the worker finishes its step and checkpoints first).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -13,8 +13,9 @@ use crate::run::{RunDir, RunState};
 /// Creates a run directory for `recipe` and starts `tunescope train` on it in the background.
 /// The recipe is checked first (model, selection, data, probe and eval files), so a bad one
 /// leaves no directory behind; the worker takes the run's lock, and refuses a run directory
-/// another live process writes to.
-pub fn launch_detached(recipe: &Recipe) -> Result<RunDir> {
+/// another live process writes to. The worker's handle comes back too, for whoever waits on it
+/// (the workbench's loop notices its exit that way).
+pub fn launch_detached(recipe: &Recipe) -> Result<(RunDir, Child)> {
     recipe.validate()?;
     crate::train::check(recipe)?;
     let run = RunDir::create(Path::new(&recipe.output_dir), &recipe.name)?;
@@ -33,10 +34,10 @@ pub fn launch_detached(recipe: &Recipe) -> Result<RunDir> {
         .stdout(log.try_clone()?)
         .stderr(log);
     detach(&mut command);
-    command
+    let child = command
         .spawn()
         .context("cannot start the training worker")?;
-    Ok(run)
+    Ok((run, child))
 }
 
 #[cfg(unix)]

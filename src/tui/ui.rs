@@ -77,9 +77,16 @@ pub fn draw(frame: &mut Frame, app: &App) {
                 Tab::Compare => Context::Compare,
             };
             let mut spans = Vec::new();
-            for (keys, what) in context_hints(context) {
-                spans.push(Span::styled(keys.to_string(), theme.accent()));
-                spans.push(Span::styled(format!(" {what}  "), theme.muted()));
+            if let Some(note) = &app.follow_note {
+                spans.push(Span::styled(format!("[{note}]  "), theme.warn()));
+            }
+            if let Some(activity) = &app.activity {
+                spans.push(Span::styled(activity.clone(), theme.accent()));
+            } else {
+                for (keys, what) in context_hints(context) {
+                    spans.push(Span::styled(keys.to_string(), theme.accent()));
+                    spans.push(Span::styled(format!(" {what}  "), theme.muted()));
+                }
             }
             Line::from(spans)
         }

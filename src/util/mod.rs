@@ -3,5 +3,6 @@
 pub mod device;
 pub mod format;
 pub mod fs;
+pub mod fswatch;
 pub mod process;
 pub mod rng;

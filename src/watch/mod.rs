@@ -12,6 +12,7 @@
 //! recorded as skipped). After a restart on the same run directory, steps with a `watch` record
 //! are not evaluated again. Checkpoints need no tokenizer: the base model's is used.
 
+pub mod changes;
 pub mod checkpoint;
 pub mod session;
 
@@ -24,7 +25,9 @@ use anyhow::Result;
 
 use crate::recipe::Recipe;
 use crate::run::RunDir;
+pub use crate::util::fswatch::Mode;
 
+use changes::Changes;
 pub use checkpoint::{check_complete, scan, CheckpointDir, CompleteCheckpoint};
 pub use session::{recorded_steps, Session, StepResult};
 
@@ -54,8 +57,20 @@ pub enum WatchEvent {
     Waiting { step: usize, reason: String },
     /// A checkpoint stayed incomplete while a later one was complete; it is skipped.
     Skipped { step: usize, reason: String },
+    /// How new checkpoints are noticed (notifications, or polling and why); reported at the
+    /// start and whenever it changes.
+    Following(Mode),
     /// The watch ended.
     Stopped { run_dir: PathBuf },
+}
+
+/// How a watch notices new checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// File notifications, falling back to polling every `interval` when they fail.
+    Notify,
+    /// Polling every `interval` only.
+    Poll,
 }
 
 /// An incomplete checkpoint is skipped once it has been incomplete this long while a later one
@@ -63,9 +78,20 @@ pub enum WatchEvent {
 const STALE_AFTER: Duration = Duration::from_secs(120);
 
 /// Watches `options.dir` until `stop` is set (or after one round with `once`), recording into a
-/// run directory; returns it. On error the run is marked failed with the reason.
+/// run directory; returns it. On error the run is marked failed with the reason. New checkpoints
+/// are noticed by file notifications (polling every `interval` where those fail).
 pub fn watch(
     options: &WatchOptions,
+    stop: &AtomicBool,
+    on_event: impl FnMut(&WatchEvent),
+) -> Result<RunDir> {
+    watch_with(options, Follow::Notify, stop, on_event)
+}
+
+/// [`watch`], choosing how new checkpoints are noticed.
+pub fn watch_with(
+    options: &WatchOptions,
+    follow: Follow,
     stop: &AtomicBool,
     mut on_event: impl FnMut(&WatchEvent),
 ) -> Result<RunDir> {
@@ -76,7 +102,7 @@ pub fn watch(
         &options.runs_root,
     )?;
     let run = session.run().clone();
-    let result = watch_loop(&mut session, options, stop, &mut on_event);
+    let result = watch_loop(&mut session, options, follow, stop, &mut on_event);
     let error = result.as_ref().err().map(|e| format!("{e:#}"));
     let finished = session.finish(error);
     result?;
@@ -90,13 +116,21 @@ pub fn watch(
 fn watch_loop(
     session: &mut Session,
     options: &WatchOptions,
+    follow: Follow,
     stop: &AtomicBool,
     on_event: &mut impl FnMut(&WatchEvent),
 ) -> Result<()> {
+    // Started before the first scan, so a checkpoint written meanwhile is not missed.
+    let mut changes = (!options.once)
+        .then(|| Changes::start(session.watched(), options.interval, follow))
+        .transpose()?;
     on_event(&WatchEvent::Started {
         run_dir: session.run().path().to_path_buf(),
         recorded: recorded_steps(session.run())?.len(),
     });
+    if let Some(changes) = &changes {
+        on_event(&WatchEvent::Following(changes.mode().clone()));
+    }
     if let Some(result) = session.record_base()? {
         on_event(&WatchEvent::Recorded(result));
     }
@@ -115,6 +149,7 @@ fn watch_loop(
             .iter()
             .filter(|c| !session.is_recorded(c.step))
             .collect();
+        first_incomplete.retain(|step, _| pending.iter().any(|c| c.step == *step));
         for (i, checkpoint) in pending.iter().enumerate() {
             if stop.load(Ordering::SeqCst) {
                 return Ok(());
@@ -169,15 +204,14 @@ fn watch_loop(
                 }
             }
         }
-        if options.once {
+        let Some(changes) = &mut changes else {
             return Ok(());
-        }
-        let wake = Instant::now() + options.interval;
-        while Instant::now() < wake {
-            if stop.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100).min(options.interval));
+        };
+        // A checkpoint waiting to complete is looked at again after the interval even without a
+        // change, so the staleness rule above can skip it.
+        let deadline = (!first_incomplete.is_empty()).then(|| Instant::now() + options.interval);
+        if !changes.wait(deadline, stop, on_event)? {
+            return Ok(());
         }
     }
 }

@@ -67,9 +67,10 @@ impl App {
             return;
         }
         match launch_detached(&self.recipe) {
-            Ok(run) => {
+            Ok((run, child)) => {
                 let path = run.path().to_path_buf();
                 self.launched.push(path.clone());
+                self.children.push((path.clone(), child));
                 self.last_scan = None;
                 if let Err(e) = self.attach(&path) {
                     self.say(format!("{e:#}"), Level::Error);
