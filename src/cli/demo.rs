@@ -130,6 +130,10 @@ pub struct ReportArgs {
     /// the next ones. Rows then show mean ± standard deviation over seeds, and a plot follows.
     #[arg(long, default_value_t = 1)]
     seeds: u64,
+    /// Add a WiSE-FT row per seed: RECIPE's run interpolated to α between base (0) and tuned
+    /// (1), e.g. `demo-mlp@0.5` (the study's WiSE-FT tunes the MLP).
+    #[arg(long, value_name = "RECIPE@ALPHA")]
+    wise_ft: Option<String>,
     /// Override a field of every recipe, e.g. `--set model=models/smollm2-135m-instruct`
     /// (repeatable; the same syntax as `tunescope train --set`).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -146,7 +150,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
     if args.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
-    if args.seeds > 1 {
+    if args.seeds > 1 || args.wise_ft.is_some() {
         return report_seeded(&recipes, &args);
     }
     let rows = if args.reuse {
@@ -172,6 +176,20 @@ fn report_seeded(recipes: &[crate::recipe::Recipe], args: &ReportArgs) -> Result
     } else {
         demo::report::run_seeded(&seeded, &mut |line| eprintln!("{line}"))?
     };
+    let mut rows = rows;
+    if let Some(spec) = &args.wise_ft {
+        let (name, alpha) = parse_wise_ft(spec)?;
+        let mut extra = Vec::new();
+        for (seed, row) in rows.iter().filter(|(_, r)| r.recipe == name) {
+            eprintln!("wise-ft: {name} seed {seed} at α {alpha}");
+            let run = crate::run::RunDir::open(&row.run_dir)?;
+            extra.push((*seed, demo::report::wise_ft_row(&run, alpha)?));
+        }
+        if extra.is_empty() {
+            bail!("--wise-ft {spec}: no run of recipe `{name}` in this report");
+        }
+        rows.extend(extra);
+    }
     let aggregated = demo::aggregate(&rows);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&aggregated)?);
@@ -196,4 +214,18 @@ fn report_seeded(recipes: &[crate::recipe::Recipe], args: &ReportArgs) -> Result
     println!();
     print!("{}", demo::seeds::plot(&aggregated));
     Ok(())
+}
+
+/// `demo-mlp@0.5` → (`demo-mlp`, 0.5).
+fn parse_wise_ft(spec: &str) -> Result<(String, f64)> {
+    let (name, alpha) = spec
+        .split_once('@')
+        .context("--wise-ft takes RECIPE@ALPHA, e.g. demo-mlp@0.5")?;
+    let alpha: f64 = alpha
+        .parse()
+        .with_context(|| format!("--wise-ft {spec}: α must be a number in [0, 1]"))?;
+    if !(0.0..=1.0).contains(&alpha) {
+        bail!("--wise-ft {spec}: α must lie in [0, 1] (0 = base, 1 = tuned)");
+    }
+    Ok((name.to_string(), alpha))
 }

@@ -322,3 +322,21 @@ pub fn table(rows: &[ReportRow]) -> String {
     }
     text
 }
+
+/// The WiSE-FT row of a finished run: its trained tensors moved to `alpha` between the base
+/// (0) and the tuned values (1), probed and scored by the run's own monitor (cached in the run).
+pub fn wise_ft_row(run: &RunDir, alpha: f64) -> Result<ReportRow> {
+    let source = read_row(run)?;
+    let mut interpolation = crate::interpolate::Interpolation::open(run.path())?;
+    let point = interpolation.score(alpha)?;
+    Ok(ReportRow {
+        recipe: format!("wise-ft {} α {alpha}", source.recipe),
+        delta_target: point.delta_target,
+        delta_heldout: point.delta_heldout,
+        target_end: None,
+        heldout_end: None,
+        numeric_mass_end: point.heldout_numeric_mass,
+        wall_seconds: source.wall_seconds.map(|s| s + point.seconds),
+        ..source
+    })
+}

@@ -1,6 +1,6 @@
 //! File-change notifications for run directories and checkpoint folders, through `notify`: the
-//! platform's notifications (inotify, FSEvents, ...) when they start, else notify's polling
-//! watcher. Polling is also used when notifications fail later, and when `TUNESCOPE_WATCH=poll`
+//! platform's notifications (inotify, FSEvents, ...) when they start, else our own stat
+//! poller ([`super::stat_poll`]). Polling is also used when notifications fail later, and when `TUNESCOPE_WATCH=poll`
 //! asks for it (network filesystems deliver no notifications for writes made elsewhere). The
 //! mode is always reported ([`DirWatcher::mode`]), never silent.
 
@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use notify::{Config, EventKind, PollWatcher, RecursiveMode, Watcher};
+use notify::{EventKind, RecursiveMode, Watcher};
+
+use super::stat_poll::StatPoller;
 
 /// What a watcher reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +47,38 @@ pub type Sink = Arc<dyn Fn(Change) + Send + Sync>;
 
 /// Watches folders and reports their changes to a sink.
 pub struct DirWatcher {
-    watcher: Box<dyn Watcher + Send>,
+    watcher: Backend,
     mode: Mode,
     every: Duration,
     sink: Sink,
     watched: Vec<(PathBuf, RecursiveMode)>,
+}
+
+/// What notices changes.
+enum Backend {
+    Notify(Box<dyn Watcher + Send>),
+    Poll(StatPoller),
+}
+
+impl Backend {
+    fn watch(&mut self, path: &Path, mode: RecursiveMode) -> notify::Result<()> {
+        match self {
+            Backend::Notify(watcher) => watcher.watch(path, mode),
+            Backend::Poll(poller) => {
+                poller.watch(path, mode == RecursiveMode::Recursive);
+                Ok(())
+            }
+        }
+    }
+
+    fn unwatch(&mut self, path: &Path) {
+        match self {
+            Backend::Notify(watcher) => {
+                let _ = watcher.unwatch(path);
+            }
+            Backend::Poll(poller) => poller.unwatch(path),
+        }
+    }
 }
 
 /// Whether `TUNESCOPE_WATCH=poll` asks for polling.
@@ -67,7 +96,7 @@ impl DirWatcher {
         let forward = sink.clone();
         match notify::recommended_watcher(move |event| deliver(&forward, event)) {
             Ok(watcher) => Ok(Self {
-                watcher: Box::new(watcher),
+                watcher: Backend::Notify(Box::new(watcher)),
                 mode: Mode::Notify,
                 every,
                 sink,
@@ -79,14 +108,8 @@ impl DirWatcher {
 
     /// Polling every `every`, for `reason`.
     pub fn polling(every: Duration, reason: String, sink: Sink) -> Result<Self> {
-        let forward = sink.clone();
-        let watcher = PollWatcher::new(
-            move |event| deliver(&forward, event),
-            Config::default().with_poll_interval(every),
-        )
-        .context("cannot start the polling watcher")?;
         Ok(Self {
-            watcher: Box::new(watcher),
+            watcher: Backend::Poll(StatPoller::start(every, sink.clone())),
             mode: Mode::Polling { every, reason },
             every,
             sink,
@@ -129,7 +152,7 @@ impl DirWatcher {
     /// Stops watching `path`.
     pub fn unwatch(&mut self, path: &Path) {
         if self.watches(path) {
-            let _ = self.watcher.unwatch(path);
+            self.watcher.unwatch(path);
             self.watched.retain(|(p, _)| p != path);
         }
     }

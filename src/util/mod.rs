@@ -6,3 +6,4 @@ pub mod fs;
 pub mod fswatch;
 pub mod process;
 pub mod rng;
+pub mod stat_poll;
