@@ -5,7 +5,7 @@
 //! - **core engine**: [`model`], [`select`], [`recipe`], [`data`], [`train`], [`eval`] and
 //!   [`run`] (the run directory, the one contract between the engine and every view); none of
 //!   them knows of a terminal;
-//! - **tools** built on the engine: [`bench`], [`watch`], [`export`], [`gguf`], [`demo`] with its
+//! - **tools** built on the engine: [`bench`], [`watch`], [`export`], [`gguf`], [`merge`], [`demo`] with its
 //!   synthetic [`world`];
 //! - **fronts**: [`tui`] (the workbench) and [`cli`].
 //!
@@ -26,6 +26,7 @@ pub mod bench;
 pub mod demo;
 pub mod export;
 pub mod gguf;
+pub mod merge;
 pub mod watch;
 pub mod world;
 

@@ -11,6 +11,7 @@ mod inspect;
 mod make_assets;
 mod make_shapes;
 mod make_tiny;
+mod merge;
 mod plan;
 mod probe;
 mod quickstart;
@@ -74,6 +75,8 @@ pub enum Command {
     /// Fit a forgetting forecast on a runs folder: early probe readings against the final Δ
     /// held-out, with its leave-one-run-out error next to predicting the mean
     Forecast(forecast::ForecastArgs),
+    /// Fold a LoRA adapter into its base model, or interpolate two models: (1 − α)·A + α·B.
+    Merge(merge::MergeArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -116,6 +119,7 @@ pub fn run() -> Result<()> {
         Command::ImportGguf(args) => import_gguf::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Forecast(args) => forecast::run(args),
+        Command::Merge(args) => merge::run(args),
     }
 }
 
