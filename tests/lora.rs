@@ -203,7 +203,7 @@ fn training_moves_only_the_adapters_and_dropout_is_seeded_and_training_only() {
         match optimizer_step(
             &decoder,
             &mut optimizer,
-            &[batch.clone()],
+            std::slice::from_ref(&batch),
             1e-2,
             StepOptions::default(),
         )

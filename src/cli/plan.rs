@@ -76,7 +76,12 @@ pub fn run(args: PlanArgs) -> Result<()> {
     let _ = writeln!(out, "recipe {} on {}", recipe.name, recipe.model_spec()?);
     let _ = writeln!(
         out,
-        "trainable: {} of {} parameters ({:.2}%) in {} tensors",
+        "{}: {} of {} parameters ({:.2}%) in {} tensors",
+        if lora.is_some() {
+            "adapted (frozen)"
+        } else {
+            "trainable"
+        },
         group_digits(trainable),
         group_digits(map.total()),
         100.0 * selection.fraction(&map),
