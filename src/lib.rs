@@ -5,8 +5,9 @@
 //! - **core engine**: [`model`], [`select`], [`recipe`], [`data`], [`train`], [`eval`] and
 //!   [`run`] (the run directory, the one contract between the engine and every view); none of
 //!   them knows of a terminal;
-//! - **tools** built on the engine: [`bench`], [`watch`], [`export`], [`gguf`], [`interpolate`]
-//!   (WiSE-FT along a finished run), [`demo`] with its synthetic [`world`];
+//! - **tools** built on the engine: [`bench`], [`watch`], [`export`], [`gguf`], [`merge`]
+//!   (fold a LoRA adapter, interpolate two models), [`interpolate`] (WiSE-FT along a finished
+//!   run), [`demo`] with its synthetic [`world`];
 //! - **fronts**: [`tui`] (the workbench) and [`cli`].
 //!
 //! [`util`] holds the small helpers every tier shares (atomic writes, seeded randomness).
@@ -27,6 +28,7 @@ pub mod demo;
 pub mod export;
 pub mod gguf;
 pub mod interpolate;
+pub mod merge;
 pub mod watch;
 pub mod world;
 

@@ -417,6 +417,86 @@ fn tunescope_final_loads_in_transformers_with_equal_logits() {
     }
 }
 
+/// A LoRA run's `final/` (a PEFT adapter) loads in PEFT (`PeftModel.from_pretrained`) on its
+/// base with logits equal to tunescope's adapted model.
+#[test]
+fn tunescope_lora_adapter_loads_in_peft_with_equal_logits() {
+    let python = python_or_skip!("TUNESCOPE_PYTHON", "torch, transformers, peft");
+    for case in ["llama", "qwen2"] {
+        let work = tempfile::tempdir().unwrap();
+        let model = fixture_model(work.path(), case, "config.json");
+        let runs = work.path().join("runs");
+        let data = repo().join("assets/train/counting.jsonl");
+        tunescope(
+            &[
+                "train",
+                repo().join("recipes/lora-mlp.yaml").to_str().unwrap(),
+                "--set",
+                &format!("model={}", model.display()),
+                "--set",
+                &format!("data={}", data.display()),
+                "--set",
+                "trainable.kinds=[q, v, gate, up, down]",
+                "--set",
+                "lora.r=4",
+                "--set",
+                "lora.lr=2e-2",
+                "--set",
+                "max_steps=3",
+                "--set",
+                &format!("output_dir={}", runs.display()),
+            ],
+            work.path(),
+        );
+        let run = std::fs::read_dir(&runs)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let final_dir = run.join("final");
+        assert!(final_dir.join("adapter_model.safetensors").is_file());
+        let seqs: Vec<Vec<u32>> = vec![vec![5, 17, 42, 99, 3, 250, 11, 8, 9, 10], vec![8, 300, 77]];
+        let output = python_command(&python)
+            .arg(repo().join("scripts/hf-logits.py"))
+            .arg(&model)
+            .arg(serde_json::to_string(&seqs).unwrap())
+            .arg(&final_dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{case}: PEFT could not load final/: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let theirs: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let ours = Model::open(final_dir.to_str().unwrap()).unwrap();
+        let base = Model::open(model.to_str().unwrap()).unwrap();
+        let forward = |m: &Model, seq: &[u32]| {
+            let ids = Tensor::new(seq, &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            m.decoder(&HashSet::new(), DType::F32, &Device::Cpu)
+                .unwrap()
+                .forward(&Inputs::text(&ids, None))
+                .unwrap()
+                .i(0)
+                .unwrap()
+        };
+        let (mut worst, mut moved) = (0f32, 0f32);
+        for (i, seq) in seqs.iter().enumerate() {
+            let rows: Vec<Vec<f32>> = serde_json::from_value(theirs["logits"][i].clone()).unwrap();
+            let reference = Tensor::new(rows, &Device::Cpu).unwrap();
+            worst = worst.max(common::max_abs_diff(&forward(&ours, seq), &reference));
+            moved = moved.max(common::max_abs_diff(&forward(&base, seq), &reference));
+        }
+        println!("LoRA final/ of {case} in PEFT: max |Δ logits| = {worst:.2e} (base vs adapted: {moved:.2e})");
+        assert!(worst <= 1e-4, "{case}: {worst}");
+        assert!(moved > 1e-4, "{case}: the trained adapter changes nothing");
+    }
+}
+
 /// Exports the recipe for `target` on the fixture model; returns (work dir, model dir, export dir).
 fn export_fixture(
     case: &str,

@@ -37,6 +37,15 @@ pub fn run(args: InspectArgs) -> Result<()> {
             "model": args.model,
             "config": model.config,
             "chat_template_source": model.tokenizer.chat_template_source,
+            "lora_adapter": model.adapter.as_ref().map(|a| json!({
+                "dir": a.dir,
+                "base": a.base,
+                "r": a.settings.r,
+                "alpha": a.settings.alpha,
+                "use_rslora": a.settings.use_rslora,
+                "scale": a.settings.scale(),
+                "modules": a.modules,
+            })),
             "tensor_layout": TensorLayout::detect(&model.config, &model.weights).ok(),
             "total": map.total(),
             "totals_by_kind": map.totals_by_kind().into_iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
@@ -113,6 +122,24 @@ pub fn render_config(model: &Model) -> String {
             Err(e) => format!("unreadable: {e}"),
         };
         let _ = writeln!(out, "  {:<38} {:<22} ← {layout}", "tensor layout", "");
+    }
+    if let Some(a) = &model.adapter {
+        let _ = writeln!(
+            out,
+            "  {:<38} {:<22} ← {}, folded into {} (r {}, alpha {}, scale {}{})",
+            "LoRA adapter",
+            format!("{} modules", a.modules.len()),
+            a.dir.display(),
+            a.base,
+            a.settings.r,
+            a.settings.alpha,
+            a.settings.scale(),
+            if a.settings.use_rslora {
+                ", rsLoRA"
+            } else {
+                ""
+            }
+        );
     }
     for warning in &config.warnings {
         let _ = writeln!(out, "  warning: {warning}");

@@ -12,6 +12,7 @@ mod interpolate;
 mod make_assets;
 mod make_shapes;
 mod make_tiny;
+mod merge;
 mod plan;
 mod probe;
 mod progress;
@@ -79,6 +80,8 @@ pub enum Command {
     /// WiSE-FT along a finished run: probe and score the weights moved from the base (α 0) to
     /// the tuned ones (α 1), and write the chosen α out as a model.
     Interpolate(interpolate::InterpolateArgs),
+    /// Fold a LoRA adapter into its base model, or interpolate two models: (1 − α)·A + α·B.
+    Merge(merge::MergeArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -124,6 +127,7 @@ pub fn run() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Forecast(args) => forecast::run(args),
         Command::Interpolate(args) => interpolate::run(args),
+        Command::Merge(args) => merge::run(args),
     }
 }
 

@@ -38,6 +38,23 @@ pub fn run(args: PlanArgs) -> Result<()> {
         recipe.max_length,
         dtype_bytes,
     );
+    // With LoRA the selection names the adapted linears; the adapters are what trains.
+    let lora = match &recipe.lora {
+        Some(spec) => {
+            let modules = crate::model::lora::targets(&selection.names, &map)?;
+            let plan = crate::model::lora::LoraPlan {
+                settings: spec.settings(),
+                modules,
+                init_seed: spec.init_seed.unwrap_or(recipe.seed),
+            };
+            Some(plan.numel(&map))
+        }
+        None => None,
+    };
+    let memory = match lora {
+        Some(n) => memory.with_adapters(n, dtype_bytes),
+        None => memory,
+    };
     if args.json {
         let out = serde_json::json!({
             "recipe": recipe.name,
@@ -49,6 +66,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
             "by_kind": selection.numel_by_kind(&map).into_iter().map(|(k, v)| (k.to_string(), v)).collect::<std::collections::BTreeMap<_, _>>(),
             "by_layer": selection.numel_by_layer(&map),
             "memory": memory,
+            "lora_trainable": lora,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -58,12 +76,27 @@ pub fn run(args: PlanArgs) -> Result<()> {
     let _ = writeln!(out, "recipe {} on {}", recipe.name, recipe.model_spec()?);
     let _ = writeln!(
         out,
-        "trainable: {} of {} parameters ({:.2}%) in {} tensors",
+        "{}: {} of {} parameters ({:.2}%) in {} tensors",
+        if lora.is_some() {
+            "adapted (frozen)"
+        } else {
+            "trainable"
+        },
         group_digits(trainable),
         group_digits(map.total()),
         100.0 * selection.fraction(&map),
         selection.names.len()
     );
+    if let (Some(n), Some(spec)) = (lora, &recipe.lora) {
+        let _ = writeln!(
+            out,
+            "LoRA (r {}, alpha {}): the selected weights stay frozen; {} adapter parameters train ({:.2}% of the model)",
+            spec.r,
+            spec.alpha,
+            group_digits(n),
+            100.0 * n as f64 / map.total().max(1) as f64
+        );
+    }
     let by_kind_total = map.totals_by_kind();
     let _ = writeln!(out, "\nby kind:            trainable          of kind");
     for (kind, n) in selection.numel_by_kind(&map) {

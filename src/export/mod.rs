@@ -291,6 +291,12 @@ pub fn default_dir(recipe: &Recipe, target: Target) -> PathBuf {
 /// Writes `target`'s configuration for `recipe` into `out` (created when missing). Everything is
 /// rendered and checked before the first file is written.
 pub fn export(recipe: &Recipe, target: Target, out: &Path) -> Result<Exported> {
+    if recipe.lora.is_some() {
+        anyhow::bail!(
+            "recipe {} trains LoRA adapters (`lora:`); exporting LoRA recipes to other trainers is not implemented",
+            recipe.name
+        );
+    }
     let ctx = ExportContext::new(recipe)?;
     let rendered = render(&ctx, target)?;
     std::fs::create_dir_all(out)

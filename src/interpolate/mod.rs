@@ -109,7 +109,7 @@ impl Interpolation {
             .iter()
             .map(|(name, base)| {
                 let tuned = &self.tuned[name];
-                Ok((name.clone(), interpolate(base, tuned, alpha)?))
+                Ok((name.clone(), crate::merge::blend(base, tuned, alpha)?))
             })
             .collect()
     }
@@ -140,14 +140,6 @@ impl Interpolation {
     pub fn write_model(&self, alpha: f64, out: &Path) -> Result<()> {
         crate::run::export_model(&self.model, &self.tensors_at(alpha)?, out)
     }
-}
-
-/// `(1 − α)·a + α·b` in f32: `a` itself at α 0 and `b` itself at α 1, bit for bit.
-pub fn interpolate(a: &Tensor, b: &Tensor, alpha: f64) -> Result<Tensor> {
-    if a.shape() != b.shape() {
-        bail!("shapes differ: {:?} and {:?}", a.dims(), b.dims());
-    }
-    Ok(((a * (1.0 - alpha))? + (b * alpha)?)?)
 }
 
 fn check_alpha(alpha: f64) -> Result<()> {
@@ -216,7 +208,12 @@ mod tests {
         let dev = candle_core::Device::Cpu;
         let a = Tensor::new(&[0.1f32, -3.7, 1e-8, 12345.678], &dev).unwrap();
         let b = Tensor::new(&[0.3f32, 2.2, -1e-7, -0.001], &dev).unwrap();
-        let at = |x| interpolate(&a, &b, x).unwrap().to_vec1::<f32>().unwrap();
+        let at = |x| {
+            crate::merge::blend(&a, &b, x)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
         assert_eq!(at(0.0), a.to_vec1::<f32>().unwrap());
         assert_eq!(at(1.0), b.to_vec1::<f32>().unwrap());
         let mid = at(0.5);

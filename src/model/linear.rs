@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, Var};
 
+use crate::model::lora::LoraAdapter;
+
 /// One model parameter: trainable ones are `Var`s, frozen ones stay plain tensors so they get
 /// no gradient and never reach the optimizer.
 #[derive(Debug, Clone)]
@@ -29,14 +31,44 @@ impl Param {
     }
 }
 
-/// `y = x·Wᵀ + b` over the last dimension of `x`.
+/// `y = x·Wᵀ + b` over the last dimension of `x`, plus a LoRA adapter's update when it has one.
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub weight: Param,
     pub bias: Option<Param>,
+    pub lora: Option<LoraAdapter>,
 }
 
 impl Linear {
+    /// A linear layer without an adapter.
+    pub fn new(weight: Param, bias: Option<Param>) -> Self {
+        Self {
+            weight,
+            bias,
+            lora: None,
+        }
+    }
+
+    /// The same layer with every parameter (adapter tensors included) passed through `f`; the
+    /// copy's adapter has no dropout switch.
+    pub fn map(&self, f: &mut dyn FnMut(&Param) -> Result<Param>) -> Result<Self> {
+        let lora = match &self.lora {
+            Some(l) => Some(LoraAdapter {
+                a: f(&l.a)?,
+                b: f(&l.b)?,
+                scale: l.scale,
+                dropout: l.dropout,
+                switch: None,
+            }),
+            None => None,
+        };
+        Ok(Self {
+            weight: f(&self.weight)?,
+            bias: self.bias.as_ref().map(&mut *f).transpose()?,
+            lora,
+        })
+    }
+
     /// Applies the layer to `x` of shape `(..., in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
@@ -46,6 +78,10 @@ impl Linear {
         let y = match &self.weight {
             Param::Trainable(w) => x2.matmul(&w.as_tensor().t()?)?,
             Param::Frozen(w) => frozen_matmul(&x2, w)?,
+        };
+        let y = match &self.lora {
+            Some(adapter) => (y + adapter.forward(&x2)?)?,
+            None => y,
         };
         let mut out_dims = dims[..dims.len() - 1].to_vec();
         out_dims.push(y.dim(1)?);

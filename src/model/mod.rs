@@ -6,6 +6,7 @@ pub mod decoder;
 pub mod fused;
 pub mod generate;
 pub mod linear;
+pub mod lora;
 pub mod module_map;
 pub mod names;
 pub mod ops;
@@ -35,11 +36,18 @@ pub struct Model {
     pub config: ModelConfig,
     pub weights: WeightStore,
     pub tokenizer: ModelTokenizer,
+    /// The LoRA adapter folded into `weights`, when the model was opened from an adapter.
+    pub adapter: Option<lora::open::AdapterInfo>,
 }
 
 impl Model {
     /// Opens a model named by a directory or hub id; nothing is loaded into memory yet.
+    /// A PEFT LoRA adapter directory opens as its base model with the adapter folded in
+    /// (see [`Model::open_adapter`]).
     pub fn open(spec: &str) -> Result<Self> {
+        if lora::peft::is_adapter_dir(std::path::Path::new(spec)) {
+            return Self::open_adapter(std::path::Path::new(spec), None);
+        }
         let files = source::resolve(spec)?;
         let config = ModelConfig::from_file(&files.config)?;
         for warning in &config.warnings {
@@ -53,6 +61,7 @@ impl Model {
             config,
             weights,
             tokenizer,
+            adapter: None,
         })
     }
 
@@ -65,6 +74,23 @@ impl Model {
     /// CLIP defaults at the vision tower's image size); `None` for a text-only model.
     pub fn image_processor(&self) -> Result<Option<vlm::ImageProcessor>> {
         Ok(self.tokenizer.images.as_ref().map(|i| i.processor.clone()))
+    }
+
+    /// Builds the decoder with fresh LoRA adapters on the modules of `plan` (base frozen).
+    pub fn lora_decoder(
+        &self,
+        plan: &lora::LoraPlan,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Decoder> {
+        Decoder::load_with_lora(
+            &self.config,
+            &self.weights,
+            &HashSet::new(),
+            Some(plan),
+            dtype,
+            device,
+        )
     }
 
     /// Builds the decoder with `trainable` parameters as `Var`s.

@@ -30,6 +30,8 @@ pub struct WeightStore {
     files: Vec<PathBuf>,
     maps: Vec<MmapedSafetensors>,
     infos: BTreeMap<String, TensorInfo>,
+    /// Tensors that replace the files' values (a folded LoRA adapter), in the file's dtype.
+    overrides: BTreeMap<String, Tensor>,
 }
 
 impl WeightStore {
@@ -67,6 +69,7 @@ impl WeightStore {
             files: files.to_vec(),
             maps,
             infos,
+            overrides: BTreeMap::new(),
         })
     }
 
@@ -97,6 +100,50 @@ impl WeightStore {
         }
     }
 
+    /// Replaces the value of an existing tensor of the same shape (the weights stay mapped;
+    /// every later [`WeightStore::load`] sees `value`).
+    pub fn set_override(&mut self, name: &str, value: Tensor) -> Result<()> {
+        let info = self.infos.get(name).with_context(|| {
+            format!(
+                "cannot replace tensor {name}: it is not in {}",
+                self.location()
+            )
+        })?;
+        if info.shape != value.dims() {
+            bail!(
+                "cannot replace tensor {name} of shape {:?} by one of shape {:?}",
+                info.shape,
+                value.dims()
+            );
+        }
+        self.overrides.insert(name.to_string(), value);
+        Ok(())
+    }
+
+    /// Names of the tensors replaced in memory (see [`WeightStore::set_override`]).
+    pub fn overridden(&self) -> impl Iterator<Item = &str> {
+        self.overrides.keys().map(String::as_str)
+    }
+
+    /// Loads a tensor in its stored dtype on the CPU (overrides included).
+    pub fn load_native(&self, name: &str) -> Result<Tensor> {
+        if let Some(t) = self.overrides.get(name) {
+            return Ok(t.clone());
+        }
+        let info = self
+            .infos
+            .get(name)
+            .with_context(|| format!("tensor {name} is missing from {}", self.location()))?;
+        self.maps[info.file]
+            .load(name, &Device::Cpu)
+            .with_context(|| {
+                format!(
+                    "cannot read tensor {name} from {}",
+                    self.files[info.file].display()
+                )
+            })
+    }
+
     /// Loads a tensor, checking its shape, converted to `dtype` on `device`.
     pub fn load(
         &self,
@@ -117,6 +164,9 @@ impl WeightStore {
                 self.files[info.file].display(),
                 info.shape
             );
+        }
+        if let Some(t) = self.overrides.get(name) {
+            return Ok(t.to_dtype(dtype)?.to_device(device)?);
         }
         let tensor = self.maps[info.file]
             .load(name, device)

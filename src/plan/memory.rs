@@ -57,3 +57,23 @@ pub fn estimate(
         total: weights + gradients + optimizer + activations,
     }
 }
+
+impl MemoryEstimate {
+    /// The estimate when `adapter` LoRA parameters (in `dtype_bytes`) train instead of the
+    /// selection: the frozen weights plus the adapters, and gradients and AdamW state for the
+    /// adapters only. Activations are as estimated for the selection.
+    pub fn with_adapters(&self, adapter: usize, dtype_bytes: usize) -> Self {
+        let adapter = adapter as u64;
+        let weights = self.weights + adapter * dtype_bytes as u64;
+        let gradients = adapter * 4;
+        let master = if dtype_bytes < 4 { adapter * 4 } else { 0 };
+        let optimizer = adapter * 8 + master;
+        Self {
+            weights,
+            gradients,
+            optimizer,
+            activations: self.activations,
+            total: weights + gradients + optimizer + self.activations,
+        }
+    }
+}

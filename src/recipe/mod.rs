@@ -3,8 +3,10 @@
 //! Unknown keys are rejected with the nearest valid key suggested, errors carry the file's line
 //! and column, and `--set key.path=value` overrides any field.
 
+mod lora;
 mod overrides;
 
+pub use lora::LoraSpec;
 pub use overrides::apply_override;
 
 use std::path::{Path, PathBuf};
@@ -198,6 +200,9 @@ pub struct Recipe {
     pub eval: Option<EvalSpec>,
     /// Drift guard; absent: no guard.
     pub guard: Option<GuardSpec>,
+    /// LoRA adapters on the selected linears instead of training them; absent: no LoRA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSpec>,
 }
 
 impl Default for Recipe {
@@ -225,6 +230,7 @@ impl Default for Recipe {
             probe: None,
             eval: None,
             guard: None,
+            lora: None,
         }
     }
 }
@@ -325,6 +331,12 @@ impl Recipe {
                 self.dtype
             );
         }
+        if let Some(lora) = &self.lora {
+            lora.validate()?;
+            if !self.optimizer.lr_by_kind.is_empty() {
+                bail!("optimizer.lr_by_kind does not apply with `lora:` (the adapters train at lora.lr); remove one of them");
+            }
+        }
         let device = self.device.as_str();
         if !(device == "cpu"
             || device == "metal"
@@ -334,6 +346,11 @@ impl Recipe {
             bail!("key `device`: expected cpu, cuda:N or metal, got `{device}`");
         }
         Ok(())
+    }
+
+    /// The base learning rate of the schedule: `lora.lr` with LoRA, else `optimizer.lr`.
+    pub fn learning_rate(&self) -> f64 {
+        self.lora.as_ref().map_or(self.optimizer.lr, |l| l.lr)
     }
 
     /// The model name, or an error saying how to set it.

@@ -82,12 +82,15 @@ pub fn optimizer_step(
     let mut loss_sum = 0f64;
     let mut grads: HashMap<String, Tensor> = HashMap::new();
     let mut grads_checked = false;
-    for batch in batches {
+    for (micro, batch) in batches.iter().enumerate() {
         let start = Instant::now();
         let (ids, _labels, mask) = batch.to_tensors(device)?;
         let images = batch.images(device)?;
+        // Training mode (LoRA dropout, seeded by the step) for this forward only.
+        let training = decoder.training(optimizer.step, micro);
         let loss = (summed_nll_with_images(decoder, &ids, &mask, &batch.labels, images.as_ref())?
             / label_total)?;
+        drop(training);
         let value = loss.to_scalar::<f32>()? as f64;
         sync(options.timed)?;
         times.forward += start.elapsed().as_secs_f64();

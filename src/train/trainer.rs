@@ -15,6 +15,7 @@ use super::optimizer::AdamW;
 use super::schedule::LrSchedule;
 use super::step::{optimizer_step, StepOptions, StepOutcome};
 use crate::data::{self, TokenizeOptions};
+use crate::model::lora::{self, LoraPlan};
 use crate::model::{Decoder, Model};
 use crate::recipe::{GuardAction, Recipe};
 use crate::run::{CheckpointState, Record, RunDir, RunLock, RunState, Status};
@@ -166,6 +167,7 @@ pub struct Prepared {
     trainable: usize,
     total_params: usize,
     lr_scales: BTreeMap<String, f64>,
+    lora: Option<LoraPlan>,
 }
 
 /// What [`check`] loads: all but the decoder.
@@ -177,6 +179,7 @@ struct Checked {
     trainable: usize,
     total_params: usize,
     lr_scales: BTreeMap<String, f64>,
+    lora: Option<LoraPlan>,
 }
 
 /// Runs every check of `recipe` that needs no weights in memory (model files, selection, data,
@@ -192,7 +195,10 @@ pub fn prepare(recipe: &Recipe) -> Result<Prepared> {
     let checked = load_checked(recipe)?;
     let device = parse_device(&recipe.device)?;
     let dtype = parse_dtype(&recipe.dtype)?;
-    let decoder = checked.model.decoder(&checked.selection, dtype, &device)?;
+    let decoder = match &checked.lora {
+        Some(plan) => checked.model.lora_decoder(plan, dtype, &device)?,
+        None => checked.model.decoder(&checked.selection, dtype, &device)?,
+    };
     if let Some(name) = decoder.row_masks().keys().next() {
         if recipe.optimizer.weight_decay > 0.0 {
             anyhow::bail!(
@@ -211,6 +217,7 @@ pub fn prepare(recipe: &Recipe) -> Result<Prepared> {
         trainable: checked.trainable,
         total_params: checked.total_params,
         lr_scales: checked.lr_scales,
+        lora: checked.lora,
     })
 }
 
@@ -290,9 +297,25 @@ fn load_checked(recipe: &Recipe) -> Result<Checked> {
     }
     let lr_scales = super::optimizer::lr_scales(&recipe.optimizer, &selection.names, &map)
         .context("in the recipe's `optimizer.lr_by_kind`")?;
+    // With LoRA the selection names the linears that get adapters; the base stays frozen.
+    let lora = recipe
+        .lora
+        .as_ref()
+        .map(|spec| -> Result<LoraPlan> {
+            Ok(LoraPlan {
+                settings: spec.settings(),
+                modules: lora::targets(&selection.names, &map)
+                    .context("in the recipe's `trainable` section, with `lora:`")?,
+                init_seed: spec.init_seed.unwrap_or(recipe.seed),
+            })
+        })
+        .transpose()?;
     Ok(Checked {
         lr_scales,
-        trainable: selection.trainable_numel(&map),
+        trainable: lora
+            .as_ref()
+            .map_or_else(|| selection.trainable_numel(&map), |plan| plan.numel(&map)),
+        lora,
         total_params: map.total(),
         selection: selection.to_hash_set(),
         model,
@@ -319,6 +342,8 @@ struct Session<'a> {
     trainable: usize,
     total_params: usize,
     monitor: Option<Monitor>,
+    /// The adapters trained instead of the selection, for a LoRA run.
+    lora: Option<LoraPlan>,
 }
 
 impl<'a> Session<'a> {
@@ -332,6 +357,7 @@ impl<'a> Session<'a> {
             trainable,
             total_params,
             lr_scales,
+            lora,
         } = prepared;
         let batches_per_epoch = data::batches_per_epoch(data.examples.len(), recipe.batch_size);
         let steps_per_epoch = batches_per_epoch.div_ceil(recipe.grad_accum).max(1);
@@ -348,7 +374,7 @@ impl<'a> Session<'a> {
         };
         let mut optimizer = AdamW::new(decoder.vars(), &recipe.optimizer)?;
         optimizer.set_lr_scales(&lr_scales)?;
-        let schedule = LrSchedule::new(&recipe.schedule, recipe.optimizer.lr, total_steps);
+        let schedule = LrSchedule::new(&recipe.schedule, recipe.learning_rate(), total_steps);
         let checkpoint = if resume {
             run.latest_checkpoint()
         } else {
@@ -407,6 +433,7 @@ impl<'a> Session<'a> {
             losses,
             pad_id,
             monitor,
+            lora,
         })
     }
 
@@ -546,7 +573,13 @@ impl<'a> Session<'a> {
         }
 
         let trained = self.trained_tensors()?;
-        crate::run::export_model(&self.model, &trained, &run.final_dir())?;
+        match &self.lora {
+            Some(plan) => {
+                let base = lora::base_name(&self.recipe.model_spec()?);
+                lora::peft::write_adapter(&run.final_dir(), plan, &base, &trained)?
+            }
+            None => crate::run::export_model(&self.model, &trained, &run.final_dir())?,
+        }
         status.state = RunState::Finished;
         status.touch();
         run.write_status(status)?;

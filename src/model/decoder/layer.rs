@@ -74,12 +74,7 @@ pub(super) struct Layer {
 impl Layer {
     /// The same layer with every parameter passed through `f`.
     pub(super) fn map(&self, f: &impl Fn(&Param) -> Result<Param>) -> Result<Self> {
-        let lin = |l: &Linear| -> Result<Linear> {
-            Ok(Linear {
-                weight: f(&l.weight)?,
-                bias: l.bias.as_ref().map(f).transpose()?,
-            })
-        };
+        let lin = |l: &Linear| -> Result<Linear> { l.map(&mut |p: &Param| f(p)) };
         Ok(Self {
             input_norm: f(&self.input_norm)?,
             qkv: self.qkv.map(&lin)?,

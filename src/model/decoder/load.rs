@@ -2,6 +2,7 @@
 //! the selection as `Var`s, the vision path for vision-language models.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -12,6 +13,7 @@ use super::Decoder;
 use crate::model::config::ModelConfig;
 use crate::model::fused;
 use crate::model::linear::Linear;
+use crate::model::lora::{DropoutSwitch, LoraPlan};
 use crate::model::names::TensorLayout;
 use crate::model::vlm::VisionPath;
 use crate::model::weights::WeightStore;
@@ -25,8 +27,26 @@ impl Decoder {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        Self::load_with_lora(config, store, trainable, None, dtype, device)
+    }
+
+    /// As [`Decoder::load`], with fresh LoRA adapters (trainable `A`/`B` `Var`s named as PEFT
+    /// names them) on the linear layers `lora` names; every named module must exist.
+    pub fn load_with_lora(
+        config: &ModelConfig,
+        store: &WeightStore,
+        trainable: &HashSet<String>,
+        lora: Option<&LoraPlan>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let c = config;
         let mut src = WeightSource::new(store, trainable, dtype, device);
+        let switch = lora.map(|plan| {
+            let seed = crate::model::lora::adapter::mix(plan.init_seed, 0x6c6f7261);
+            Arc::new(DropoutSwitch::new(seed))
+        });
+        src.lora = lora.zip(switch.clone());
         let layout = TensorLayout::detect(c, store)?;
         let pre = layout.text.as_str();
         let embed = src.param(
@@ -45,7 +65,7 @@ impl Decoder {
                     let name = format!("{p}.self_attn.qkv_proj.weight");
                     let parts = fused::parts(c, &name).context("qkv_proj parts")?;
                     let weight = src.fused_param(&name, &[rows, h], &parts)?;
-                    Projections::Fused(Linear { weight, bias: None }, widths)
+                    Projections::Fused(Linear::new(weight, None), widths)
                 } else {
                     Projections::Separate(vec![
                         src.linear(&format!("{p}.self_attn.q_proj"), h, c.q_dim(), c.qkv_bias)?,
@@ -80,7 +100,7 @@ impl Decoder {
                     let name = format!("{p}.mlp.gate_up_proj.weight");
                     let parts = fused::parts(c, &name).context("gate_up_proj parts")?;
                     let weight = src.fused_param(&name, &[2 * i, h], &parts)?;
-                    Projections::Fused(Linear { weight, bias: None }, vec![i, i])
+                    Projections::Fused(Linear::new(weight, None), vec![i, i])
                 } else {
                     Projections::Separate(vec![
                         src.linear(
@@ -112,10 +132,7 @@ impl Decoder {
             if !c.tie_word_embeddings {
                 tracing::warn!("lm_head.weight is absent; tying it to the embeddings");
             }
-            Linear {
-                weight: embed.clone(),
-                bias: None,
-            }
+            Linear::new(embed.clone(), None)
         } else {
             src.linear(head, c.hidden_size, c.vocab_size, false)?
         };
@@ -155,6 +172,20 @@ impl Decoder {
                     .join(", ")
             );
         }
+        if let Some(plan) = lora {
+            let missing: Vec<&str> = plan
+                .modules
+                .iter()
+                .filter(|m| !src.adapted.contains(*m))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "these LoRA target modules are not linear layers of the decoder: {}",
+                    missing.join(", ")
+                );
+            }
+        }
         let inv_freq = Tensor::new(config.rope_inv_freq(), device)?;
         Ok(Self {
             config: config.clone(),
@@ -167,6 +198,7 @@ impl Decoder {
             vars: src.vars,
             params: src.params,
             row_masks: src.row_masks,
+            lora_dropout: switch,
             dtype,
             device: device.clone(),
         })

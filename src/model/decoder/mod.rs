@@ -35,6 +35,19 @@ use layer::Layer;
 /// Each layer's attention and MLP contributions to the residual stream, `(B, T, H)` each.
 pub type BlockOutputs = Vec<(Tensor, Tensor)>;
 
+/// Training mode of a decoder while it lives (see [`Decoder::training`]).
+pub struct TrainingGuard<'a> {
+    decoder: &'a Decoder,
+}
+
+impl Drop for TrainingGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(switch) = &self.decoder.lora_dropout {
+            switch.end();
+        }
+    }
+}
+
 /// A decoder whose trainable parameters are `Var`s.
 pub struct Decoder {
     config: ModelConfig,
@@ -49,6 +62,8 @@ pub struct Decoder {
     params: BTreeMap<String, Param>,
     /// Fused tensors of which only some parts train: 1 on their rows (see [`Decoder::row_masks`]).
     row_masks: BTreeMap<String, Tensor>,
+    /// Turns LoRA dropout on during training forwards (see [`Decoder::training`]).
+    lora_dropout: Option<std::sync::Arc<crate::model::lora::DropoutSwitch>>,
     dtype: DType,
     device: Device,
 }
@@ -63,6 +78,16 @@ impl Decoder {
     /// the trained rows: the trainer zeroes the other rows' gradients, so they stay bit-identical.
     pub fn row_masks(&self) -> &BTreeMap<String, Tensor> {
         &self.row_masks
+    }
+
+    /// Marks the forwards until the guard drops as the training forward of micro-batch `micro`
+    /// of optimizer step `step`: LoRA dropout applies, with masks seeded by both. Without
+    /// adapters (or with dropout 0) it changes nothing.
+    pub fn training(&self, step: usize, micro: usize) -> TrainingGuard<'_> {
+        if let Some(switch) = &self.lora_dropout {
+            switch.begin(step, micro);
+        }
+        TrainingGuard { decoder: self }
     }
 
     /// The trainable parameters by name.
@@ -93,10 +118,7 @@ impl Decoder {
         // Shared parameters (tied embeddings) stay shared in the copy.
         let embed = memo(&self.embed)?;
         let norm = memo(&self.norm)?;
-        let lm_head = Linear {
-            weight: memo(&self.lm_head.weight)?,
-            bias: self.lm_head.bias.as_ref().map(&mut memo).transpose()?,
-        };
+        let lm_head = self.lm_head.map(&mut memo)?;
         let vision = self.vision.as_ref().map(|v| v.map(&mut memo)).transpose()?;
         let cell = std::cell::RefCell::new(memo);
         let layers = self
@@ -120,6 +142,7 @@ impl Decoder {
             vars: BTreeMap::new(),
             params,
             row_masks: BTreeMap::new(),
+            lora_dropout: None,
             dtype: self.dtype,
             device: self.device.clone(),
         })

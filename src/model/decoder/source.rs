@@ -2,11 +2,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::model::fused::FusedPart;
 use crate::model::linear::{Linear, Param};
+use crate::model::lora::{self, DropoutSwitch, LoraAdapter, LoraPlan};
 use crate::model::weights::WeightStore;
 
 /// Hands out parameters by name: a `Var` for names in the trainable set, a tensor otherwise.
@@ -21,6 +24,10 @@ pub struct WeightSource<'a> {
     pub(super) covered: HashSet<String>,
     /// Fused tensors of which only some parts train: 1 on the rows that do, `(rows, 1)`.
     pub(super) row_masks: BTreeMap<String, Tensor>,
+    /// Linear layers that get LoRA adapters, and the training switch of their dropout.
+    pub(super) lora: Option<(&'a LoraPlan, Arc<DropoutSwitch>)>,
+    /// Modules that received an adapter.
+    pub(super) adapted: HashSet<String>,
 }
 
 impl<'a> WeightSource<'a> {
@@ -40,6 +47,8 @@ impl<'a> WeightSource<'a> {
             params: BTreeMap::new(),
             covered: HashSet::new(),
             row_masks: BTreeMap::new(),
+            lora: None,
+            adapted: HashSet::new(),
         }
     }
 
@@ -107,6 +116,28 @@ impl<'a> WeightSource<'a> {
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        let mut linear = Linear::new(weight, bias);
+        if let Some((plan, switch)) = &self.lora {
+            if plan.modules.contains(prefix) {
+                let seed = lora::adapter::module_seed(plan.init_seed, prefix);
+                let r = plan.settings.r;
+                let (a, b) =
+                    LoraAdapter::init((out_dim, in_dim), r, seed, self.dtype, &self.device)?;
+                let (a_name, b_name) = lora::tensor_names(prefix);
+                for (name, var) in [(a_name, &a), (b_name, &b)] {
+                    self.vars.insert(name.clone(), var.clone());
+                    self.params.insert(name, Param::Trainable(var.clone()));
+                }
+                linear.lora = Some(LoraAdapter {
+                    a: Param::Trainable(a),
+                    b: Param::Trainable(b),
+                    scale: plan.settings.scale(),
+                    dropout: plan.settings.dropout as f32,
+                    switch: Some(switch.clone()),
+                });
+                self.adapted.insert(prefix.to_string());
+            }
+        }
+        Ok(linear)
     }
 }

@@ -63,10 +63,7 @@ impl Norm {
 
 /// `l` with every parameter passed through `f`.
 pub(crate) fn map_linear(l: &Linear, f: &mut dyn FnMut(&Param) -> Result<Param>) -> Result<Linear> {
-    Ok(Linear {
-        weight: f(&l.weight)?,
-        bias: l.bias.as_ref().map(&mut *f).transpose()?,
-    })
+    l.map(f)
 }
 
 /// One encoder layer (the same in CLIP and SigLIP but for the activation).
