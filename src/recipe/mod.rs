@@ -4,8 +4,10 @@
 //! and column, and `--set key.path=value` overrides any field.
 
 mod overrides;
+mod regularize;
 
 pub use overrides::apply_override;
+pub use regularize::{RegularizeMethod, RegularizeSpec};
 
 use std::path::{Path, PathBuf};
 
@@ -198,6 +200,8 @@ pub struct Recipe {
     pub eval: Option<EvalSpec>,
     /// Drift guard; absent: no guard.
     pub guard: Option<GuardSpec>,
+    /// A loss term that holds the model near the stage's start (LwF); absent: none.
+    pub regularize: Option<RegularizeSpec>,
 }
 
 impl Default for Recipe {
@@ -225,6 +229,7 @@ impl Default for Recipe {
             probe: None,
             eval: None,
             guard: None,
+            regularize: None,
         }
     }
 }
@@ -332,6 +337,9 @@ impl Recipe {
             || device.starts_with("cuda:"))
         {
             bail!("key `device`: expected cpu, cuda:N or metal, got `{device}`");
+        }
+        if let Some(spec) = &self.regularize {
+            spec.validate()?;
         }
         Ok(())
     }
