@@ -48,18 +48,18 @@ impl Lwf {
         &self.teacher
     }
 
-    /// T²·Σ KL(teacher/T ‖ student/T) over the rows of `student_logits`, the student's f32
-    /// logits `(N, V)` at the flat positions `index` of `inputs`; the teacher's logits carry no
-    /// gradient.
-    pub fn kl_sum(
-        &self,
-        student_logits: &Tensor,
-        inputs: &Inputs,
-        index: &Tensor,
-    ) -> Result<Tensor> {
+    /// The teacher's f32 logits `(N, V)` at the flat positions `index` of `inputs`, without
+    /// gradient. The step computes them before the student's forward, so the teacher's
+    /// activations are freed before the student's graph is built.
+    pub fn teacher_logits(&self, inputs: &Inputs, index: &Tensor) -> Result<Tensor> {
         let hidden = self.teacher.hidden_states(inputs)?;
-        let teacher_logits = logits_at(&self.teacher, &hidden, index)?.detach();
-        distill_kl_sum(student_logits, &teacher_logits, self.temperature)
+        Ok(logits_at(&self.teacher, &hidden, index)?.detach())
+    }
+
+    /// T²·Σ KL(teacher/T ‖ student/T) over the rows of the student's and the teacher's
+    /// logits at the same positions.
+    pub fn kl_sum(&self, student_logits: &Tensor, teacher_logits: &Tensor) -> Result<Tensor> {
+        distill_kl_sum(student_logits, teacher_logits, self.temperature)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
-use super::loss::{labelled_logits, summed_nll_with_images};
+use super::loss::{label_positions, labelled_logits, summed_nll_with_images};
 use super::optimizer::AdamW;
 use super::regularize::Lwf;
 use crate::data::Batch;
@@ -197,7 +197,8 @@ pub fn regularized_step(
 }
 
 /// The summed NLL and the summed LwF term (T²·Σ KL) of one micro-batch, from one student
-/// forward; both are zero when nothing is labelled.
+/// forward; both are zero when nothing is labelled. The teacher runs first, so its activations
+/// never sit beside the student's graph.
 fn nll_and_kl(
     decoder: &Decoder,
     lwf: &Lwf,
@@ -207,12 +208,19 @@ fn nll_and_kl(
     images: Option<&crate::model::vlm::ImageBatch>,
 ) -> Result<(Tensor, Tensor)> {
     let inputs = crate::model::decoder::Inputs::text(ids, Some(mask)).with_images(images);
-    match labelled_logits(decoder, &inputs, &batch.labels)? {
-        Some(labelled) => Ok((
+    let (positions, _) = label_positions(&batch.labels);
+    let teacher = if positions.is_empty() {
+        None
+    } else {
+        let index = Tensor::new(positions.as_slice(), decoder.device())?;
+        Some(lwf.teacher_logits(&inputs, &index)?)
+    };
+    match (labelled_logits(decoder, &inputs, &batch.labels)?, teacher) {
+        (Some(labelled), Some(teacher)) => Ok((
             crate::model::ops::cross_entropy_sum(&labelled.logits, &labelled.targets)?,
-            lwf.kl_sum(&labelled.logits, &inputs, &labelled.index)?,
+            lwf.kl_sum(&labelled.logits, &teacher)?,
         )),
-        None => {
+        _ => {
             let zero = Tensor::zeros((), DType::F32, decoder.device())?;
             Ok((zero.clone(), zero))
         }
