@@ -10,6 +10,7 @@ use crate::model::Model;
 use crate::plan::estimate;
 use crate::recipe::Recipe;
 use crate::select;
+use crate::train::regularize::TeacherMemory;
 use crate::util::format::{group_digits, human_bytes};
 
 #[derive(Debug, Args)]
@@ -55,8 +56,13 @@ pub fn run(args: PlanArgs) -> Result<()> {
         Some(n) => memory.with_adapters(n, dtype_bytes),
         None => memory,
     };
+    let teacher = recipe.regularize.as_ref().map(|spec| {
+        let memory =
+            TeacherMemory::estimate(selection.trainable_numel(&map), map.total(), dtype_bytes);
+        (spec, memory)
+    });
     if args.json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "recipe": recipe.name,
             "model": recipe.model,
             "trainable": selection.trainable_numel(&map),
@@ -68,6 +74,14 @@ pub fn run(args: PlanArgs) -> Result<()> {
             "memory": memory,
             "lora_trainable": lora,
         });
+        if let Some((spec, m)) = &teacher {
+            out["lwf_teacher"] = serde_json::json!({
+                "lambda": spec.lambda,
+                "temperature": spec.temperature,
+                "bytes": m.copied,
+                "full_copy_bytes": m.full_copy,
+            });
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
@@ -132,6 +146,17 @@ pub fn run(args: PlanArgs) -> Result<()> {
         ("total", memory.total),
     ] {
         let _ = writeln!(out, "  {label:<24} {:>12}", human_bytes(bytes));
+    }
+    if let Some((spec, m)) = &teacher {
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>12}   (LwF λ {}, T {}: the trainable tensors copied, frozen ones shared; a full copy: {})",
+            "teacher",
+            human_bytes(m.copied),
+            spec.lambda,
+            spec.temperature,
+            human_bytes(m.full_copy)
+        );
     }
     print!("{out}");
     Ok(())

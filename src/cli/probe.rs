@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use crate::eval::drift::layer_drift;
+use crate::eval::drift::layer_drift_both;
 use crate::eval::numeric::NumericVocab;
 use crate::eval::probe::{load_prompts, probe_set, BaseReference, ProbeOptions, SetReport};
 use crate::model::Model;
@@ -107,7 +107,7 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         let reference = BaseReference::compute(&base, prompts, &numeric, &tok.stop_ids, &options)?;
         let report = probe_set(&base, &current, &reference, tok, &numeric, &options)?;
         if *name == "heldout" {
-            drift = Some(layer_drift(
+            drift = Some(layer_drift_both(
                 &base,
                 &current,
                 &reference.prompts,
@@ -121,11 +121,15 @@ pub fn run(args: ProbeArgs) -> Result<()> {
         reports.insert(name.to_string(), serde_json::to_value(&report)?);
     }
     if args.json {
-        reports.insert("layer_drift".into(), serde_json::to_value(&drift)?);
+        let (own, pooled) = drift.unzip();
+        reports.insert("layer_drift".into(), serde_json::to_value(&own)?);
+        reports.insert("layer_drift_pooled".into(), serde_json::to_value(&pooled)?);
         reports.insert("numeric_tokens".into(), numeric.len().into());
         println!("{}", serde_json::to_string_pretty(&reports)?);
-    } else if let Some(drift) = drift {
-        println!("\nper-layer drift (logit-space size of the block's change, held-out answers):");
+    } else if let Some((drift, _)) = drift {
+        println!(
+            "\nper-layer drift (‖W_now·h_now − W_base·h_base‖₂ of each block, per held-out answer, then averaged):"
+        );
         println!("  layer        attn         mlp");
         for d in drift {
             println!("  {:>5} {:>11.4} {:>11.4}", d.layer, d.attn, d.mlp);

@@ -5,9 +5,11 @@
 
 mod lora;
 mod overrides;
+mod regularize;
 
 pub use lora::LoraSpec;
 pub use overrides::apply_override;
+pub use regularize::{RegularizeMethod, RegularizeSpec};
 
 use std::path::{Path, PathBuf};
 
@@ -203,6 +205,8 @@ pub struct Recipe {
     /// LoRA adapters on the selected linears instead of training them; absent: no LoRA.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraSpec>,
+    /// A loss term that holds the model near the stage's start (LwF); absent: none.
+    pub regularize: Option<RegularizeSpec>,
 }
 
 impl Default for Recipe {
@@ -231,6 +235,7 @@ impl Default for Recipe {
             eval: None,
             guard: None,
             lora: None,
+            regularize: None,
         }
     }
 }
@@ -344,6 +349,9 @@ impl Recipe {
             || device.starts_with("cuda:"))
         {
             bail!("key `device`: expected cpu, cuda:N or metal, got `{device}`");
+        }
+        if let Some(spec) = &self.regularize {
+            spec.validate()?;
         }
         Ok(())
     }

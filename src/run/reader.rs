@@ -60,6 +60,8 @@ pub struct RunSnapshot {
     pub base_scores: Vec<TaskScore>,
     pub delta_learning: Option<f64>,
     pub delta_heldout: Option<f64>,
+    /// Newest per-layer drift: the study's measure (`layer_drift_own` records), or in run
+    /// directories of earlier builds their pooled base-unembedding measure (`layer_drift`).
     pub layer_drift: Vec<LayerDrift>,
     /// Held-out histogram of the newest probe snapshot (falls back to the target set).
     pub histogram: Vec<HistogramEntry>,
@@ -98,6 +100,9 @@ pub struct RunReader {
     pending: String,
     status_mtime: Option<SystemTime>,
     snapshot: RunSnapshot,
+    /// Whether a record of the study's drift measure was read: from then on the pooled
+    /// measure of older builds no longer fills [`RunSnapshot::layer_drift`].
+    own_drift_seen: bool,
 }
 
 impl RunReader {
@@ -111,6 +116,7 @@ impl RunReader {
             pending: String::new(),
             status_mtime: None,
             snapshot: RunSnapshot::default(),
+            own_drift_seen: false,
         }
     }
 
@@ -183,6 +189,7 @@ impl RunReader {
             self.offset = 0;
             self.malformed = 0;
             self.pending.clear();
+            self.own_drift_seen = false;
             self.snapshot = RunSnapshot {
                 status: self.snapshot.status.take(),
                 ..RunSnapshot::default()
@@ -276,7 +283,15 @@ impl RunReader {
                 s.delta_learning = e.delta_learning;
                 s.delta_heldout = e.delta_heldout;
             }
-            Record::LayerDrift { layers, .. } => s.layer_drift = layers,
+            Record::LayerDrift { layers, .. } => {
+                s.layer_drift = layers;
+                self.own_drift_seen = true;
+            }
+            // Old run directories hold only the pooled measure: it fills the panel there.
+            Record::LayerDriftPooled { layers, .. } if !self.own_drift_seen => {
+                s.layer_drift = layers
+            }
+            Record::LayerDriftPooled { .. } => {}
             Record::Guard { reason, .. } => s.guard_messages.push(format!("step {step}: {reason}")),
             Record::Checkpoint { .. }
             | Record::Stopped { .. }

@@ -37,8 +37,22 @@ pub enum Record {
     Train(StepMetrics),
     /// A drift-probe reading (the histograms are in `probe/step-N.json`).
     Probe(Box<ProbeRecord>),
-    /// Per-layer drift of attention and MLP contributions.
+    /// Per-layer drift of attention and MLP contributions as the study computes it: each
+    /// model's own unembedding, averaged per sample, then over samples
+    /// ([`crate::eval::drift::layer_drift`]).
+    #[serde(rename = "layer_drift_own")]
     LayerDrift {
+        /// Updates completed when measured.
+        step: usize,
+        /// One entry per layer; empty when unreadable.
+        #[serde(default, deserialize_with = "or_default")]
+        layers: Vec<LayerDrift>,
+    },
+    /// Per-layer drift as earlier builds recorded it (kind `layer_drift`): the base
+    /// unembedding for both models, pooled over tokens
+    /// ([`crate::eval::drift::layer_drift_pooled`]). Read from old run directories.
+    #[serde(rename = "layer_drift")]
+    LayerDriftPooled {
         /// Updates completed when measured.
         step: usize,
         /// One entry per layer; empty when unreadable.
@@ -133,6 +147,7 @@ impl Record {
             Record::Eval(e) => e.step,
             Record::Watch(w) => w.step,
             Record::LayerDrift { step, .. }
+            | Record::LayerDriftPooled { step, .. }
             | Record::Guard { step, .. }
             | Record::Checkpoint { step, .. }
             | Record::CheckpointFailed { step, .. }
@@ -152,7 +167,8 @@ impl Record {
             Record::Resume(_) => "resume",
             Record::Train(_) => "train",
             Record::Probe(_) => "probe",
-            Record::LayerDrift { .. } => "layer_drift",
+            Record::LayerDrift { .. } => "layer_drift_own",
+            Record::LayerDriftPooled { .. } => "layer_drift",
             Record::Eval(_) => "eval",
             Record::Guard { .. } => "guard",
             Record::Checkpoint { .. } => "checkpoint",
@@ -209,6 +225,10 @@ pub struct StepMetrics {
     /// Seconds of training time since the run (or resume) started.
     pub elapsed: f64,
     pub tokens: usize,
+    /// With `regularize: {method: lwf}`: T²·KL(teacher ‖ student) per answer token of this
+    /// step, before λ (absent in runs without LwF and in older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lwf_kl: Option<f64>,
 }
 
 /// A probe reading: the summary of each prompt set (target, held-out).

@@ -44,22 +44,53 @@ pub fn summed_nll_with_images(
     labels: &[Vec<i64>],
     images: Option<&ImageBatch>,
 ) -> Result<Tensor> {
+    let inputs = Inputs::text(input_ids, Some(attention_mask)).with_images(images);
+    match labelled_logits(decoder, &inputs, labels)? {
+        Some(labelled) => Ok(crate::model::ops::cross_entropy_sum(
+            &labelled.logits,
+            &labelled.targets,
+        )?),
+        None => Ok(Tensor::zeros((), DType::F32, decoder.device())?),
+    }
+}
+
+/// A batch's logits at its labelled positions.
+pub struct Labelled {
+    /// f32 logits `(N, V)`, one row per labelled position.
+    pub logits: Tensor,
+    /// The positions in the flattened `(B·T)` sequence, `(N,)` u32 (see [`label_positions`]).
+    pub index: Tensor,
+    /// The token each row must predict, `(N,)` u32.
+    pub targets: Tensor,
+}
+
+/// The logits of `decoder` at the labelled positions of `inputs` (`None` when nothing is
+/// labelled); the full forward runs once, the unembedding only at those positions.
+pub fn labelled_logits(
+    decoder: &Decoder,
+    inputs: &Inputs,
+    labels: &[Vec<i64>],
+) -> Result<Option<Labelled>> {
     let (positions, targets) = label_positions(labels);
     let device = decoder.device();
-    let hidden = match images {
-        Some(_) => decoder
-            .hidden_states(&Inputs::text(input_ids, Some(attention_mask)).with_images(images))?,
-        None => decoder.hidden_states(&Inputs::text(input_ids, Some(attention_mask)))?,
-    };
-    let (b, t, h) = hidden.dims3()?;
+    let hidden = decoder.hidden_states(inputs)?;
     if positions.is_empty() {
-        return Ok(Tensor::zeros((), DType::F32, device)?);
+        return Ok(None);
     }
     let index = Tensor::new(positions.as_slice(), device)?;
-    let picked = hidden.reshape((b * t, h))?.index_select(&index, 0)?;
-    let logits = decoder.logits(&picked)?;
-    let targets = Tensor::new(targets.as_slice(), device)?;
-    Ok(crate::model::ops::cross_entropy_sum(&logits, &targets)?)
+    let logits = logits_at(decoder, &hidden, &index)?;
+    Ok(Some(Labelled {
+        logits,
+        index,
+        targets: Tensor::new(targets.as_slice(), device)?,
+    }))
+}
+
+/// f32 logits of `decoder` at the flat `index` of final hidden states `(B, T, H)`.
+pub fn logits_at(decoder: &Decoder, hidden: &Tensor, index: &Tensor) -> Result<Tensor> {
+    let (b, t, h) = hidden.dims3()?;
+    let picked = hidden.reshape((b * t, h))?.index_select(index, 0)?;
+    decoder.logits(&picked)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod events;
 pub mod loss;
 pub mod monitor;
 pub mod optimizer;
+pub mod regularize;
 pub mod schedule;
 pub mod step;
 mod trainer;

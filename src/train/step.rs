@@ -8,8 +8,9 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
-use super::loss::summed_nll_with_images;
+use super::loss::{label_positions, labelled_logits, summed_nll_with_images};
 use super::optimizer::AdamW;
+use super::regularize::Lwf;
 use crate::data::Batch;
 use crate::model::Decoder;
 
@@ -50,6 +51,8 @@ pub struct StepReport {
     pub times: PhaseTimes,
     /// Whether the gradient check ran (and passed) in this step.
     pub grads_checked: bool,
+    /// With LwF: T²·KL(teacher ‖ student) per labelled token over the step (before λ).
+    pub lwf_kl: Option<f64>,
 }
 
 /// A step either updates the weights or stops before touching them.
@@ -68,6 +71,19 @@ pub fn optimizer_step(
     lr: f64,
     options: StepOptions,
 ) -> Result<StepOutcome> {
+    regularized_step(decoder, optimizer, batches, lr, options, None)
+}
+
+/// [`optimizer_step`] with a regularizer: the loss of each micro-batch gets λ·(its LwF term)
+/// at the same labelled positions as the NLL, both divided by the step's labelled tokens.
+pub fn regularized_step(
+    decoder: &Decoder,
+    optimizer: &mut AdamW,
+    batches: &[Batch],
+    lr: f64,
+    options: StepOptions,
+    regularizer: Option<&Lwf>,
+) -> Result<StepOutcome> {
     let device = decoder.device();
     let sync = |on: bool| -> Result<()> {
         if on {
@@ -80,18 +96,42 @@ pub fn optimizer_step(
     let label_total = labels.max(1) as f64;
     let mut times = PhaseTimes::default();
     let mut loss_sum = 0f64;
+    let mut kl_sum = regularizer.map(|_| 0f64);
     let mut grads: HashMap<String, Tensor> = HashMap::new();
     let mut grads_checked = false;
     for (micro, batch) in batches.iter().enumerate() {
         let start = Instant::now();
         let (ids, _labels, mask) = batch.to_tensors(device)?;
         let images = batch.images(device)?;
-        // Training mode (LoRA dropout, seeded by the step) for this forward only.
+        // Training mode (LoRA dropout, seeded by the step) for the student's forward only.
         let training = decoder.training(optimizer.step, micro);
-        let loss = (summed_nll_with_images(decoder, &ids, &mask, &batch.labels, images.as_ref())?
-            / label_total)?;
+        let (loss, value) = match regularizer {
+            None => {
+                let loss = (summed_nll_with_images(
+                    decoder,
+                    &ids,
+                    &mask,
+                    &batch.labels,
+                    images.as_ref(),
+                )? / label_total)?;
+                let value = loss.to_scalar::<f32>()? as f64;
+                (loss, value)
+            }
+            Some(lwf) => {
+                let (nll, kl) = nll_and_kl(decoder, lwf, &ids, &mask, batch, images.as_ref())?;
+                let nll = (nll / label_total)?;
+                let value = nll.to_scalar::<f32>()? as f64;
+                let kl_value = kl.to_scalar::<f32>()? as f64 / label_total;
+                if !kl_value.is_finite() {
+                    return Ok(StepOutcome::NotFinite(format!("LwF KL is {kl_value}")));
+                }
+                if let Some(sum) = kl_sum.as_mut() {
+                    *sum += kl_value;
+                }
+                ((&nll + (kl * (lwf.lambda() / label_total))?)?, value)
+            }
+        };
         drop(training);
-        let value = loss.to_scalar::<f32>()? as f64;
         sync(options.timed)?;
         times.forward += start.elapsed().as_secs_f64();
         if !value.is_finite() {
@@ -155,7 +195,39 @@ pub fn optimizer_step(
         tokens,
         times,
         grads_checked,
+        lwf_kl: kl_sum,
     }))
+}
+
+/// The summed NLL and the summed LwF term (T²·Σ KL) of one micro-batch, from one student
+/// forward; both are zero when nothing is labelled. The teacher runs first, so its activations
+/// never sit beside the student's graph.
+fn nll_and_kl(
+    decoder: &Decoder,
+    lwf: &Lwf,
+    ids: &Tensor,
+    mask: &Tensor,
+    batch: &Batch,
+    images: Option<&crate::model::vlm::ImageBatch>,
+) -> Result<(Tensor, Tensor)> {
+    let inputs = crate::model::decoder::Inputs::text(ids, Some(mask)).with_images(images);
+    let (positions, _) = label_positions(&batch.labels);
+    let teacher = if positions.is_empty() {
+        None
+    } else {
+        let index = Tensor::new(positions.as_slice(), decoder.device())?;
+        Some(lwf.teacher_logits(&inputs, &index)?)
+    };
+    match (labelled_logits(decoder, &inputs, &batch.labels)?, teacher) {
+        (Some(labelled), Some(teacher)) => Ok((
+            crate::model::ops::cross_entropy_sum(&labelled.logits, &labelled.targets)?,
+            lwf.kl_sum(&labelled.logits, &teacher)?,
+        )),
+        _ => {
+            let zero = Tensor::zeros((), DType::F32, decoder.device())?;
+            Ok((zero.clone(), zero))
+        }
+    }
 }
 
 /// √(Σ‖g‖²) over all gradients.

@@ -12,8 +12,9 @@ use candle_core::Tensor;
 use super::events::{StepMetrics, TrainEvent};
 use super::monitor::{check_guard, Monitor, MonitorInputs};
 use super::optimizer::AdamW;
+use super::regularize::{Lwf, TeacherMemory};
 use super::schedule::LrSchedule;
-use super::step::{optimizer_step, StepOptions, StepOutcome};
+use super::step::{regularized_step, StepOptions, StepOutcome};
 use crate::data::{self, TokenizeOptions};
 use crate::model::lora::{self, LoraPlan};
 use crate::model::{Decoder, Model};
@@ -344,6 +345,8 @@ struct Session<'a> {
     monitor: Option<Monitor>,
     /// The adapters trained instead of the selection, for a LoRA run.
     lora: Option<LoraPlan>,
+    /// The LwF term, when the recipe has `regularize`.
+    regularizer: Option<Lwf>,
 }
 
 impl<'a> Session<'a> {
@@ -362,15 +365,35 @@ impl<'a> Session<'a> {
         let batches_per_epoch = data::batches_per_epoch(data.examples.len(), recipe.batch_size);
         let steps_per_epoch = batches_per_epoch.div_ceil(recipe.grad_accum).max(1);
         let total_steps = recipe.max_steps.unwrap_or(recipe.epochs * steps_per_epoch);
-        // The base model for probes and evaluation: the weights before any update (shared
-        // tensors for frozen parameters, a copy of the trainable ones).
-        let monitor = match monitor {
-            Some(inputs) => Some(Monitor::from_inputs(
-                inputs,
-                decoder.frozen_snapshot()?,
-                &model.tokenizer,
-            )?),
-            None => None,
+        // The base model for probes, evaluation and the LwF teacher: the weights before any
+        // update and before a checkpoint is restored, i.e. the model at the start of the stage
+        // (shared tensors for frozen parameters, one copy of the trainable ones).
+        let base = match (&monitor, &recipe.regularize) {
+            (None, None) => None,
+            _ => Some(decoder.frozen_snapshot()?),
+        };
+        let regularizer = match (&recipe.regularize, &base) {
+            (Some(spec), Some(base)) => {
+                // A snapshot of an all-frozen model shares every tensor: the teacher and the
+                // monitor hold one copy between them.
+                let teacher = base.frozen_snapshot()?;
+                let memory = TeacherMemory::measure(&teacher, &decoder);
+                tracing::info!(
+                    "LwF teacher (λ {}, T {}): {} of its own (the trainable tensors); a full copy would take {}",
+                    spec.lambda,
+                    spec.temperature,
+                    crate::util::format::human_bytes(memory.copied),
+                    crate::util::format::human_bytes(memory.full_copy)
+                );
+                Some(Lwf::new(spec, teacher))
+            }
+            _ => None,
+        };
+        let monitor = match (monitor, base) {
+            (Some(inputs), Some(base)) => {
+                Some(Monitor::from_inputs(inputs, base, &model.tokenizer)?)
+            }
+            _ => None,
         };
         let mut optimizer = AdamW::new(decoder.vars(), &recipe.optimizer)?;
         optimizer.set_lr_scales(&lr_scales)?;
@@ -434,6 +457,7 @@ impl<'a> Session<'a> {
             pad_id,
             monitor,
             lora,
+            regularizer,
         })
     }
 
@@ -513,18 +537,25 @@ impl<'a> Session<'a> {
                 timed: false,
                 check_grads: !grads_checked,
             };
-            let report =
-                match optimizer_step(&self.decoder, &mut self.optimizer, &batches, lr, options)? {
-                    StepOutcome::Updated(report) => report,
-                    StepOutcome::NotFinite(what) => {
-                        return self.fail(
-                            status,
-                            step,
-                            format!("{what} at step {}", step + 1),
-                            on_event,
-                        );
-                    }
-                };
+            let stepped = regularized_step(
+                &self.decoder,
+                &mut self.optimizer,
+                &batches,
+                lr,
+                options,
+                self.regularizer.as_ref(),
+            )?;
+            let report = match stepped {
+                StepOutcome::Updated(report) => report,
+                StepOutcome::NotFinite(what) => {
+                    return self.fail(
+                        status,
+                        step,
+                        format!("{what} at step {}", step + 1),
+                        on_event,
+                    );
+                }
+            };
             grads_checked |= report.grads_checked;
             self.micro_batches += self.recipe.grad_accum;
             let (step_loss, grad_norm, tokens) = (report.loss, report.grad_norm, report.tokens);
@@ -542,6 +573,7 @@ impl<'a> Session<'a> {
                 tokens_per_s: tokens as f64 / seconds.max(1e-9),
                 elapsed: train_seconds + seconds,
                 tokens,
+                lwf_kl: report.lwf_kl,
             };
             let event = TrainEvent::Step(metrics);
             self.write_record(&event)?;

@@ -63,7 +63,11 @@ pub fn recorded_steps(run: &RunDir) -> Result<BTreeSet<usize>> {
 fn drop_unfinished_steps(run: &RunDir, recorded: &BTreeSet<usize>) -> Result<usize> {
     run.retain_records(|_, record| match record {
         Some(
-            Record::Probe(_) | Record::LayerDrift { .. } | Record::Eval(_) | Record::Guard { .. },
+            Record::Probe(_)
+            | Record::LayerDrift { .. }
+            | Record::LayerDriftPooled { .. }
+            | Record::Eval(_)
+            | Record::Guard { .. },
         ) => record
             .and_then(Record::step)
             .is_some_and(|step| recorded.contains(&step)),
