@@ -241,7 +241,7 @@ fn decode_speed(
     if rows == 0 || ids.len() != rows * width {
         bail!("decode_speed needs prompts of equal length");
     }
-    let mut cache = decoder.new_cache(rows);
+    let mut cache = decoder.new_cache_with_capacity(rows, width + new_tokens);
     let start = Instant::now();
     let input = Tensor::from_vec(ids, (rows, width), device)?;
     let mut logits = decoder.forward_cached(&input, None, &mut cache, None)?;

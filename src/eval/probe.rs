@@ -261,7 +261,8 @@ pub fn greedy_stats(
             ids.extend_from_slice(&p.ids);
             valid.push([vec![false; pad], vec![true; p.ids.len()]].concat());
         }
-        let mut cache = decoder.new_cache(chunk.len());
+        let mut cache =
+            decoder.new_cache_with_capacity(chunk.len(), width + options.max_new_tokens);
         let input = Tensor::from_vec(ids, (chunk.len(), width), device)?;
         let pixels = stack_pixels(chunk, device)?;
         let mut logits =

@@ -53,7 +53,7 @@ pub fn generate_with_image(
     anyhow::ensure!(!prompt.is_empty(), "cannot generate from an empty prompt");
     let temperature = (options.temperature > 0.0).then_some(options.temperature);
     let mut sampler = LogitsProcessor::new(options.seed, temperature, options.top_p);
-    let mut cache = decoder.new_cache(1);
+    let mut cache = decoder.new_cache_with_capacity(1, prompt.len() + options.max_new_tokens);
     let mut input = Tensor::new(prompt, decoder.device())?.unsqueeze(0)?;
     let mut out = Vec::new();
     let mut pixels = images;
@@ -61,7 +61,11 @@ pub fn generate_with_image(
         let logits = decoder
             .forward_cached(&input, None, &mut cache, pixels.take())?
             .squeeze(0)?;
-        let token = sampler.sample(&logits)?;
+        // Greedy: the arg-max of the logits, without copying them out.
+        let token = match temperature {
+            None => logits.argmax(candle_core::D::Minus1)?.to_scalar::<u32>()?,
+            Some(_) => sampler.sample(&logits)?,
+        };
         out.push(token);
         on_token(token)?;
         if options.stop_ids.contains(&token) {

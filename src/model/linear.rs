@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, Var};
 
+use super::ops;
 use crate::model::lora::LoraAdapter;
 
 /// One model parameter: trainable ones are `Var`s, frozen ones stay plain tensors so they get
@@ -71,13 +72,27 @@ impl Linear {
 
     /// Applies the layer to `x` of shape `(..., in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, false)
+    }
+
+    /// [`Linear::forward`], or with `inference` its value without a graph: a few rows (decoding)
+    /// take [`ops::small_matmul`] over the weight as stored, whether it trains or not.
+    pub fn apply(&self, x: &Tensor, inference: bool) -> Result<Tensor> {
         let dims = x.dims();
         let in_dim = *dims.last().unwrap_or(&0);
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
-        let y = match &self.weight {
-            Param::Trainable(w) => x2.matmul(&w.as_tensor().t()?)?,
-            Param::Frozen(w) => frozen_matmul(&x2, w)?,
+        let y = if inference {
+            let (x2, w) = (x2.detach(), self.weight.tensor().detach());
+            match ops::small_matmul(&x2, &w)? {
+                Some(y) => y,
+                None => x2.matmul(&w.t()?)?,
+            }
+        } else {
+            match &self.weight {
+                Param::Trainable(w) => x2.matmul(&w.as_tensor().t()?)?,
+                Param::Frozen(w) => frozen_matmul(&x2, w)?,
+            }
         };
         let y = match &self.lora {
             Some(adapter) => (y + adapter.forward(&x2)?)?,
@@ -87,6 +102,7 @@ impl Linear {
         out_dims.push(y.dim(1)?);
         let y = y.reshape(out_dims)?;
         Ok(match &self.bias {
+            Some(bias) if inference => y.broadcast_add(&bias.tensor().detach())?,
             Some(bias) => y.broadcast_add(bias.tensor())?,
             None => y,
         })

@@ -66,7 +66,7 @@ pub fn greedy_batch_with_images(
         row.resize(seq, true);
         valid.push(row);
     }
-    let mut cache = decoder.new_cache(batch);
+    let mut cache = decoder.new_cache_with_capacity(batch, seq + max_new_tokens);
     let input = Tensor::from_vec(ids, (batch, seq), device)?;
     let mut logits = decoder.forward_cached(&input, Some(&valid), &mut cache, images)?;
     let mut generated: Vec<Vec<u32>> = vec![Vec::new(); batch];

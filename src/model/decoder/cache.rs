@@ -1,17 +1,19 @@
 //! The KV cache of generation and the cached forward: new tokens attend over the cached
-//! keys and values; M-RoPE models keep each row's next position.
+//! keys and values (kept in preallocated buffers, see [`LayerKv`]); M-RoPE models keep each
+//! row's next position. The cached forward builds no graph and takes the few-row product path.
 
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
 use super::context::Positions;
+use super::kv_store::LayerKv;
 use super::{positions_from_valid, Decoder};
 use crate::model::vlm::ImageBatch;
 
 /// Per-layer keys and values of the tokens seen so far, for generation.
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    pub(super) layers: Vec<Option<(Tensor, Tensor)>>,
+    pub(super) layers: Vec<LayerKv>,
     /// For each row, whether each cached key is a real token (false for left padding).
     pub(super) key_valid: Vec<Vec<bool>>,
     /// M-RoPE: each row's next text position (images advance it by less than their tokens).
@@ -31,10 +33,16 @@ impl KvCache {
 }
 
 impl Decoder {
-    /// An empty KV cache for `batch` rows.
+    /// An empty KV cache for `batch` rows (its buffers grow as needed).
     pub fn new_cache(&self, batch: usize) -> KvCache {
+        self.new_cache_with_capacity(batch, 0)
+    }
+
+    /// An empty KV cache for `batch` rows whose buffers are allocated once for `capacity`
+    /// positions (prompt plus new tokens); more positions still fit, by reallocation.
+    pub fn new_cache_with_capacity(&self, batch: usize, capacity: usize) -> KvCache {
         KvCache {
-            layers: vec![None; self.layers.len()],
+            layers: vec![LayerKv::with_capacity(capacity); self.layers.len()],
             key_valid: vec![Vec::new(); batch],
             next_position: vec![0; batch],
         }
@@ -43,6 +51,7 @@ impl Decoder {
     /// Runs new tokens `(B, T)` through the model with a KV cache and returns f32 logits of the
     /// last position `(B, V)`. `valid` marks real tokens per row (false for left padding);
     /// `images` are those of the image tokens among the new tokens (a prompt's prefill).
+    /// The logits carry no graph (this is for decoding, not training).
     pub fn forward_cached(
         &self,
         input_ids: &Tensor,
@@ -79,11 +88,11 @@ impl Decoder {
         for (row, new) in cache.key_valid.iter_mut().zip(&new_valid) {
             row.extend_from_slice(new);
         }
-        let ctx = self.layer_context(&positions, &new_valid, &cache.key_valid, past)?;
-        let x = self.embed_inputs(input_ids, images)?;
+        let ctx = self.layer_context(&positions, &cache.key_valid, past, true)?;
+        let x = self.embed_inputs(input_ids, images)?.detach();
         let x = self.run_layers(x, &ctx, Some(cache))?;
         let last = x.narrow(1, seq - 1, 1)?.squeeze(1)?;
         let last = self.norm(&last, &self.norm)?;
-        self.logits(&last)
+        self.logits_with(&last, true)
     }
 }

@@ -1,15 +1,15 @@
 //! What every layer attends with for one call: rope tables and attention biases, built from
 //! the padding mask (and, for M-RoPE, the images), for full sequences and cached decoding.
 
+use std::cell::OnceCell;
+
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 
 use super::layer::Layer;
 use super::Decoder;
+use crate::model::ops::AttentionMask;
 use crate::model::vlm::ImageBatch;
-
-/// Additive mask value for hidden keys; finite so fully padded rows stay NaN-free.
-const MASK_VALUE: f64 = -1e9;
 
 /// M-RoPE's three position streams (temporal, row, column), each `[row][position]`.
 pub(super) type MropeStreams = [Vec<Vec<u32>>; 3];
@@ -20,11 +20,29 @@ pub(super) enum Positions {
     Sections(MropeStreams),
 }
 
-/// What one kind of layer attends with: rope tables `(B, 1, T, D)` and the additive mask.
+/// What one kind of layer attends with: rope tables `(B, 1, T, D)` and the mask.
 pub(super) struct AttentionInputs {
     pub(super) cos: Tensor,
     pub(super) sin: Tensor,
-    pub(super) bias: Tensor,
+    pub(super) mask: AttentionMask,
+    /// The mask as an additive bias `(B, 1, T, S)`, built when the composed path first needs it.
+    bias: OnceCell<Tensor>,
+    /// Whether this call builds no graph (cached decoding): products take the few-row path.
+    pub(super) inference: bool,
+}
+
+impl AttentionInputs {
+    /// The mask as an additive bias `(B, 1, T, S)` in the compute dtype.
+    pub(super) fn bias(&self) -> Result<&Tensor> {
+        if let Some(bias) = self.bias.get() {
+            return Ok(bias);
+        }
+        let queries = self.cos.dim(2)?;
+        let bias = self
+            .mask
+            .bias(queries, self.cos.dtype(), self.cos.device())?;
+        Ok(self.bias.get_or_init(|| bias))
+    }
 }
 
 /// Attention inputs of global layers and, for Gemma's alternating layers, of sliding ones.
@@ -64,17 +82,18 @@ impl Decoder {
             }
             None => Positions::Flat(positions_from_valid(&valid, &vec![0; batch])),
         };
-        self.layer_context(&positions, &valid, &valid, 0)
+        self.layer_context(&positions, &valid, 0, false)
     }
 
     /// What each kind of layer attends with: global layers (every layer for most models) and,
     /// for Gemma's alternating layers, sliding-window layers with their own mask and rope.
+    /// `past` cached keys precede the new queries; `inference`: the call builds no graph.
     pub(super) fn layer_context(
         &self,
         positions: &Positions,
-        query_valid: &[Vec<bool>],
         key_valid: &[Vec<bool>],
         past: usize,
+        inference: bool,
     ) -> Result<LayerContext> {
         let c = &self.config;
         let per_layer = !c.layer_sliding.is_empty();
@@ -88,7 +107,9 @@ impl Decoder {
             Positions::Sections(streams) => streams[0].as_slice(),
         };
         let global = AttentionInputs {
-            bias: self.attention_bias(query_valid, key_valid, past, global_window)?,
+            mask: AttentionMask::new(key_valid, past, global_window)?,
+            bias: OnceCell::new(),
+            inference,
             cos,
             sin,
         };
@@ -99,7 +120,9 @@ impl Decoder {
                 (global.cos.clone(), global.sin.clone())
             };
             Some(AttentionInputs {
-                bias: self.attention_bias(query_valid, key_valid, past, c.sliding_window)?,
+                mask: AttentionMask::new(key_valid, past, c.sliding_window)?,
+                bias: OnceCell::new(),
+                inference,
                 cos,
                 sin,
             })
@@ -107,35 +130,6 @@ impl Decoder {
             None
         };
         Ok(LayerContext { global, sliding })
-    }
-
-    /// Additive attention bias `(B, 1, T, S)`: causal, hiding padded keys and, with a `window`,
-    /// keys outside it (`w` keys, the query's own included, as in transformers). `past` cached
-    /// keys precede the `T` new queries.
-    pub(super) fn attention_bias(
-        &self,
-        query_valid: &[Vec<bool>],
-        key_valid: &[Vec<bool>],
-        past: usize,
-        window: Option<usize>,
-    ) -> Result<Tensor> {
-        let batch = query_valid.len();
-        let seq = query_valid.first().map_or(0, Vec::len);
-        let keys = key_valid.first().map_or(0, Vec::len);
-        let mut data = Vec::with_capacity(batch * seq * keys);
-        for row in key_valid {
-            for t in 0..seq {
-                let query_abs = past + t;
-                for (s, &is_valid) in row.iter().enumerate() {
-                    // transformers' window: a query sees itself and the `w − 1` keys before it.
-                    let visible =
-                        s <= query_abs && is_valid && window.is_none_or(|w| s + w > query_abs);
-                    data.push(if visible { 0f32 } else { MASK_VALUE as f32 });
-                }
-            }
-        }
-        let bias = Tensor::from_vec(data, (batch, 1, seq, keys), &self.device)?;
-        Ok(bias.to_dtype(self.dtype)?)
     }
 }
 

@@ -6,6 +6,7 @@ use candle_core::{Tensor, D};
 
 use super::cache::KvCache;
 use super::context::AttentionInputs;
+use super::kv_store::LayerKv;
 use super::{Decoder, LayerContext};
 use crate::model::linear::{Linear, Param};
 use crate::model::ops;
@@ -19,12 +20,12 @@ pub(super) enum Projections {
 }
 
 impl Projections {
-    /// Each part's output, in order.
-    pub(super) fn forward(&self, h: &Tensor) -> Result<Vec<Tensor>> {
+    /// Each part's output, in order; `inference`: no graph, few-row products (decoding).
+    pub(super) fn forward(&self, h: &Tensor, inference: bool) -> Result<Vec<Tensor>> {
         match self {
-            Self::Separate(linears) => linears.iter().map(|l| l.forward(h)).collect(),
+            Self::Separate(linears) => linears.iter().map(|l| l.apply(h, inference)).collect(),
             Self::Fused(linear, widths) => {
-                let out = linear.forward(h)?;
+                let out = linear.apply(h, inference)?;
                 let mut start = 0;
                 widths
                     .iter()
@@ -122,7 +123,7 @@ impl Decoder {
         layer: &Layer,
         x: &Tensor,
         inputs: &AttentionInputs,
-        kv: Option<&mut Option<(Tensor, Tensor)>>,
+        kv: Option<&mut LayerKv>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let h = self.norm(x, &layer.input_norm)?;
         let mut attn = self.attention(layer, &h, inputs, kv)?;
@@ -135,7 +136,7 @@ impl Decoder {
         let h = self.norm(&x, layer.pre_ff_norm.as_ref().unwrap_or(&layer.post_norm))?;
         let [gate, up]: [Tensor; 2] = layer
             .gate_up
-            .forward(&h)?
+            .forward(&h, inputs.inference)?
             .try_into()
             .map_err(|_| anyhow::anyhow!("gate/up projections give two parts"))?;
         let gated = if self.config.gemma.gelu_tanh {
@@ -143,7 +144,7 @@ impl Decoder {
         } else {
             ops::swiglu(&gate, &up)?
         };
-        let mut mlp = layer.down.forward(&gated)?;
+        let mut mlp = layer.down.apply(&gated, inputs.inference)?;
         if let Some(post_ff) = &layer.post_ff_norm {
             mlp = self.norm(&mlp, post_ff)?;
         }
@@ -156,9 +157,9 @@ impl Decoder {
         layer: &Layer,
         h: &Tensor,
         inputs: &AttentionInputs,
-        kv: Option<&mut Option<(Tensor, Tensor)>>,
+        kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
-        let (cos, sin, bias) = (&inputs.cos, &inputs.sin, &inputs.bias);
+        let (cos, sin) = (&inputs.cos, &inputs.sin);
         let c = &self.config;
         let (batch, seq, _) = h.dims3()?;
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
@@ -186,35 +187,39 @@ impl Decoder {
         };
         let [q, k, v]: [Tensor; 3] = layer
             .qkv
-            .forward(h)?
+            .forward(h, inputs.inference)?
             .try_into()
             .map_err(|_| anyhow::anyhow!("q/k/v projections give three parts"))?;
         let q = place(heads(q, c.num_attention_heads)?, &layer.q_norm)?;
-        let mut k = place(heads(k, c.num_key_value_heads)?, &layer.k_norm)?;
-        let mut v = heads(v, c.num_key_value_heads)?;
-        if let Some(slot) = kv {
-            if let Some((past_k, past_v)) = slot.as_ref() {
-                k = Tensor::cat(&[past_k, &k], 2)?;
-                v = Tensor::cat(&[past_v, &v], 2)?;
-            }
-            *slot = Some((k.clone(), v.clone()));
-        }
-        let groups = c.num_attention_heads / c.num_key_value_heads;
-        let k = repeat_kv(&k, groups)?;
-        let v = repeat_kv(&v, groups)?;
-        let scale = c.attention_scale();
-        let scores = q.matmul(&k.t()?)?;
-        let probs = match c.gemma.attn_logit_softcapping {
-            // Gemma 2: tanh(s·scale / cap)·cap, then the mask.
-            Some(cap) => {
-                let capped = ((scores * (scale / cap))?.tanh()? * cap)?;
-                ops::masked_softmax(&capped, bias, 1.0)?
-            }
-            None => ops::masked_softmax(&scores, bias, scale)?,
+        let k = place(heads(k, c.num_key_value_heads)?, &layer.k_norm)?;
+        let v = heads(v, c.num_key_value_heads)?;
+        let (k, v) = match kv {
+            Some(store) => store.append(&k, &v)?,
+            None => (k, v),
         };
-        let out = probs.matmul(&v)?;
-        let out = out.transpose(1, 2)?.reshape((batch, seq, c.q_dim()))?;
-        layer.o.forward(&out)
+        let scale = c.attention_scale();
+        let softcap = c.gemma.attn_logit_softcapping;
+        // (B, T, H, D) either way.
+        let out = if softcap.is_none() && ops::fused_attention_for(&[&q, &k, &v]) {
+            ops::causal_attention(&q, &k, &v, &inputs.mask, scale)?
+        } else {
+            let groups = c.num_attention_heads / c.num_key_value_heads;
+            let k = ops::repeat_kv(&k.contiguous()?, groups)?;
+            let v = ops::repeat_kv(&v.contiguous()?, groups)?;
+            let scores = q.matmul(&k.t()?)?;
+            let bias = inputs.bias()?;
+            let probs = match softcap {
+                // Gemma 2: tanh(s·scale / cap)·cap, then the mask.
+                Some(cap) => {
+                    let capped = ((scores * (scale / cap))?.tanh()? * cap)?;
+                    ops::masked_softmax(&capped, bias, 1.0)?
+                }
+                None => ops::masked_softmax(&scores, bias, scale)?,
+            };
+            probs.matmul(&v)?.transpose(1, 2)?
+        };
+        let out = out.reshape((batch, seq, c.q_dim()))?;
+        layer.o.apply(&out, inputs.inference)
     }
 }
 
@@ -226,15 +231,4 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 /// Rotary embedding (non-interleaved halves), with per-row positions (see [`ops::rope`]).
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Ok(ops::rope(x, cos, sin)?)
-}
-
-/// Repeats each key/value head `groups` times for grouped-query attention.
-fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
-    if groups == 1 {
-        return Ok(x.clone());
-    }
-    let (b, heads, seq, dim) = x.dims4()?;
-    Ok(x.unsqueeze(2)?
-        .broadcast_as((b, heads, groups, seq, dim))?
-        .reshape((b, heads * groups, seq, dim))?)
 }

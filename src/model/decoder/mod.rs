@@ -11,6 +11,7 @@ mod cache;
 mod context;
 mod embed;
 mod inputs;
+mod kv_store;
 mod layer;
 mod load;
 mod rope;
@@ -193,7 +194,15 @@ impl Decoder {
 
     /// Projects hidden states `(..., H)` to f32 logits `(..., V)`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let logits = self.lm_head.forward(hidden)?.to_dtype(DType::F32)?;
+        self.logits_with(hidden, false)
+    }
+
+    /// [`Decoder::logits`]; `inference`: no graph, few-row product (decoding).
+    fn logits_with(&self, hidden: &Tensor, inference: bool) -> Result<Tensor> {
+        let logits = self
+            .lm_head
+            .apply(hidden, inference)?
+            .to_dtype(DType::F32)?;
         Ok(match self.config.gemma.final_logit_softcapping {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,

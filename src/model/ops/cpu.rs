@@ -162,3 +162,32 @@ pub fn sum_over_rows(
     }
     total
 }
+
+/// A raw output pointer that may cross threads; every user writes a disjoint range.
+#[derive(Clone, Copy)]
+pub struct OutPtr(pub *mut f32);
+unsafe impl Sync for OutPtr {}
+unsafe impl Send for OutPtr {}
+
+impl OutPtr {
+    /// The `len` values from `offset`.
+    ///
+    /// # Safety
+    /// The range must lie in the buffer behind the pointer, and no other live slice may
+    /// overlap it.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(offset), len)
+    }
+}
+
+/// Calls `f(item)` for every item in `0..items`, spread over candle's thread pool when
+/// `parallel`.
+pub fn for_each_item(items: usize, parallel: bool, f: impl Fn(usize) + Sync) {
+    if !parallel || items < 2 || candle_core::utils::get_num_threads() <= 1 {
+        (0..items).for_each(f);
+        return;
+    }
+    candle_core::utils::barrier_pool().execute_chunked(items, |range| range.for_each(&f));
+}

@@ -1,6 +1,6 @@
 //! Fused ops with their own backward pass: RMS norm, softmax over the last dimension (plain and
-//! with the attention scale and mask folded in), rotary embedding, SwiGLU and the summed
-//! cross entropy at given targets.
+//! with the attention scale and mask folded in), causal attention, rotary embedding, SwiGLU and
+//! the summed cross entropy at given targets; and the few-row product of decoding.
 //!
 //! On the CPU each op is one candle `CustomOp` whose forward and backward are single passes over
 //! the rows (computed in f32 whatever the storage dtype, spread over candle's thread pool); the
@@ -10,10 +10,13 @@
 //! Operands that are plain tensors (frozen weights, masks, rotary tables) receive no gradient.
 
 mod adamw;
+mod attention;
 mod cpu;
 mod cross_entropy;
 mod rms_norm;
 mod rope;
+pub(crate) mod simd;
+mod small_matmul;
 mod softmax;
 mod swiglu;
 
@@ -23,9 +26,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle_core::{DType, Tensor};
 
 pub use adamw::{adamw_update, AdamWStep};
+pub use attention::{
+    causal_attention, causal_attention_composed, fused_attention, fused_attention_for, repeat_kv,
+    set_fused_attention, AttentionMask,
+};
 pub use cross_entropy::{cross_entropy_sum, cross_entropy_sum_composed};
 pub use rms_norm::{rms_norm, rms_norm_composed};
 pub use rope::{rope, rope_composed};
+pub use small_matmul::{small_matmul, SMALL_MATMUL_MAX_ROWS};
 pub use softmax::{
     masked_softmax, masked_softmax_composed, softmax_last_dim, softmax_last_dim_composed,
 };
