@@ -131,9 +131,9 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = 1)]
     seeds: u64,
     /// Add a WiSE-FT row per seed: RECIPE's run interpolated to α between base (0) and tuned
-    /// (1), e.g. `demo-mlp@0.5` (the study's WiSE-FT tunes the MLP).
+    /// (1), e.g. `demo-mlp@0.5` (the study's WiSE-FT tunes the MLP). Repeatable.
     #[arg(long, value_name = "RECIPE@ALPHA")]
-    wise_ft: Option<String>,
+    wise_ft: Vec<String>,
     /// Override a field of every recipe, e.g. `--set model=models/smollm2-135m-instruct`
     /// (repeatable; the same syntax as `tunescope train --set`).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -150,7 +150,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
     if args.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
-    if args.seeds > 1 || args.wise_ft.is_some() {
+    if args.seeds > 1 || !args.wise_ft.is_empty() {
         return report_seeded(&recipes, &args);
     }
     let rows = if args.reuse {
@@ -177,7 +177,7 @@ fn report_seeded(recipes: &[crate::recipe::Recipe], args: &ReportArgs) -> Result
         demo::report::run_seeded(&seeded, &mut |line| eprintln!("{line}"))?
     };
     let mut rows = rows;
-    if let Some(spec) = &args.wise_ft {
+    for spec in &args.wise_ft {
         let (name, alpha) = parse_wise_ft(spec)?;
         let mut extra = Vec::new();
         for (seed, row) in rows.iter().filter(|(_, r)| r.recipe == name) {

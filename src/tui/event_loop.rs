@@ -94,7 +94,7 @@ where
     app.background_io = true;
     let previous_progress =
         set_download_progress(Some(StatusProgress::new(send(&tx, Inbox::Activity))));
-    let mut follower = Follower::new(&options, send(&tx, Inbox::Fs))?;
+    let mut follower = Follower::new(options.poll_every, options.force_poll, send(&tx, Inbox::Fs))?;
     follower.follow(app);
     note_mode(app, &follower, &mut observe);
     let refresher = Refresher::start(send(&tx, |u: RefreshUpdate| Inbox::Refreshed(Box::new(u))));

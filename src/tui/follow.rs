@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::app::App;
-use super::event_loop::LoopOptions;
 use crate::util::fswatch::{Change, DirWatcher, Mode};
 
 /// The watcher of the run directories the App shows.
@@ -17,16 +16,18 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Notifications (or polling, when asked for or unavailable), reported to `sink`.
+    /// Notifications (or polling every `poll_every`, when `force_poll` asks for it or
+    /// notifications are unavailable), reported to `sink`.
     pub fn new(
-        options: &LoopOptions,
+        poll_every: std::time::Duration,
+        force_poll: bool,
         sink: impl Fn(Change) + Send + Sync + 'static,
     ) -> Result<Self> {
         let sink = Arc::new(sink);
-        let watcher = if options.force_poll {
-            DirWatcher::polling(options.poll_every, "asked for".into(), sink)?
+        let watcher = if force_poll {
+            DirWatcher::polling(poll_every, "asked for".into(), sink)?
         } else {
-            DirWatcher::new(options.poll_every, sink)?
+            DirWatcher::new(poll_every, sink)?
         };
         Ok(Self {
             watcher,

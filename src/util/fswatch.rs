@@ -109,7 +109,13 @@ impl DirWatcher {
     /// Polling every `every`, for `reason`.
     pub fn polling(every: Duration, reason: String, sink: Sink) -> Result<Self> {
         Ok(Self {
-            watcher: Backend::Poll(StatPoller::start(every, sink.clone())),
+            watcher: Backend::Poll(StatPoller::start(
+                every,
+                Arc::new({
+                    let sink = sink.clone();
+                    move |paths| sink(Change::Paths(paths))
+                }),
+            )),
             mode: Mode::Polling { every, reason },
             every,
             sink,

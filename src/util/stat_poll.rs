@@ -10,8 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::fswatch::{Change, Sink};
-
 /// What is compared between rounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -19,6 +17,9 @@ struct Stamp {
     modified: Option<SystemTime>,
     inode: u64,
 }
+
+/// Where the changed paths of a round go.
+pub type PathSink = Arc<dyn Fn(Vec<PathBuf>) + Send + Sync>;
 
 /// Roots polled, each recursive or not, with what was seen under it last round.
 type Roots = Arc<Mutex<Vec<(PathBuf, bool)>>>;
@@ -31,7 +32,7 @@ pub struct StatPoller {
 
 impl StatPoller {
     /// Polls every `every`, sending the changed paths of a round to `sink`.
-    pub fn start(every: Duration, sink: Sink) -> Self {
+    pub fn start(every: Duration, sink: PathSink) -> Self {
         let roots: Roots = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (thread_roots, thread_stop) = (roots.clone(), stop.clone());
@@ -43,7 +44,7 @@ impl StatPoller {
                 if !first {
                     let changed = differences(&seen, &now);
                     if !changed.is_empty() {
-                        sink(Change::Paths(changed));
+                        sink(changed);
                     }
                 }
                 (seen, first) = (now, false);

@@ -6,7 +6,6 @@ use std::cell::OnceCell;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 
-use super::layer::Layer;
 use super::Decoder;
 use crate::model::ops::AttentionMask;
 use crate::model::vlm::ImageBatch;
@@ -52,9 +51,10 @@ pub(super) struct LayerContext {
 }
 
 impl LayerContext {
-    pub(super) fn for_layer(&self, layer: &Layer) -> &AttentionInputs {
+    /// The inputs of a layer with sliding-window attention (`sliding`) or global attention.
+    pub(super) fn for_layer(&self, sliding: bool) -> &AttentionInputs {
         match &self.sliding {
-            Some(sliding) if layer.sliding => sliding,
+            Some(inputs) if sliding => inputs,
             _ => &self.global,
         }
     }

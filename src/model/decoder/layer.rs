@@ -112,7 +112,9 @@ impl Decoder {
     ) -> Result<Tensor> {
         for (index, layer) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[index]);
-            x = self.layer_parts(layer, &x, ctx.for_layer(layer), kv)?.0;
+            x = self
+                .layer_parts(layer, &x, ctx.for_layer(layer.sliding), kv)?
+                .0;
         }
         Ok(x)
     }

@@ -215,7 +215,8 @@ impl Decoder {
         let mut x = self.embed_inputs(inputs.ids, inputs.images)?;
         let mut outputs = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (next, attn, mlp) = self.layer_parts(layer, &x, ctx.for_layer(layer), None)?;
+            let (next, attn, mlp) =
+                self.layer_parts(layer, &x, ctx.for_layer(layer.sliding), None)?;
             outputs.push((attn, mlp));
             x = next;
         }
