@@ -5,12 +5,16 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::looper::{screen_text, Looper};
 use common::{bytes_of, load_tensors, TinyModel};
+use ratatui::crossterm::event::KeyCode;
 use tunescope::interpolate::Interpolation;
 use tunescope::model::Architecture;
 use tunescope::recipe::{EvalSpec, ProbeSpec, Recipe};
 use tunescope::run::{Record, RunDir, RunState};
 use tunescope::train::{run_training, TrainControl};
+use tunescope::tui::interpolation::Update;
+use tunescope::tui::{LoopOptions, Note};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -134,4 +138,78 @@ fn an_unfinished_run_is_refused() {
         error.contains("finished run") || error.contains("status"),
         "{error}"
     );
+}
+
+/// A finished run of the tiny model under `root`.
+fn finished_run(tiny: &TinyModel, root: &Path) -> RunDir {
+    let recipe = recipe(tiny, root);
+    let run = RunDir::create(root, "wise").unwrap();
+    run.write_recipe(&recipe).unwrap();
+    let outcome =
+        run_training(&recipe, &run, false, &TrainControl::default(), &mut |_| {}).unwrap();
+    assert_eq!(outcome.state, RunState::Finished, "{:?}", outcome.reason);
+    run
+}
+
+#[test]
+fn the_workbench_view_scores_alphas_on_its_worker_and_writes_the_best() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = TinyModel::new(Architecture::Llama, 23);
+    let run = finished_run(&tiny, tmp.path());
+    let options = LoopOptions {
+        tick: std::time::Duration::from_secs(3600),
+        ..LoopOptions::default()
+    };
+    let looper = Looper::start(tmp.path(), Some(run.path()), options);
+    let scored = |looper: &Looper, alpha: f64| match looper.wait_for("a scored point", |n| {
+        matches!(
+            n,
+            Note::Interpolation(Update::Scored(..) | Update::Failed(..))
+        )
+    }) {
+        Note::Interpolation(Update::Scored(_, point)) => {
+            assert_eq!(point.alpha, alpha);
+            point
+        }
+        other => panic!("{other:?}"),
+    };
+    looper.key(KeyCode::Char('W'));
+    // The two ends come first, base then tuned.
+    let base = scored(&looper, 0.0);
+    assert_eq!(base.delta_target, Some(0.0));
+    let tuned = scored(&looper, 1.0);
+    // One step towards the base, scored on Enter.
+    looper.key(KeyCode::Left);
+    looper.key(KeyCode::Enter);
+    let near = scored(&looper, 0.9);
+    // The points are the ones the engine caches: the view computed nothing of its own.
+    for point in [&base, &tuned, &near] {
+        let cached = tunescope::interpolate::cached(run.path(), point.alpha).unwrap();
+        assert_eq!(cached.as_ref(), Some(point));
+    }
+    let best = tunescope::interpolate::best_alpha(&[base, near, tuned]).unwrap();
+    looper.key(KeyCode::Char('w'));
+    looper.key(KeyCode::Enter);
+    let written = match looper.wait_for("the write", |n| {
+        matches!(
+            n,
+            Note::Interpolation(Update::Written(..) | Update::Failed(..))
+        )
+    }) {
+        Note::Interpolation(Update::Written(_, alpha, out)) => {
+            assert_eq!(alpha, best);
+            out
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(written.join("model.safetensors").is_file());
+    assert!(written.starts_with(run.path()));
+    let (mut app, mut terminal) = looper.stop();
+    app.message = None;
+    terminal
+        .draw(|f| tunescope::tui::ui::draw(f, &app))
+        .unwrap();
+    let screen = screen_text(&terminal);
+    assert!(screen.contains("WiSE-FT"), "{screen}");
+    assert!(screen.contains("★"), "the best α is marked");
 }

@@ -3,18 +3,17 @@
 //! fallback does the same and says so on the status line, and a launched worker's exit is
 //! noticed. Each waits on the loop's notes, never on a fixed delay.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::Duration;
 
-use ratatui::backend::TestBackend;
-use ratatui::crossterm::event::Event;
-use ratatui::Terminal;
+use common::looper::{screen_text, Looper};
 use tunescope::recipe::Recipe;
 use tunescope::run::RunDir;
 use tunescope::tui::theme::Theme;
-use tunescope::tui::{drive, App, LoopOptions, Note};
+use tunescope::tui::{App, LoopOptions, Note};
 
 const TRAIN_LINE: &str = r#"{"elapsed":0.01,"epoch":0,"grad_norm":1.0,"kind":"train","loss":2.5,"lr":0.001,"step":STEP,"tokens":80,"tokens_per_s":1000.0,"total_steps":100}"#;
 
@@ -39,68 +38,6 @@ fn append_step(run: &Path, step: usize) {
         .open(run.join("metrics.jsonl"))
         .unwrap();
     writeln!(file, "{}", TRAIN_LINE.replace("STEP", &step.to_string())).unwrap();
-}
-
-/// The running loop: its notes, and a way to end it and get the App and screen back.
-struct Looper {
-    notes: mpsc::Receiver<Note>,
-    keys: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
-    handle: std::thread::JoinHandle<(App, Terminal<TestBackend>)>,
-}
-
-impl Looper {
-    fn start(root: &Path, attach: Option<&Path>, options: LoopOptions) -> Self {
-        let recipe = Recipe {
-            output_dir: root.display().to_string(),
-            ..Recipe::default()
-        };
-        let mut app = App::new(recipe, None, vec![Theme::dark()], 0);
-        if let Some(run) = attach {
-            app.attach(run).unwrap();
-        }
-        Self::start_app(app, options)
-    }
-
-    fn start_app(mut app: App, options: LoopOptions) -> Self {
-        let (note_tx, notes) = mpsc::channel();
-        let (keys, mut key_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
-        let handle = std::thread::spawn(move || {
-            let mut terminal = Terminal::new(TestBackend::new(120, 30)).unwrap();
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let events =
-                futures_util::stream::poll_fn(move |cx| key_rx.poll_recv(cx).map(|e| e.map(Ok)));
-            runtime
-                .block_on(drive(&mut terminal, &mut app, events, options, |note| {
-                    let _ = note_tx.send(note.clone());
-                }))
-                .unwrap();
-            (app, terminal)
-        });
-        Self {
-            notes,
-            keys: Some(keys),
-            handle,
-        }
-    }
-
-    /// Waits (at most a minute, as a hang guard) for a note matching `wanted`.
-    fn wait_for(&self, what: &str, wanted: impl Fn(&Note) -> bool) -> Note {
-        loop {
-            match self.notes.recv_timeout(Duration::from_secs(60)) {
-                Ok(note) if wanted(&note) => return note,
-                Ok(_) => {}
-                Err(e) => panic!("no {what}: {e}"),
-            }
-        }
-    }
-
-    fn stop(mut self) -> (App, Terminal<TestBackend>) {
-        self.keys.take();
-        self.handle.join().unwrap()
-    }
 }
 
 /// Options where only a file change can cause a refresh.
@@ -170,13 +107,7 @@ fn the_polling_fallback_refreshes_too_and_says_so() {
     terminal
         .draw(|f| tunescope::tui::ui::draw(f, &app))
         .unwrap();
-    let screen: String = terminal
-        .backend()
-        .buffer()
-        .content()
-        .iter()
-        .map(|c| c.symbol())
-        .collect();
+    let screen = screen_text(&terminal);
     assert!(
         screen.contains("polling runs every 0.1 s"),
         "the status line shows the fallback"

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 
 pub use super::dialog::{Confirmed, Dialog, InputPurpose};
+use super::interpolation::{InterpolationView, WorkerStart};
 use super::keymap::{action_for, Context};
 use super::loading::ModelRequest;
 use super::model_state::ModelState;
@@ -114,6 +115,10 @@ pub struct App {
     pub activity: Option<String>,
     /// How run directories are followed when it is not by notifications (shown in the status line).
     pub follow_note: Option<String>,
+    /// The interpolation view of a finished run, over the Dashboard while open.
+    pub interpolation: Option<InterpolationView>,
+    /// An interpolation worker the loop should start.
+    pub pending_interpolation: Option<WorkerStart>,
 }
 
 impl App {
@@ -154,6 +159,8 @@ impl App {
             model_generation: 0,
             activity: None,
             follow_note: None,
+            interpolation: None,
+            pending_interpolation: None,
         };
         app.reload_model();
         app
@@ -207,6 +214,14 @@ impl App {
         self.attached = Some(reader);
         self.tab = Tab::Dashboard;
         Ok(())
+    }
+
+    /// Where keys apply now: the tab's context, or the interpolation view over the Dashboard.
+    pub fn context(&self) -> Context {
+        match self.tab {
+            Tab::Dashboard if self.interpolation.is_some() => Context::Interpolation,
+            tab => tab.context(),
+        }
     }
 
     pub(crate) fn say(&mut self, text: impl Into<String>, level: Level) {
@@ -295,7 +310,7 @@ impl App {
             }
             return;
         }
-        let Some(action) = action_for(key, self.tab.context()) else {
+        let Some(action) = action_for(key, self.context()) else {
             return;
         };
         self.message = None;

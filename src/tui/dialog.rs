@@ -16,6 +16,8 @@ pub enum InputPurpose {
     Field(usize),
     SaveAs,
     Filter,
+    /// Where to write the interpolated model at this α grid index.
+    WriteInterpolated(usize),
 }
 
 /// A modal dialog.
@@ -144,6 +146,7 @@ impl App {
                 }
             }
             InputPurpose::SaveAs => self.save_to(&PathBuf::from(text.trim())),
+            InputPurpose::WriteInterpolated(grid) => self.write_interpolated(grid, &text),
             InputPurpose::Field(index) => {
                 let field = &FIELDS[index];
                 match set_field(&self.recipe, field, &text) {

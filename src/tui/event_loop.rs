@@ -17,6 +17,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::app::{run_name, App, Level};
 use super::follow::Follower;
+use super::interpolation::{self, Update};
 use super::loading::StatusProgress;
 use super::refresh::{RefreshRequest, RefreshUpdate, Refresher};
 use super::signals::Signals;
@@ -64,6 +65,8 @@ pub enum Note {
     ChildExited { run: PathBuf, code: Option<i32> },
     /// The loop ended because of this signal.
     Signal(&'static str),
+    /// The interpolation worker reported.
+    Interpolation(Update),
 }
 
 /// What the loop's workers send it.
@@ -73,6 +76,7 @@ enum Inbox {
     ChildExited(PathBuf, Option<i32>),
     ModelLoaded(u64, Box<Result<super::model_state::ModelState, String>>),
     Activity(String),
+    Interpolation(Update),
 }
 
 /// Runs the loop on `terminal` with terminal events from `events` until the user quits, the
@@ -155,6 +159,10 @@ where
                 Inbox::ModelLoaded(generation, result) => {
                     dirty |= app.model_loaded(generation, *result);
                 }
+                Inbox::Interpolation(update) => {
+                    observe(&Note::Interpolation(update.clone()));
+                    dirty |= app.interpolation_update(update);
+                }
                 Inbox::Activity(line) => {
                     app.activity = Some(line);
                     dirty = true;
@@ -203,8 +211,14 @@ fn say_exit(app: &mut App, run: &std::path::Path, code: Option<i32>) {
     );
 }
 
-/// Starts what key handling asked for: waiting on launched workers, opening a model.
+/// Starts what key handling asked for: waiting on launched workers, opening a model, an
+/// interpolation worker.
 fn start_background_work(app: &mut App, tx: &UnboundedSender<Inbox>) {
+    if let Some(start) = app.pending_interpolation.take() {
+        let report = send(tx, Inbox::Interpolation);
+        // A plain thread: the worker blocks on its job queue and on the model.
+        std::thread::spawn(move || interpolation::work(start, report));
+    }
     for (run, mut child) in app.children.drain(..) {
         let tx = tx.clone();
         // A plain thread, not a runtime task: a worker outlives the workbench.

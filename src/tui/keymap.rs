@@ -12,6 +12,7 @@ pub enum Context {
     Runs,
     Dashboard,
     Compare,
+    Interpolation,
 }
 
 impl Context {
@@ -23,6 +24,7 @@ impl Context {
             Context::Runs => "Runs",
             Context::Dashboard => "Dashboard",
             Context::Compare => "Compare",
+            Context::Interpolation => "Interpolation (Dashboard, W)",
         }
     }
 }
@@ -64,6 +66,10 @@ pub enum Action {
     Stop,
     Zoom,
     NextPanel,
+    // Interpolation view
+    Interpolate,
+    ScoreAll,
+    WriteModel,
 }
 
 /// One binding: the keys shown in help, the action, and what it does.
@@ -228,10 +234,46 @@ pub const BINDINGS: &[Binding] = &[
         Context::Dashboard,
     ),
     b(
+        "W",
+        Action::Interpolate,
+        "WiSE-FT: interpolate a finished run between base and tuned",
+        Context::Dashboard,
+    ),
+    b(
         "Enter",
         Action::Attach,
         "attach the dashboard to the run",
         Context::Compare,
+    ),
+    b(
+        "←→  hl",
+        Action::Left,
+        "move α by 0.1 (g / G: base / tuned)",
+        Context::Interpolation,
+    ),
+    b(
+        "Enter",
+        Action::Edit,
+        "probe and score the point at α (cached in the run)",
+        Context::Interpolation,
+    ),
+    b(
+        "a",
+        Action::ScoreAll,
+        "score every α from 0 to 1",
+        Context::Interpolation,
+    ),
+    b(
+        "w",
+        Action::WriteModel,
+        "write the best α (or α under the cursor) out as a model",
+        Context::Interpolation,
+    ),
+    b(
+        "Esc",
+        Action::Escape,
+        "close the interpolation view",
+        Context::Interpolation,
     ),
 ];
 
@@ -278,6 +320,10 @@ pub fn action_for(key: KeyEvent, context: Context) -> Option<Action> {
         (Context::Runs | Context::Dashboard, KeyCode::Char('S')) => Some(Action::Stop),
         (Context::Dashboard, KeyCode::Char('z')) => Some(Action::Zoom),
         (Context::Dashboard, KeyCode::Char('n')) => Some(Action::NextPanel),
+        (Context::Dashboard, KeyCode::Char('W')) => Some(Action::Interpolate),
+        (Context::Interpolation, KeyCode::Enter) => Some(Action::Edit),
+        (Context::Interpolation, KeyCode::Char('a')) => Some(Action::ScoreAll),
+        (Context::Interpolation, KeyCode::Char('w')) => Some(Action::WriteModel),
         _ => None,
     };
     local.or(global)

@@ -17,6 +17,7 @@ pub mod dialog;
 pub mod event_loop;
 pub mod follow;
 pub mod format;
+pub mod interpolation;
 pub mod keymap;
 pub mod launch;
 pub mod loading;

@@ -7,9 +7,10 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Tabs, Wrap};
 use ratatui::Frame;
 
 use super::app::{run_name, App, Dialog, Level, Tab};
-use super::keymap::{context_hints, Context, BINDINGS};
+use super::keymap::{context_hints, BINDINGS};
 use super::panes::compare::render_compare;
 use super::panes::dashboard::render_dashboard_focused;
+use super::panes::interpolation::render_interpolation;
 use super::panes::model::render_model;
 use super::panes::recipe::render_recipe;
 use super::panes::runs::render_runs;
@@ -45,6 +46,11 @@ pub fn draw(frame: &mut Frame, app: &App) {
         }
         Tab::Runs => render_runs(frame, main, &app.run_rows(), app.run_cursor, &theme),
         Tab::Dashboard => match &app.attached {
+            Some(_) if app.interpolation.is_some() => {
+                if let Some(view) = &app.interpolation {
+                    render_interpolation(frame, main, view, &theme);
+                }
+            }
             Some(reader) => {
                 let title = run_name(reader.run().path());
                 render_dashboard_focused(frame, main, reader.snapshot(), &title, &theme, app.dash_zoom, Some(app.dash_focus))
@@ -69,13 +75,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
             },
         )),
         None => {
-            let context = match app.tab {
-                Tab::Model => Context::Model,
-                Tab::Recipe => Context::Recipe,
-                Tab::Runs => Context::Runs,
-                Tab::Dashboard => Context::Dashboard,
-                Tab::Compare => Context::Compare,
-            };
+            let context = app.context();
             let mut spans = Vec::new();
             if let Some(note) = &app.follow_note {
                 spans.push(Span::styled(format!("[{note}]  "), theme.warn()));

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: seeded tiny models in temporary directories.
 #![allow(dead_code)]
 
+pub mod looper;
+
 use std::path::{Path, PathBuf};
 
 use tunescope::model::tiny::{make_tiny, TinySpec};

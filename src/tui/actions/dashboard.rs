@@ -20,6 +20,7 @@ impl App {
                     self.dash_zoom = Some(self.dash_focus);
                 }
             }
+            Action::Interpolate => self.open_interpolation(),
             Action::Stop => {
                 if let Some(path) = self.attached.as_ref().map(|r| r.run().path().to_path_buf()) {
                     self.confirm_stop(path);

@@ -4,6 +4,7 @@
 
 mod compare;
 mod dashboard;
+mod interpolation;
 mod model;
 mod recipe;
 mod runs;
@@ -30,6 +31,10 @@ impl App {
             },
             Action::Help => self.help = true,
             Action::Escape => {
+                // Closing the view drops its job queue: the worker ends after its current job.
+                if self.context() == super::keymap::Context::Interpolation {
+                    self.interpolation = None;
+                }
                 self.dash_zoom = None;
                 if let Some(m) = &mut self.model {
                     m.filter.clear();
@@ -50,6 +55,7 @@ impl App {
                 Tab::Model => self.model_action(action),
                 Tab::Recipe => self.recipe_action(action),
                 Tab::Runs => self.runs_action(action),
+                Tab::Dashboard if self.interpolation.is_some() => self.interpolation_action(action),
                 Tab::Dashboard => self.dashboard_action(action),
                 Tab::Compare => self.compare_action(action),
             },

@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod dashboard;
+pub mod interpolation;
 pub mod model;
 pub mod recipe;
 pub mod runs;
