@@ -150,6 +150,9 @@ fn align(lines: &[Vec<String>]) -> String {
     text
 }
 
+/// Picks one measure of a row.
+type Measure = fn(&SeededRow) -> Option<Spread>;
+
 /// Width of a plot's axis in characters.
 const PLOT_WIDTH: usize = 48;
 
@@ -157,7 +160,7 @@ const PLOT_WIDTH: usize = 48;
 /// spanning ± one standard deviation, on one shared axis per plot that includes zero.
 pub fn plot(rows: &[SeededRow]) -> String {
     let mut text = String::new();
-    let panels: [(&str, fn(&SeededRow) -> Option<Spread>); 2] = [
+    let panels: [(&str, Measure); 2] = [
         ("Δ target (pp), mean ± std over seeds", |r| r.delta_target),
         ("Δ held-out (pp), mean ± std over seeds", |r| {
             r.delta_heldout
