@@ -6,7 +6,7 @@
 //!   [`run`] (the run directory, the one contract between the engine and every view); none of
 //!   them knows of a terminal;
 //! - **tools** built on the engine: [`bench`], [`watch`], [`export`], [`gguf`], [`demo`] with its
-//!   synthetic [`world`];
+//!   synthetic [`world`], [`sequence`] (stages run one after another);
 //! - **fronts**: [`tui`] (the workbench) and [`cli`].
 //!
 //! [`util`] holds the small helpers every tier shares (atomic writes, seeded randomness).
@@ -26,6 +26,7 @@ pub mod bench;
 pub mod demo;
 pub mod export;
 pub mod gguf;
+pub mod sequence;
 pub mod watch;
 pub mod world;
 

@@ -15,6 +15,7 @@ mod plan;
 mod probe;
 mod quickstart;
 mod runs;
+mod sequence;
 mod train;
 mod ui;
 mod watch;
@@ -74,6 +75,9 @@ pub enum Command {
     /// Fit a forgetting forecast on a runs folder: early probe readings against the final Δ
     /// held-out, with its leave-one-run-out error next to predicting the mean
     Forecast(forecast::ForecastArgs),
+    /// Run a sequence of fine-tuning stages, each from the previous stage's final weights,
+    /// scoring held-out and every stage's target after each; or print its per-stage table.
+    Sequence(sequence::SequenceArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -116,6 +120,7 @@ pub fn run() -> Result<()> {
         Command::ImportGguf(args) => import_gguf::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Forecast(args) => forecast::run(args),
+        Command::Sequence(args) => sequence::run(args),
     }
 }
 

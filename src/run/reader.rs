@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::record::{parse_line, Line, Record};
+use super::sequence::SequenceView;
 use super::{RunDir, Status};
 use crate::eval::drift::LayerDrift;
 use crate::eval::probe::HistogramEntry;
@@ -70,6 +71,8 @@ pub struct RunSnapshot {
     /// The forgetting forecast: predicted final Δ held-out, its ± error, runs fitted on.
     pub forecast: Option<(f64, f64, usize)>,
     pub last_event: Option<String>,
+    /// The run's place in its sequence, when it is a stage of one.
+    pub sequence: Option<SequenceView>,
 }
 
 impl RunSnapshot {
@@ -96,6 +99,8 @@ pub struct RunReader {
     malformed: usize,
     pending: String,
     status_mtime: Option<SystemTime>,
+    /// Modification time of `sequence.json` beside the run, when read.
+    sequence_mtime: Option<SystemTime>,
     snapshot: RunSnapshot,
 }
 
@@ -109,6 +114,7 @@ impl RunReader {
             malformed: 0,
             pending: String::new(),
             status_mtime: None,
+            sequence_mtime: None,
             snapshot: RunSnapshot::default(),
         }
     }
@@ -152,6 +158,16 @@ impl RunReader {
                 changed = true;
             }
         }
+        if let Some(parent) = self.run.path().parent() {
+            let mtime = std::fs::metadata(parent.join(super::sequence::FILE))
+                .and_then(|m| m.modified())
+                .ok();
+            if mtime.is_some() && mtime != self.sequence_mtime {
+                self.sequence_mtime = mtime;
+                self.snapshot.sequence = SequenceView::read(&self.run);
+                changed = true;
+            }
+        }
         let mut new_histogram = None;
         for record in self.read_new_records() {
             changed = true;
@@ -184,6 +200,7 @@ impl RunReader {
             self.pending.clear();
             self.snapshot = RunSnapshot {
                 status: self.snapshot.status.take(),
+                sequence: self.snapshot.sequence.take(),
                 ..RunSnapshot::default()
             };
         }

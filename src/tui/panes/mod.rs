@@ -5,4 +5,5 @@ pub mod dashboard;
 pub mod model;
 pub mod recipe;
 pub mod runs;
+pub mod stages;
 pub mod widgets;
