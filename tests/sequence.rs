@@ -171,6 +171,16 @@ fn three_stages_chain_weights_and_score_after_each() {
         record.scores.iter().map(|s| s.after).collect::<Vec<_>>(),
         [0, 1, 2, 3]
     );
+    // The held-out task and every stage's target, before and after each stage.
+    for entry in &record.scores {
+        let names: Vec<&str> = entry.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["keep", "ta", "tb", "tc"], "after {}", entry.after);
+        assert!(
+            entry.tasks.iter().all(|t| t.score.is_some()),
+            "after {}",
+            entry.after
+        );
+    }
 
     // Each stage's recipe starts from the previous stage's final/.
     let stage = |k: usize| seq.join(&record.stages[k].run_dir);
@@ -415,10 +425,118 @@ fn invalid_sequence_files_are_refused_with_named_errors() {
 
     let e = refused(
         &fx,
-        &good.replace("name: b,", "name: b, set: [trainable.kinds=[nothing]],"),
+        &good.replace("name: b,", "name: b, set: ['trainable.kinds=[nothing]'],"),
     );
-    assert!(e.contains("stage 2 (`b`)"), "{e}");
+    assert!(e.contains("stage 2 (`b`)") && e.contains("nothing"), "{e}");
 
     let e = refused(&fx, "name: x\nheldout: []\nstages: []\n");
     assert!(e.contains("key `stages`"), "{e}");
+}
+
+/// Text of every row of a rendered buffer.
+fn screen(buf: &ratatui::buffer::Buffer) -> String {
+    (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn draw(w: u16, h: u16, f: impl FnOnce(&mut ratatui::Frame)) -> String {
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, h)).unwrap();
+    terminal.draw(f).unwrap();
+    screen(terminal.backend().buffer())
+}
+
+#[test]
+fn stage_runs_show_their_sequence_in_the_views() {
+    use tunescope::run::reader::RunReader;
+    use tunescope::tui::panes::compare::{render_compare, CompareRow};
+    use tunescope::tui::panes::dashboard::LossView;
+    use tunescope::tui::panes::stages::render_stage_table;
+    use tunescope::tui::theme::Theme;
+
+    let fx = Fixture::new();
+    let outcome = fx.run("seq", &TrainControl::default(), &mut |_| {});
+    let seq = fx.path("seq");
+    let third = seq.join(&outcome.record.stages[2].run_dir);
+
+    // Listed as `<sequence dir>/<k>-<stage>`.
+    let names: Vec<String> = tunescope::run::list_runs(fx.dir.path())
+        .iter()
+        .map(|r| tunescope::run::sequence::display_name(r.path()))
+        .collect();
+    assert_eq!(names, ["seq/3-c", "seq/2-b", "seq/1-a"]);
+
+    // The third stage's snapshot knows its place: stages start at steps 0, 4 and 8 (4 steps
+    // each), and the earlier stages' losses are those of their own logs, shifted.
+    let mut reader = RunReader::new(RunDir::open(&third).unwrap());
+    reader.refresh();
+    let snap = reader.snapshot();
+    let view = snap.sequence.as_ref().expect("a stage of a sequence");
+    assert_eq!(view.stage, 3);
+    let starts: Vec<(f64, &str)> = view
+        .boundaries
+        .iter()
+        .map(|(x, l)| (*x, l.as_str()))
+        .collect();
+    assert_eq!(starts, [(0.0, "1 a"), (4.0, "2 b"), (8.0, "3 c")]);
+    let losses = |k: usize| -> Vec<f64> {
+        RunDir::open(&seq.join(&outcome.record.stages[k].run_dir))
+            .unwrap()
+            .read_records()
+            .unwrap()
+            .iter()
+            .filter_map(|r| match r {
+                tunescope::run::Record::Train(m) => Some(m.loss),
+                _ => None,
+            })
+            .collect()
+    };
+    let earlier: Vec<f64> = losses(0).into_iter().chain(losses(1)).collect();
+    assert_eq!(
+        view.earlier_loss.iter().map(|p| p.1).collect::<Vec<_>>(),
+        earlier
+    );
+    assert_eq!(
+        view.earlier_loss.iter().map(|p| p.0).collect::<Vec<_>>(),
+        (1..=8).map(f64::from).collect::<Vec<_>>()
+    );
+
+    // The dashboard's loss panel names the stages; Compare shows the per-stage table with the
+    // recorded numbers in place of the scatter.
+    let theme = Theme::dark();
+    let loss = draw(100, 20, |f| LossView::new(snap, &theme).render(f, f.area()));
+    assert!(
+        loss.contains("stage 3/3 of tiny-three: │1 a │2 b │3 c"),
+        "{loss}"
+    );
+    let row = CompareRow::from_snapshot("seq/3-c", "", snap);
+    let (stage, table) = row.stages.clone().expect("stage table");
+    assert_eq!((stage, &table), (3, &stage_table(&outcome.record)));
+    let pane = draw(100, 12, |f| {
+        render_stage_table(f, f.area(), &table, 3, &theme)
+    });
+    assert!(pane.contains("stages of tiny-three"), "{pane}");
+    for r in &table.rows {
+        let label = if r.after == 0 {
+            "base".to_string()
+        } else {
+            format!("{} {}", r.after, r.label)
+        };
+        let line = pane
+            .lines()
+            .find(|l| l.contains(&label))
+            .unwrap_or_else(|| panic!("{label}:\n{pane}"));
+        assert!(
+            line.contains(&format!("{:.1}", r.heldout_mean.unwrap())),
+            "{line}"
+        );
+    }
+    let compare = draw(160, 30, |f| render_compare(f, f.area(), &[row], 0, &theme));
+    assert!(compare.contains("stages of tiny-three"), "{compare}");
+    assert!(!compare.contains("Δ learning vs Δ held-out"), "{compare}");
 }

@@ -203,6 +203,7 @@ fn nan_snapshot() -> RunSnapshot {
         total_params: Some(0),
         guard_messages: vec!["numeric mass\ndrift".into()],
         last_event: None,
+        sequence: None,
     }
 }
 

@@ -248,6 +248,22 @@ impl SequenceView {
     }
 }
 
+/// A run directory's name in listings: its own name, or `<sequence dir>/<name>` for a stage
+/// of a sequence (its parent holds `sequence.json`).
+pub fn display_name(run_dir: &Path) -> String {
+    let name = run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| run_dir.display().to_string());
+    match run_dir.parent() {
+        Some(parent) if parent.join(FILE).is_file() => match parent.file_name() {
+            Some(seq) => format!("{}/{name}", seq.to_string_lossy()),
+            None => name,
+        },
+        _ => name,
+    }
+}
+
 /// The local time, RFC 3339.
 pub fn now() -> String {
     chrono::Local::now().to_rfc3339()

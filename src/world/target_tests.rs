@@ -57,12 +57,13 @@ fn solve(world: &World, skill: Skill, prompt: &str) -> String {
             let list: Vec<&str> = list.strip_suffix(" ?").unwrap().split(' ').collect();
             let q: Vec<&str> = question.split(' ').collect();
             let at = |w: &str| list.iter().position(|x| *x == w).unwrap();
-            match (q[2], q.last().copied()) {
-                ("is", _) if question.contains("first") => list[0].to_string(),
-                ("is", _) => list[list.len() - 1].to_string(),
-                ("after", Some(w)) => list[at(w) + 1].to_string(),
-                (_, Some(w)) => list[at(w) - 1].to_string(),
-                _ => unreachable!(),
+            // "what word is after W", "what word is before W", "what is the first/last word".
+            match (q[3], q[q.len() - 1]) {
+                ("after", w) => list[at(w) + 1].to_string(),
+                ("before", w) => list[at(w) - 1].to_string(),
+                ("first", _) => list[0].to_string(),
+                ("last", _) => list[list.len() - 1].to_string(),
+                other => unreachable!("{other:?}"),
             }
         }
         Skill::Clock => {

@@ -56,15 +56,12 @@ impl CompareRow {
             (Some(t), Some(n)) if n > 0 => Some(t as f64 / n as f64 * 100.0),
             _ => None,
         };
-        let (run, stages) = match &snap.sequence {
-            Some(seq) => (
-                format!("{}/{run}", seq.record.name),
-                Some((seq.stage, stage_table(&seq.record))),
-            ),
-            None => (run.to_string(), None),
-        };
+        let stages = snap
+            .sequence
+            .as_ref()
+            .map(|seq| (seq.stage, stage_table(&seq.record)));
         CompareRow {
-            run,
+            run: run.to_string(),
             stages,
             recipe,
             state: status.map_or("unknown", |s| s.state.as_str()).to_string(),
