@@ -7,7 +7,7 @@
 //!   them knows of a terminal;
 //! - **tools** built on the engine: [`bench`], [`watch`], [`export`], [`gguf`], [`merge`]
 //!   (fold a LoRA adapter, interpolate two models), [`interpolate`] (WiSE-FT along a finished
-//!   run), [`demo`] with its synthetic [`world`];
+//!   run), [`sequence`] (stages run one after another), [`demo`] with its synthetic [`world`];
 //! - **fronts**: [`tui`] (the workbench) and [`cli`].
 //!
 //! [`util`] holds the small helpers every tier shares (atomic writes, seeded randomness).
@@ -29,6 +29,7 @@ pub mod export;
 pub mod gguf;
 pub mod interpolate;
 pub mod merge;
+pub mod sequence;
 pub mod watch;
 pub mod world;
 

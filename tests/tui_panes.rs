@@ -132,6 +132,7 @@ fn snapshot() -> RunSnapshot {
         total_params: Some(100_000),
         guard_messages: vec![],
         last_event: Some("start at step 0".into()),
+        sequence: None,
     }
 }
 
@@ -202,6 +203,7 @@ fn nan_snapshot() -> RunSnapshot {
         total_params: Some(0),
         guard_messages: vec!["numeric mass\ndrift".into()],
         last_event: None,
+        sequence: None,
     }
 }
 
@@ -602,6 +604,7 @@ fn compare_rows() -> Vec<CompareRow> {
         numeric_mass_base: Some(0.10),
         numeric_mass_end: Some(0.30),
         tokens_per_s: Some(800.0),
+        stages: None,
     };
     vec![first, second]
 }

@@ -18,6 +18,7 @@ mod probe;
 mod progress;
 mod quickstart;
 mod runs;
+mod sequence;
 mod train;
 mod ui;
 mod watch;
@@ -82,6 +83,9 @@ pub enum Command {
     Interpolate(interpolate::InterpolateArgs),
     /// Fold a LoRA adapter into its base model, or interpolate two models: (1 − α)·A + α·B.
     Merge(merge::MergeArgs),
+    /// Run a sequence of fine-tuning stages, each from the previous stage's final weights,
+    /// scoring held-out and every stage's target after each; or print its per-stage table.
+    Sequence(sequence::SequenceArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -128,6 +132,7 @@ pub fn run() -> Result<()> {
         Command::Forecast(args) => forecast::run(args),
         Command::Interpolate(args) => interpolate::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::Sequence(args) => sequence::run(args),
     }
 }
 

@@ -37,7 +37,7 @@ pub fn run(args: RunsArgs) -> Result<()> {
             }
         }
         rows.push(serde_json::json!({
-            "run": run.path().file_name().map(|n| n.to_string_lossy().into_owned()),
+            "run": crate::run::sequence::display_name(run.path()),
             "path": run.path(),
             "state": state,
             "step": status.as_ref().map(|s| s.step),

@@ -10,12 +10,16 @@
 //!   checkpoints/step-N/  trained tensors + optimizer state + position (atomic directory rename)
 //!   final/             full Hugging Face model directory
 //! ```
+//!
+//! A sequence of stages (`tunescope sequence`) keeps one such run directory per stage inside a
+//! sequence directory with a `sequence.json` ([`sequence`]).
 
 mod checkpoint;
 mod export;
 mod lock;
 pub mod reader;
 pub mod record;
+pub mod sequence;
 mod status;
 
 pub use checkpoint::{CheckpointState, LoadedCheckpoint};
@@ -321,14 +325,28 @@ impl RunDir {
     }
 }
 
-/// Run directories under `root`, newest first.
+/// Run directories under `root`, and the stage runs of the sequence directories under it (those
+/// holding a `sequence.json`), newest first.
 pub fn list_runs(root: &Path) -> Vec<RunDir> {
-    let mut runs: Vec<RunDir> = std::fs::read_dir(root)
+    let entries = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    };
+    let mut runs: Vec<RunDir> = entries(root)
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("recipe.yaml").is_file())
-        .map(|e| RunDir { path: e.path() })
+        .flat_map(|path| {
+            if path.join(sequence::FILE).is_file() {
+                entries(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .filter(|path| path.join("recipe.yaml").is_file())
+        .map(|path| RunDir { path })
         .collect();
     runs.sort_by(|a, b| b.path.cmp(&a.path));
     runs

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::record::{parse_line, Line, Record};
+use super::sequence::SequenceView;
 use super::{RunDir, Status};
 use crate::eval::drift::LayerDrift;
 use crate::eval::probe::HistogramEntry;
@@ -72,6 +73,8 @@ pub struct RunSnapshot {
     /// The forgetting forecast: predicted final Δ held-out, its ± error, runs fitted on.
     pub forecast: Option<(f64, f64, usize)>,
     pub last_event: Option<String>,
+    /// The run's place in its sequence, when it is a stage of one.
+    pub sequence: Option<SequenceView>,
 }
 
 impl RunSnapshot {
@@ -99,6 +102,8 @@ pub struct RunReader {
     malformed: usize,
     pending: String,
     status_mtime: Option<SystemTime>,
+    /// Modification time of `sequence.json` beside the run, when read.
+    sequence_mtime: Option<SystemTime>,
     snapshot: RunSnapshot,
     /// Whether a record of the study's drift measure was read: from then on the pooled
     /// measure of older builds no longer fills [`RunSnapshot::layer_drift`].
@@ -115,6 +120,7 @@ impl RunReader {
             malformed: 0,
             pending: String::new(),
             status_mtime: None,
+            sequence_mtime: None,
             snapshot: RunSnapshot::default(),
             own_drift_seen: false,
         }
@@ -159,6 +165,16 @@ impl RunReader {
                 changed = true;
             }
         }
+        if let Some(parent) = self.run.path().parent() {
+            let mtime = std::fs::metadata(parent.join(super::sequence::FILE))
+                .and_then(|m| m.modified())
+                .ok();
+            if mtime.is_some() && mtime != self.sequence_mtime {
+                self.sequence_mtime = mtime;
+                self.snapshot.sequence = SequenceView::read(&self.run);
+                changed = true;
+            }
+        }
         let mut new_histogram = None;
         for record in self.read_new_records() {
             changed = true;
@@ -192,6 +208,7 @@ impl RunReader {
             self.own_drift_seen = false;
             self.snapshot = RunSnapshot {
                 status: self.snapshot.status.take(),
+                sequence: self.snapshot.sequence.take(),
                 ..RunSnapshot::default()
             };
         }

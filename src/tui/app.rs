@@ -318,9 +318,7 @@ impl App {
     }
 }
 
-/// A run directory's display name.
+/// A run directory's display name (`<sequence>/<k>-<stage>` for a stage of a sequence).
 pub fn run_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    crate::run::sequence::display_name(path)
 }

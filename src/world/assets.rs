@@ -48,8 +48,10 @@ impl AssetSummary {
 
 /// Writes the data sets of the world of `seed` under `out` (created if missing):
 /// `train/{counting,mixture,heldout-skills}.jsonl`, `tasks/<task>.{yaml,jsonl}` for counting,
-/// attributes, antonyms, reverse and category, and `probe/{target,heldout}.jsonl`. Files are
-/// byte-identical for the same seed.
+/// attributes, antonyms, reverse and category, `probe/{target,heldout}.jsonl`, and for the other
+/// narrow target skills (classify, verify, lookup, clock) `train/<skill>.jsonl`,
+/// `tasks/<skill>.{yaml,jsonl}` and `probe/<skill>.jsonl`. Files are byte-identical for the same
+/// seed.
 pub fn write_assets(out: &Path, seed: u64) -> Result<AssetSummary> {
     let mut files = Vec::new();
     for (path, text, items) in render(seed)? {
@@ -69,7 +71,7 @@ pub fn write_assets(out: &Path, seed: u64) -> Result<AssetSummary> {
 }
 
 /// A rendered file: relative path, contents, item count.
-type Rendered = (PathBuf, String, usize);
+pub(super) type Rendered = (PathBuf, String, usize);
 
 /// Every file's contents, in a fixed order.
 fn render(seed: u64) -> Result<Vec<Rendered>> {
@@ -155,6 +157,7 @@ fn render(seed: u64) -> Result<Vec<Rendered>> {
         "probe/heldout",
     );
     files.push(jsonl("probe/heldout.jsonl", &heldout, probe_record)?);
+    files.extend(super::target_assets::render(&world, seed)?);
     Ok(files)
 }
 
@@ -180,12 +183,12 @@ fn mixed(
 }
 
 /// One evaluation task's header.
-struct Task {
-    skill: Skill,
-    role: &'static str,
-    multiple_choice: bool,
-    max_new_tokens: usize,
-    matching: &'static str,
+pub(super) struct Task {
+    pub skill: Skill,
+    pub role: &'static str,
+    pub multiple_choice: bool,
+    pub max_new_tokens: usize,
+    pub matching: &'static str,
 }
 
 /// The tasks written under `tasks/`.
@@ -230,7 +233,7 @@ const TASKS: [Task; 5] = [
 impl Task {
     /// The YAML header (keys: name, role, type, data, chat, and for generate tasks
     /// max_new_tokens and match).
-    fn header(&self) -> String {
+    pub(super) fn header(&self) -> String {
         let name = self.skill.as_str();
         let mut text = format!("name: {name}\nrole: {}\n", self.role);
         if self.multiple_choice {
@@ -250,7 +253,11 @@ impl Task {
 }
 
 /// Renders `examples` as JSONL, one `record` per line.
-fn jsonl(path: &str, examples: &[Example], record: fn(&Example) -> String) -> Result<Rendered> {
+pub(super) fn jsonl(
+    path: &str,
+    examples: &[Example],
+    record: fn(&Example) -> String,
+) -> Result<Rendered> {
     let mut text = String::new();
     for example in examples {
         text.push_str(&record(example));
@@ -265,7 +272,7 @@ fn to_line<T: Serialize>(record: T) -> String {
 }
 
 /// `{"prompt", "response"}`.
-fn train_record(e: &Example) -> String {
+pub(super) fn train_record(e: &Example) -> String {
     #[derive(Serialize)]
     struct Record<'a> {
         prompt: &'a str,
@@ -293,7 +300,7 @@ fn tagged_train_record(e: &Example) -> String {
 }
 
 /// `{"prompt", "answer": str}` (generate tasks).
-fn answer_record(e: &Example) -> String {
+pub(super) fn answer_record(e: &Example) -> String {
     #[derive(Serialize)]
     struct Record<'a> {
         prompt: &'a str,
@@ -321,7 +328,7 @@ fn choice_record(e: &Example) -> String {
 }
 
 /// `{"prompt"}` (probe sets).
-fn probe_record(e: &Example) -> String {
+pub(super) fn probe_record(e: &Example) -> String {
     #[derive(Serialize)]
     struct Record<'a> {
         prompt: &'a str,

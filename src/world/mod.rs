@@ -8,6 +8,13 @@
 //! **antonyms**, **copy** and **reverse**. The seed decides the invented objects' names and
 //! attributes; the word lists and templates are fixed (`lexicon`).
 //!
+//! Five narrow **target** skills serve sequences of fine-tuning stages (the study's five-stage
+//! experiment), each over the same vocabulary so the demo model's tokenizer covers them:
+//! **classify** (lettered multiple choice, like CUB-200), **counting** (PixMo-Count), **verify**
+//! (yes/no and short answers, PathVQA), **lookup** (reading a word off a text, TextVQA) and
+//! **clock** (a time read off two hands, clock reading). Only counting is in the pretraining
+//! mixture; the other four are new to the demo model.
+//!
 //! Splits never share a prompt. Counting, category, copy and reverse items are assigned to
 //! train or test by a stable hash of their content (30% test). Attribute and antonym facts must
 //! be seen in training to be answerable, so those split by *phrasing*: each fact has five
@@ -17,15 +24,22 @@ mod antonyms;
 mod assets;
 mod attributes;
 mod category;
+mod classify;
+mod clock;
 mod counting;
 pub mod lexicon;
+mod lookup;
 mod names;
 mod sampling;
 mod sequence;
 pub mod shapes;
 pub mod split;
+mod target_assets;
+#[cfg(test)]
+mod target_tests;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -34,6 +48,7 @@ use crate::util::rng::SeededRng;
 
 pub use assets::{write_assets, AssetFile, AssetSummary};
 pub use category::Form as ChoiceForm;
+pub use clock::reading as clock_reading;
 
 /// Number of invented objects in a world.
 pub const OBJECTS: usize = 40;
@@ -47,10 +62,14 @@ pub enum Skill {
     Antonyms,
     Copy,
     Reverse,
+    Classify,
+    Verify,
+    Lookup,
+    Clock,
 }
 
 impl Skill {
-    /// Every skill, target first.
+    /// The six skills of the pretraining mixture, target first.
     pub const ALL: [Skill; 6] = [
         Skill::Counting,
         Skill::Attributes,
@@ -69,7 +88,18 @@ impl Skill {
         Skill::Reverse,
     ];
 
-    /// The skill's name: "counting", "attributes", "category", "antonyms", "copy", "reverse".
+    /// The five narrow target skills of a sequence, in the study's order (CUB-200, PixMo-Count,
+    /// PathVQA, TextVQA, clock reading).
+    pub const TARGETS: [Skill; 5] = [
+        Skill::Classify,
+        Skill::Counting,
+        Skill::Verify,
+        Skill::Lookup,
+        Skill::Clock,
+    ];
+
+    /// The skill's name: "counting", "attributes", "category", "antonyms", "copy", "reverse",
+    /// "classify", "verify", "lookup", "clock".
     pub fn as_str(self) -> &'static str {
         match self {
             Skill::Counting => "counting",
@@ -78,12 +108,19 @@ impl Skill {
             Skill::Antonyms => "antonyms",
             Skill::Copy => "copy",
             Skill::Reverse => "reverse",
+            Skill::Classify => "classify",
+            Skill::Verify => "verify",
+            Skill::Lookup => "lookup",
+            Skill::Clock => "clock",
         }
     }
 
     /// The skill named `name`, if any.
     pub fn from_name(name: &str) -> Option<Skill> {
-        Skill::ALL.into_iter().find(|s| s.as_str() == name)
+        Skill::ALL
+            .into_iter()
+            .chain(Skill::TARGETS)
+            .find(|s| s.as_str() == name)
     }
 }
 
@@ -193,6 +230,10 @@ impl World {
             Skill::Antonyms => antonyms::draw(rng, split),
             Skill::Copy => sequence::draw(rng, split, false),
             Skill::Reverse => sequence::draw(rng, split, true),
+            Skill::Classify => classify::draw(rng, split),
+            Skill::Verify => verify::draw(self, rng, split),
+            Skill::Lookup => lookup::draw(rng, split),
+            Skill::Clock => clock::draw(rng, split),
         })
     }
 

@@ -3,7 +3,8 @@
 //! point per run (the table's `#`). Up and right is better: learned more, forgot less.
 //!
 //! Layout: table left and scatter right from 110 columns; below that the scatter goes under the
-//! table when there are at least 16 rows, else only the table is drawn.
+//! table when there are at least 16 rows, else only the table is drawn. When the selected run is
+//! a stage of a sequence, the sequence's per-stage table takes the scatter's place.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
@@ -13,8 +14,10 @@ use ratatui::widgets::canvas::{Canvas, Line as CanvasLine};
 use ratatui::widgets::{Cell, Row, Table, TableState};
 use ratatui::Frame;
 
+use super::stages::render_stage_table;
 use super::widgets::{delta_style, render_message, state_style, titled_block};
 use crate::run::reader::RunSnapshot;
+use crate::sequence::{stage_table, StageTable};
 use crate::tui::format::{fmt_num, fmt_prob, fmt_rate, fmt_signed, truncate};
 use crate::tui::series::{bounds, finite};
 use crate::tui::theme::Theme;
@@ -36,6 +39,8 @@ pub struct CompareRow {
     /// Held-out numeric mass at the newest probe (probability, 0..1).
     pub numeric_mass_end: Option<f64>,
     pub tokens_per_s: Option<f64>,
+    /// For a stage of a sequence: its stage (1-based) and the sequence's per-stage table.
+    pub stages: Option<(usize, StageTable)>,
 }
 
 impl CompareRow {
@@ -51,8 +56,13 @@ impl CompareRow {
             (Some(t), Some(n)) if n > 0 => Some(t as f64 / n as f64 * 100.0),
             _ => None,
         };
+        let stages = snap
+            .sequence
+            .as_ref()
+            .map(|seq| (seq.stage, stage_table(&seq.record)));
         CompareRow {
             run: run.to_string(),
+            stages,
             recipe,
             state: status.map_or("unknown", |s| s.state.as_str()).to_string(),
             trainable_pct,
@@ -108,17 +118,22 @@ pub fn render_compare(
         return;
     }
     let selected = selected.min(rows.len() - 1);
+    // The selected stage's sequence table, else the scatter.
+    let side = |frame: &mut Frame, area: Rect| match &rows[selected].stages {
+        Some((stage, table)) => render_stage_table(frame, area, table, *stage, theme),
+        None => render_scatter(frame, area, rows, selected, theme),
+    };
     if area.width >= 110 {
         let [table, scatter] =
             Layout::horizontal([Constraint::Percentage(60), Constraint::Fill(1)]).areas(area);
         render_table(frame, table, rows, selected, theme);
-        render_scatter(frame, scatter, rows, selected, theme);
+        side(frame, scatter);
     } else if area.height >= 16 {
         let table_height = (rows.len() as u16 + 3).clamp(4, area.height / 2);
         let [table, scatter] =
             Layout::vertical([Constraint::Length(table_height), Constraint::Fill(1)]).areas(area);
         render_table(frame, table, rows, selected, theme);
-        render_scatter(frame, scatter, rows, selected, theme);
+        side(frame, scatter);
     } else {
         render_table(frame, area, rows, selected, theme);
     }

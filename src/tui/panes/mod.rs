@@ -6,4 +6,5 @@ pub mod interpolation;
 pub mod model;
 pub mod recipe;
 pub mod runs;
+pub mod stages;
 pub mod widgets;

@@ -1,6 +1,7 @@
 //! Panel (a): run state, step, newest loss, throughput, ETA and elapsed time; a progress gauge;
 //! the newest noteworthy message; the loss chart (a sparkline when small) over a learning-rate
-//! sparkline.
+//! sparkline. A stage of a sequence shows the whole sequence's loss so far, with a vertical
+//! marker where each stage starts and a line naming them.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
@@ -11,9 +12,9 @@ use ratatui::Frame;
 use crate::run::reader::RunSnapshot;
 use crate::tui::format::{escape_line, fmt_duration, fmt_lr, fmt_rate, fmt_value};
 use crate::tui::panes::widgets::{
-    put_line, render_message, render_series_chart, render_sparkline, state_style,
+    put_line, render_message, render_series_chart, render_sparkline, state_style, Series,
 };
-use crate::tui::series::{finite, finite_points, last_finite};
+use crate::tui::series::{bounds, finite, finite_points, last_finite};
 use crate::tui::theme::Theme;
 
 /// What the loss panel shows, taken from a run snapshot.
@@ -32,6 +33,10 @@ pub struct LossView<'a> {
     /// Finite (step, loss) and (step, lr) points.
     loss: Vec<(f64, f64)>,
     lr: Vec<(f64, f64)>,
+    /// Stage starts on the loss chart's step axis (a stage of a sequence; else empty).
+    boundaries: Vec<f64>,
+    /// `stage 2/3 of demo-three: │1 classify │2 counting` for a stage of a sequence.
+    stages: Option<String>,
 }
 
 impl<'a> LossView<'a> {
@@ -48,6 +53,32 @@ impl<'a> LossView<'a> {
             })
             .or_else(|| snap.last_event.clone().map(|e| (e, theme.muted())))
             .map(|(text, style)| (escape_line(&text), style));
+        let (loss, boundaries, stages) = match &snap.sequence {
+            Some(seq) => {
+                let offset = seq.offset();
+                let loss: Vec<(f64, f64)> = seq
+                    .earlier_loss
+                    .iter()
+                    .copied()
+                    .chain(snap.loss.iter().map(|&(x, y)| (x + offset, y)))
+                    .collect();
+                let names: Vec<String> = seq
+                    .boundaries
+                    .iter()
+                    .map(|(_, label)| format!("│{label}"))
+                    .collect();
+                let line = format!(
+                    "stage {}/{} of {}: {}",
+                    seq.stage,
+                    seq.record.stages.len(),
+                    seq.record.name,
+                    names.join(" ")
+                );
+                let starts = seq.boundaries.iter().map(|b| b.0).skip(1).collect();
+                (loss, starts, Some(escape_line(&line)))
+            }
+            None => (snap.loss.clone(), Vec::new(), None),
+        };
         Self {
             theme,
             state: status.map_or("waiting", |s| s.state.as_str()).to_string(),
@@ -57,8 +88,10 @@ impl<'a> LossView<'a> {
             eta: snap.eta_seconds(),
             elapsed: snap.elapsed,
             message,
-            loss: finite_points(&snap.loss),
+            loss: finite_points(&loss),
             lr: finite_points(&snap.lr),
+            boundaries,
+            stages,
         }
     }
 
@@ -119,6 +152,18 @@ impl<'a> LossView<'a> {
             .use_unicode(true);
         frame.render_widget(gauge, Rect::new(area.x, y, area.width, 1));
         y += 1;
+        // Which stage of which sequence, when it is one.
+        if let Some(text) = &self.stages {
+            if area.bottom().saturating_sub(y) >= 6 {
+                put_line(
+                    frame.buffer_mut(),
+                    area,
+                    y,
+                    &Line::styled(text.as_str(), theme.muted()),
+                );
+                y += 1;
+            }
+        }
         // Newest noteworthy message: error, guard, or event.
         if area.bottom().saturating_sub(y) >= 6 {
             if let Some((text, style)) = &self.message {
@@ -159,13 +204,19 @@ impl<'a> LossView<'a> {
             (rest, None)
         };
         if chart_area.height >= 5 && chart_area.width >= 24 {
-            render_series_chart(
-                frame,
-                chart_area,
-                &[("loss", loss, Style::default().fg(theme.now))],
-                theme,
-                fmt_value,
-            );
+            // A vertical marker where each later stage starts, spanning the loss's range.
+            let ys = bounds(loss.iter().map(|p| p.1), 0.0);
+            let markers: Vec<[(f64, f64); 2]> = self
+                .boundaries
+                .iter()
+                .map(|&x| [(x, ys[0]), (x, ys[1])])
+                .collect();
+            let mut series: Vec<Series> = markers
+                .iter()
+                .map(|m| ("stage", &m[..], theme.muted()))
+                .collect();
+            series.push(("loss", loss, Style::default().fg(theme.now)));
+            render_series_chart(frame, chart_area, &series, theme, fmt_value);
         } else {
             let values: Vec<f64> = loss.iter().map(|(_, y)| *y).collect();
             render_sparkline(
