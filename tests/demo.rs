@@ -177,6 +177,21 @@ fn demo_recipes_parse_and_resolve_on_the_demo_model() {
             "demo-sa-proj" => assert!(only(&["self_attn."])),
             "demo-mlp" => assert!(only(&["mlp."])),
             "demo-mlp-gate-up" => assert!(only(&["gate_proj", "up_proj"])),
+            // The baselines: LwF on the MLP, LoRA adapters on the MLP's linears.
+            "demo-lwf-mlp" => {
+                assert!(only(&["mlp."]));
+                let lwf = recipe.regularize.as_ref().expect("a regularize section");
+                assert_eq!(
+                    (lwf.lambda, lwf.temperature),
+                    (1.0, 2.0),
+                    "the study's λ and T"
+                );
+            }
+            "demo-lora-mlp" => {
+                assert!(only(&["mlp."]));
+                let lora = recipe.lora.as_ref().expect("a lora section");
+                assert_eq!((lora.r, lora.alpha), (16, 32.0));
+            }
             other => panic!("unexpected demo recipe {other}"),
         }
         assert!(!selection.names.is_empty());
@@ -187,6 +202,8 @@ fn demo_recipes_parse_and_resolve_on_the_demo_model() {
         names,
         [
             "demo-full-llm",
+            "demo-lora-mlp",
+            "demo-lwf-mlp",
             "demo-mlp",
             "demo-mlp-gate-up",
             "demo-sa-proj"

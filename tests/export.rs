@@ -21,7 +21,7 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every shipped recipe (not the demo ones).
+/// Every shipped recipe (not the demo ones, not LoRA: exporting those is refused, below).
 fn shipped_recipes() -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(repo().join("recipes"))
         .unwrap()
@@ -29,7 +29,7 @@ fn shipped_recipes() -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|p| {
             let name = p.file_name().unwrap().to_string_lossy();
-            name.ends_with(".yaml") && !name.starts_with("demo-") && !vision_only(p)
+            name.ends_with(".yaml") && !name.starts_with("demo-") && !vision_only(p) && !lora(p)
         })
         .collect();
     out.sort();
@@ -508,6 +508,27 @@ fn the_command_writes_the_files() {
 
 /// Recipes that train only vision-side kinds (projector, vision) need a vision-language model;
 /// tests/llava_train.rs covers them.
+fn lora(path: &Path) -> bool {
+    tunescope::recipe::Recipe::load(path, &[])
+        .unwrap()
+        .lora
+        .is_some()
+}
+
+#[test]
+fn a_lora_recipe_is_refused_by_every_target_naming_lora() {
+    let tiny = TinyModel::new(Architecture::Qwen2, 5);
+    let work = tempfile::tempdir().unwrap();
+    let data = write_data(work.path());
+    let recipe = load_recipe(&repo().join("recipes/lora-mlp.yaml"), &tiny, &data, &[]);
+    for target in [Target::Axolotl, Target::LlamaFactory, Target::Trl] {
+        let out = work.path().join(format!("{target:?}"));
+        let error = export(&recipe, target, &out).unwrap_err().to_string();
+        assert!(error.contains("LoRA"), "{error}");
+        assert!(!out.exists(), "nothing is written");
+    }
+}
+
 fn vision_only(path: &Path) -> bool {
     let recipe = tunescope::recipe::Recipe::load(path, &[]).unwrap();
     !recipe.trainable.kinds.is_empty()

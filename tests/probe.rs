@@ -219,7 +219,7 @@ fn live_records_match_the_standalone_commands_and_counting_raises_numeric_mass()
             .collect::<Vec<_>>(),
         vec![0, 15, 30]
     );
-    assert_eq!(records(&run, "layer_drift").len(), 3);
+    assert_eq!(records(&run, "layer_drift_own").len(), 3);
     for step in [0, 15, 30] {
         assert!(run.path().join(format!("probe/step-{step}.json")).is_file());
     }

@@ -148,7 +148,7 @@ fn checkpoints_are_recorded_once_each_in_order_and_the_folder_is_untouched() {
     assert_eq!(snapshot(&watched), before, "the watched folder changed");
     let run = RunDir::open(&run_dir).unwrap();
     let metrics = run.read_metrics().unwrap();
-    for kind in ["probe", "eval", "layer_drift", "watch"] {
+    for kind in ["probe", "eval", "layer_drift_own", "watch"] {
         assert_eq!(steps(&metrics, kind), vec![0, 10, 20, 30], "{kind}");
     }
     let probes: Vec<&Value> = metrics.iter().filter(|m| m["kind"] == "probe").collect();
@@ -175,7 +175,7 @@ fn checkpoints_are_recorded_once_each_in_order_and_the_folder_is_untouched() {
     let stderr = run_watch(&watched, &recipe, &run_dir);
     assert!(stderr.contains("4 steps already recorded"), "{stderr}");
     let again = run.read_metrics().unwrap();
-    for kind in ["probe", "eval", "layer_drift", "watch"] {
+    for kind in ["probe", "eval", "layer_drift_own", "watch"] {
         assert_eq!(
             steps(&again, kind),
             vec![0, 10, 20, 30],
@@ -194,7 +194,7 @@ fn checkpoints_are_recorded_once_each_in_order_and_the_folder_is_untouched() {
     let stderr = run_watch(&watched, &recipe, &run_dir);
     assert!(stderr.contains("checkpoint-50 is not complete"), "{stderr}");
     let metrics = run.read_metrics().unwrap();
-    for kind in ["probe", "eval", "layer_drift", "watch"] {
+    for kind in ["probe", "eval", "layer_drift_own", "watch"] {
         assert_eq!(steps(&metrics, kind), vec![0, 10, 20, 30, 40], "{kind}");
     }
     assert_eq!(snapshot(&watched), before);
@@ -344,7 +344,7 @@ fn an_interrupted_step_is_recorded_once_and_a_live_run_is_refused() {
     let mut text = lines.join("\n") + "\n";
     for line in &lines {
         let mut record: Value = serde_json::from_str(line).unwrap();
-        if ["probe", "layer_drift", "eval"].contains(&record["kind"].as_str().unwrap())
+        if ["probe", "layer_drift_own", "eval"].contains(&record["kind"].as_str().unwrap())
             && record["step"] == 10
         {
             record["step"] = 20.into();
@@ -355,7 +355,7 @@ fn an_interrupted_step_is_recorded_once_and_a_live_run_is_refused() {
     write_checkpoint(&watched, tiny.path(), 20, 1.5);
     run_watch(&watched, &recipe, &run_dir);
     let metrics = run.read_metrics().unwrap();
-    for kind in ["probe", "eval", "layer_drift", "watch"] {
+    for kind in ["probe", "eval", "layer_drift_own", "watch"] {
         assert_eq!(steps(&metrics, kind), vec![0, 10, 20], "{kind}");
     }
 

@@ -407,22 +407,25 @@ pub fn explain_serde_error(message: &str) -> String {
         return message.to_string();
     };
     let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-    let best = candidates
+    // The closest key at this level or one level down (`lrr` is nearer `optimizer.lr` than `lora`).
+    let here = candidates
         .iter()
-        .map(|c| (strsim::jaro_winkler(field, c), *c))
+        .map(|c| (strsim::jaro_winkler(field, c), c.to_string()))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let best = [here, nested_key_suggestion(field, &candidates)]
+        .into_iter()
+        .flatten()
         .max_by(|a, b| a.0.total_cmp(&b.0));
     match best {
-        Some((score, name)) if score > 0.7 => format!("{message}; did you mean `{name}`?"),
-        _ => match nested_key_suggestion(field, &candidates) {
-            Some(path) => format!("{message}; did you mean `{path}`?"),
-            None => message.to_string(),
-        },
+        Some((_, name)) => format!("{message}; did you mean `{name}`?"),
+        None => message.to_string(),
     }
 }
 
 /// For a key written one level too high (`lr:` at top level), the nested key it resembles
-/// (`optimizer.lr`), looked up in the sections among `candidates`.
-fn nested_key_suggestion(field: &str, candidates: &[&str]) -> Option<String> {
+/// (`optimizer.lr`), looked up in the sections among `candidates`, with its similarity.
+fn nested_key_suggestion(field: &str, candidates: &[&str]) -> Option<(f64, String)> {
     let serde_yaml::Value::Mapping(top) = serde_yaml::to_value(Recipe::default()).ok()? else {
         return None;
     };
@@ -436,5 +439,4 @@ fn nested_key_suggestion(field: &str, candidates: &[&str]) -> Option<String> {
         .map(|(section, key)| (strsim::jaro_winkler(field, key), format!("{section}.{key}")))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, path)| path)
 }
