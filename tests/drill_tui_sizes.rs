@@ -166,13 +166,41 @@ fn every_tab_draws_at_every_size_from_20x6_to_300x100() {
             }),
         ),
     ];
+    // The interpolation view over the Dashboard, with points of every odd kind.
+    let (mut view, _worker) = tunescope::tui::interpolation::InterpolationView::open(&run_dir);
+    for (i, value) in [0.0, f64::NAN, f64::INFINITY, -1e300, 1e-300, 100.0]
+        .iter()
+        .enumerate()
+    {
+        view.points.insert(
+            i,
+            tunescope::interpolate::AlphaPoint {
+                alpha: i as f64 / 10.0,
+                delta_target: Some(*value),
+                delta_heldout: Some(-value),
+                heldout_numeric_mass: (i % 2 == 0).then_some(*value),
+                heldout_numeric_mass_delta: None,
+                target_numeric_mass: None,
+                heldout_kl: Some(*value),
+                seconds: *value,
+            },
+        );
+    }
+    view.pending.insert(7);
+    view.error = Some(odd[5].clone());
+    let views: Vec<(Tab, bool)> = Tab::ALL
+        .iter()
+        .map(|t| (*t, false))
+        .chain([(Tab::Dashboard, true)])
+        .collect();
     let mut draws = 0usize;
     let mut panics = Vec::new();
     for (i, &(w, h)) in sizes.iter().enumerate() {
         let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
-        for tab in Tab::ALL {
+        for &(tab, interpolating) in &views {
             for (j, (help, dialog)) in overlays.iter().enumerate() {
                 app.tab = tab;
+                app.interpolation = interpolating.then(|| view.clone());
                 app.help = *help;
                 app.dialog = dialog.clone();
                 app.theme_index = i + j;
@@ -190,7 +218,7 @@ fn every_tab_draws_at_every_size_from_20x6_to_300x100() {
                 draws += 1;
                 if result.is_err() {
                     panics.push(format!(
-                        "{w}x{h} tab {tab:?} help {help} dialog {}",
+                        "{w}x{h} tab {tab:?} interpolation {interpolating} help {help} dialog {}",
                         dialog.is_some()
                     ));
                     terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
@@ -199,8 +227,8 @@ fn every_tab_draws_at_every_size_from_20x6_to_300x100() {
         }
     }
     eprintln!(
-        "tui drill: {} sizes from 20x6 to 300x100, {draws} draws of {} tabs with overlays, \
-         {} panics ({:.1}s)",
+        "tui drill: {} sizes from 20x6 to 300x100, {draws} draws of {} tabs (and the \
+         interpolation view) with overlays, {} panics ({:.1}s)",
         sizes.len(),
         Tab::ALL.len(),
         panics.len(),

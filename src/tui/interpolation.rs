@@ -47,6 +47,7 @@ pub struct WorkerStart {
 }
 
 /// The view of one finished run.
+#[derive(Clone)]
 pub struct InterpolationView {
     pub run: PathBuf,
     /// Grid index under the cursor.

@@ -83,7 +83,8 @@ fn render_table(frame: &mut Frame, area: Rect, view: &InterpolationView, theme: 
     ];
     let [table, help] = Layout::vertical([Constraint::Min(3), Constraint::Length(3)]).areas(area);
     frame.render_widget(Table::new(rows, widths).header(header), table);
-    let hint = "Enter score α · a score all · w write best · Esc close\n★ best: largest Δ target + Δ held-out";
+    let hint =
+        "Enter score α · a all · w write best · Esc close\n★ best: largest Δ target + Δ held-out";
     frame.render_widget(Paragraph::new(hint).style(theme.muted()), help);
 }
 
@@ -103,10 +104,7 @@ fn render_curves(
     let target = along(|p| p.delta_target);
     let heldout = along(|p| p.delta_heldout);
     let numeric = along(|p| p.heldout_numeric_mass);
-    let top = titled_block(
-        " Δ target (learning) and Δ held-out (forgetting), pp ",
-        theme,
-    );
+    let top = titled_block(" Δ target (learning) · Δ held-out, pp ", theme);
     let inner = top.inner(deltas);
     frame.render_widget(top, deltas);
     render_series_chart(
