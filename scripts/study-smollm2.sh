@@ -3,7 +3,8 @@
 # counting items of assets/ with the same data, steps, batch, learning rate and seed, and `tunescope demo-report`
 # prints the learning vs forgetting table. Needs models/smollm2-135m-instruct (scripts/fetch-smollm2.sh).
 #
-# Usage: scripts/study-smollm2.sh [extra --set overrides...]     e.g. scripts/study-smollm2.sh --set optimizer.lr=5e-5
+# Usage: scripts/study-smollm2.sh [extra demo-report options]   e.g. --seeds 3 (mean ± std), --set optimizer.lr=5e-5
+# Counting is scored on all 200 items (0.5 pp each); capitals has 40.
 # Env:   MODEL (default models/smollm2-135m-instruct), RUNS (default runs/study), BIN (default target/release/tunescope)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,5 +33,5 @@ BIN="${BIN:-target/release/tunescope}"
     --set probe.layer_drift=false \
     --set eval.every_steps=20 \
     --set 'eval.tasks=[docs/study/counting.yaml, docs/study/capitals.yaml, assets/tasks/category.yaml]' \
-    --set eval.max_items=60 \
+    --set eval.max_items=200 \
     "$@"
