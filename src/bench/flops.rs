@@ -38,23 +38,11 @@ pub struct MatmulParams {
 impl MatmulParams {
     /// Counts for `selection` on a model with `config` and module map `map`.
     pub fn count(config: &ModelConfig, map: &ModuleMap, selection: &Selection) -> Self {
-        let layer_linear = |kind: ParamKind| {
-            matches!(
-                kind,
-                ParamKind::Q
-                    | ParamKind::K
-                    | ParamKind::V
-                    | ParamKind::O
-                    | ParamKind::Gate
-                    | ParamKind::Up
-                    | ParamKind::Down
-            )
-        };
         let lm_head = config.vocab_size * config.hidden_size;
         let weights = || {
             map.params
                 .iter()
-                .filter(|p| !p.is_bias && p.layer.is_some() && layer_linear(p.kind))
+                .filter(|p| !p.is_bias && p.layer.is_some() && p.kind.is_layer_linear())
         };
         let total = weights().map(|p| p.numel).sum::<usize>() + lm_head;
         let has_lm_head = map.params.iter().any(|p| p.kind == ParamKind::LmHead);

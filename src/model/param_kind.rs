@@ -28,6 +28,20 @@ pub enum ParamKind {
 }
 
 impl ParamKind {
+    /// Whether the kind is one of a decoder layer's linear projections (q k v o gate up down).
+    pub fn is_layer_linear(self) -> bool {
+        matches!(
+            self,
+            ParamKind::Q
+                | ParamKind::K
+                | ParamKind::V
+                | ParamKind::O
+                | ParamKind::Gate
+                | ParamKind::Up
+                | ParamKind::Down
+        )
+    }
+
     /// Every kind, in display order.
     pub const ALL: [ParamKind; 15] = [
         ParamKind::Q,

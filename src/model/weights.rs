@@ -180,3 +180,14 @@ impl WeightStore {
         Ok(tensor)
     }
 }
+
+/// The candle dtype of a safetensors dtype name (floats only).
+pub fn file_dtype(name: &str) -> Option<DType> {
+    match name {
+        "F32" => Some(DType::F32),
+        "F16" => Some(DType::F16),
+        "BF16" => Some(DType::BF16),
+        "F64" => Some(DType::F64),
+        _ => None,
+    }
+}

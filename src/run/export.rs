@@ -10,16 +10,6 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::model::Model;
 
-fn parse_file_dtype(name: &str) -> Option<DType> {
-    match name {
-        "F32" => Some(DType::F32),
-        "F16" => Some(DType::F16),
-        "BF16" => Some(DType::BF16),
-        "F64" => Some(DType::F64),
-        _ => None,
-    }
-}
-
 /// Writes `out` as a full model: `trained` tensors replace the originals of the same name.
 pub fn export_model(model: &Model, trained: &HashMap<String, Tensor>, out: &Path) -> Result<()> {
     let parent = out.parent().unwrap_or(Path::new("."));
@@ -38,11 +28,13 @@ pub fn export_model(model: &Model, trained: &HashMap<String, Tensor>, out: &Path
         for info in model.weights.infos() {
             let tensor = match trained.get(&info.name) {
                 Some(t) => {
-                    let dtype = parse_file_dtype(&info.dtype).unwrap_or(DType::F32);
+                    let dtype =
+                        crate::model::weights::file_dtype(&info.dtype).unwrap_or(DType::F32);
                     t.to_device(&Device::Cpu)?.to_dtype(dtype)?
                 }
                 None => {
-                    let dtype = parse_file_dtype(&info.dtype).unwrap_or(DType::F32);
+                    let dtype =
+                        crate::model::weights::file_dtype(&info.dtype).unwrap_or(DType::F32);
                     model
                         .weights
                         .load(&info.name, &info.shape, dtype, &Device::Cpu)?

@@ -86,19 +86,7 @@ pub fn targets(selected: &BTreeSet<String>, map: &ModuleMap) -> Result<BTreeSet<
     let (mut biases, mut fused, mut vision, mut other) = (vec![], vec![], vec![], vec![]);
     for name in selected {
         let kind = map.get(name).map(|p| (p.kind, p.is_bias));
-        let linear = matches!(
-            kind,
-            Some((
-                ParamKind::Q
-                    | ParamKind::K
-                    | ParamKind::V
-                    | ParamKind::O
-                    | ParamKind::Gate
-                    | ParamKind::Up
-                    | ParamKind::Down,
-                _
-            ))
-        );
+        let linear = kind.is_some_and(|(kind, _)| kind.is_layer_linear());
         if fused_tensor_of(name).is_some() {
             fused.push(name.as_str());
         } else if matches!(kind, Some((ParamKind::Vision | ParamKind::Projector, _))) {

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 mod read;
 
-pub use read::{file_dtype, fold, read_adapter, LoadedAdapter};
+pub use read::{fold, read_adapter, LoadedAdapter};
 
 use super::{LoraPlan, LoraSettings};
 

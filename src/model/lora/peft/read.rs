@@ -108,22 +108,11 @@ pub fn fold(store: &WeightStore, adapter: &LoadedAdapter) -> Result<BTreeMap<Str
                 info.shape
             );
         }
-        let dtype = file_dtype(&info.dtype)
+        let dtype = crate::model::weights::file_dtype(&info.dtype)
             .with_context(|| format!("{name} is stored as {}, not a float", info.dtype))?;
         let w = store.load(&name, &info.shape, DType::F32, &Device::Cpu)?;
         let folded = (w + (b.matmul(a)? * scale)?)?.to_dtype(dtype)?;
         out.insert(name, folded);
     }
     Ok(out)
-}
-
-/// The candle dtype of a safetensors dtype name (floats only).
-pub fn file_dtype(name: &str) -> Option<DType> {
-    match name {
-        "F32" => Some(DType::F32),
-        "F16" => Some(DType::F16),
-        "BF16" => Some(DType::BF16),
-        "F64" => Some(DType::F64),
-        _ => None,
-    }
 }
