@@ -49,6 +49,14 @@ impl Interpolation {
             );
         }
         let recipe: Recipe = run.read_recipe()?;
+        if recipe.lora.is_some() {
+            bail!(
+                "{} trained LoRA adapters: interpolate its folded model with the base instead \
+                 (`tunescope merge BASE {} --alpha A --out DIR`)",
+                run_dir.display(),
+                run_dir.display()
+            );
+        }
         let step = run.latest_checkpoint().with_context(|| {
             format!("{} has no checkpoint to interpolate to", run_dir.display())
         })?;
