@@ -6,13 +6,14 @@ pub mod events;
 pub mod loss;
 pub mod monitor;
 pub mod optimizer;
+mod prepare;
 pub mod regularize;
 pub mod schedule;
 pub mod step;
 mod trainer;
 
 pub use events::{StepMetrics, TrainEvent};
+pub use prepare::{check, prepare, Prepared};
 pub use trainer::{
-    check, prepare, run_prepared, run_training, spawn_prepared, spawn_training, Prepared,
-    TrainControl, TrainOutcome,
+    run_prepared, run_training, spawn_prepared, spawn_training, TrainControl, TrainOutcome,
 };
