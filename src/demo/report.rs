@@ -302,6 +302,11 @@ pub fn table(rows: &[ReportRow]) -> String {
                 .map_or_else(|| "n/a".to_string(), |s| format!("{s:.0} s")),
         ]);
     }
+    align(&lines)
+}
+
+/// Left-aligned columns separated by two spaces.
+pub(super) fn align(lines: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..lines[0].len())
         .map(|c| {
             lines
@@ -312,7 +317,7 @@ pub fn table(rows: &[ReportRow]) -> String {
         })
         .collect();
     let mut text = String::new();
-    for line in &lines {
+    for line in lines {
         let cells: Vec<String> = line
             .iter()
             .zip(&widths)
