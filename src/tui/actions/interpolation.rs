@@ -64,7 +64,10 @@ impl App {
             Action::ScoreAll => view.request_all(),
             Action::WriteModel => {
                 let alpha = view.best().unwrap_or_else(|| view.alpha());
-                let out = view.run.join(format!("wise-ft-alpha-{alpha:.1}"));
+                let out = view
+                    .run
+                    .join("interpolation")
+                    .join(format!("model-alpha-{alpha:.1}"));
                 self.dialog = Some(Dialog::Input {
                     title: format!("write the model at α {alpha:.1} to"),
                     text: out.display().to_string(),
