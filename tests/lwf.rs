@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
-use common::{bytes_of, load_tensors, TinyModel};
+use common::{bytes_of, load_tensors, write_counting_data, TinyModel};
 use tunescope::model::{Architecture, Model};
 use tunescope::recipe::Recipe;
 use tunescope::run::{Record, RecordLog, RunDir, RunState};
@@ -20,25 +20,10 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn write_data(dir: &Path) -> PathBuf {
-    let words = ["apple", "red", "circle", "banana", "blue"];
-    let mut text = String::new();
-    for i in 0..24usize {
-        let word = words[i % words.len()];
-        let n = 1 + (i * 7) % 6;
-        let items = vec![word; n].join(" ");
-        text.push_str(&serde_json::json!({"prompt": format!("how many {word} : {items}"), "response": n.to_string()}).to_string());
-        text.push('\n');
-    }
-    let path = dir.join("count.jsonl");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn recipe(tiny: &TinyModel, dir: &Path, extra: &[&str]) -> Recipe {
     let mut overrides = vec![
         format!("model={}", tiny.spec_str()),
-        format!("data={}", write_data(dir).display()),
+        format!("data={}", write_counting_data(dir, 24).display()),
         "max_steps=6".into(),
         "batch_size=3".into(),
         "grad_accum=2".into(),
@@ -265,7 +250,7 @@ fn bad_settings_fail_naming_the_key() {
         .args(["--set", &format!("model={}", tiny.spec_str())])
         .args([
             "--set",
-            &format!("data={}", write_data(tmp.path()).display()),
+            &format!("data={}", write_counting_data(tmp.path(), 24).display()),
         ])
         .args([
             "--set",
@@ -297,7 +282,7 @@ fn plan_prints_the_teachers_memory() {
             .args(["--set", &format!("model={}", tiny.spec_str())])
             .args([
                 "--set",
-                &format!("data={}", write_data(tmp.path()).display()),
+                &format!("data={}", write_counting_data(tmp.path(), 24).display()),
             ])
             .args(["--set", "regularize.method=lwf"]);
         if json {

@@ -64,6 +64,16 @@ macro_rules! python_or_skip {
 }
 
 /// A Python process for the trainers: offline, CPU only, no telemetry.
+/// The one run directory under `runs`.
+fn only_run(runs: &Path) -> PathBuf {
+    std::fs::read_dir(runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
 fn python_command(python: &Path) -> Command {
     let mut cmd = Command::new(python);
     cmd.env("HF_HUB_OFFLINE", "1")
@@ -365,12 +375,7 @@ fn tunescope_final_loads_in_transformers_with_equal_logits() {
             ],
             work.path(),
         );
-        let run = std::fs::read_dir(&runs)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let run = only_run(&runs);
         let final_dir = run.join("final");
         let ours = Model::open(final_dir.to_str().unwrap()).unwrap();
         let trained = changed(
@@ -448,12 +453,7 @@ fn tunescope_lora_adapter_loads_in_peft_with_equal_logits() {
             ],
             work.path(),
         );
-        let run = std::fs::read_dir(&runs)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let run = only_run(&runs);
         let final_dir = run.join("final");
         assert!(final_dir.join("adapter_model.safetensors").is_file());
         let seqs: Vec<Vec<u32>> = vec![vec![5, 17, 42, 99, 3, 250, 11, 8, 9, 10], vec![8, 300, 77]];

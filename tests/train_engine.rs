@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{bytes_of, load_tensors, TinyModel};
+use common::{bytes_of, load_tensors, write_counting_data, TinyModel};
 use tunescope::model::{Architecture, Model};
 use tunescope::recipe::Recipe;
 use tunescope::run::{RunDir, RunState};
@@ -13,22 +13,6 @@ use tunescope::train::{run_training, TrainControl, TrainEvent};
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A small counting data set: "how many X : X X X" → "3".
-fn write_data(dir: &Path) -> PathBuf {
-    let words = ["apple", "red", "circle", "banana", "blue"];
-    let mut text = String::new();
-    for i in 0..32usize {
-        let word = words[i % words.len()];
-        let n = 1 + (i * 7) % 6;
-        let items = vec![word; n].join(" ");
-        text.push_str(&serde_json::json!({"prompt": format!("how many {word} : {items}"), "response": n.to_string()}).to_string());
-        text.push('\n');
-    }
-    let path = dir.join("count.jsonl");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 fn train(recipe: &Recipe, runs: &Path) -> (RunDir, Vec<f64>) {
@@ -48,7 +32,7 @@ fn train(recipe: &Recipe, runs: &Path) -> (RunDir, Vec<f64>) {
 #[test]
 fn every_shipped_recipe_changes_exactly_its_tensors() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_data(tmp.path());
+    let data = write_counting_data(tmp.path(), 32);
     for arch in [
         Architecture::Qwen2,
         Architecture::Llama,
@@ -153,7 +137,7 @@ fn loss_falls_on_a_narrow_task() {
         &repo_root().join("recipes/sa-proj.yaml"),
         &[
             format!("model={}", tiny.spec_str()),
-            format!("data={}", write_data(tmp.path()).display()),
+            format!("data={}", write_counting_data(tmp.path(), 32).display()),
             "max_steps=24".into(),
             "optimizer.lr=0.01".into(),
         ],
@@ -174,7 +158,7 @@ fn stopped_and_resumed_run_equals_uninterrupted_run() {
         &repo_root().join("recipes/mlp-gate-up.yaml"),
         &[
             format!("model={}", tiny.spec_str()),
-            format!("data={}", write_data(tmp.path()).display()),
+            format!("data={}", write_counting_data(tmp.path(), 32).display()),
             "max_steps=7".into(),
             "batch_size=3".into(),
             "grad_accum=2".into(),
@@ -293,7 +277,7 @@ fn vision_only(path: &Path) -> bool {
 #[test]
 fn parts_of_a_fused_tensor_train_exactly_their_rows() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_data(tmp.path());
+    let data = write_counting_data(tmp.path(), 32);
     let tiny = TinyModel::new(Architecture::Phi3, 7);
     let original = load_tensors(&tiny.path().join("model.safetensors"));
     let overrides = |extra: &[&str]| -> Vec<String> {

@@ -115,3 +115,19 @@ pub fn check_gradient(
         assert!(rel <= tolerance, "{label}[{index}]: relative error {rel}");
     }
 }
+
+/// A small counting data set of `records` lines, "how many X : X X X" → "3", in `dir`.
+pub fn write_counting_data(dir: &Path, records: usize) -> PathBuf {
+    let words = ["apple", "red", "circle", "banana", "blue"];
+    let mut text = String::new();
+    for i in 0..records {
+        let word = words[i % words.len()];
+        let n = 1 + (i * 7) % 6;
+        let items = vec![word; n].join(" ");
+        text.push_str(&serde_json::json!({"prompt": format!("how many {word} : {items}"), "response": n.to_string()}).to_string());
+        text.push('\n');
+    }
+    let path = dir.join("count.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path
+}

@@ -7,7 +7,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
-use super::widgets::{delta_style, render_series_chart, titled_block};
+use super::widgets::{delta_style, render_series_chart, titled_block, Series};
 use crate::tui::app::run_name;
 use crate::tui::format::{fmt_num, fmt_prob, fmt_signed};
 use crate::tui::interpolation::{alpha_at, grid_index, InterpolationView, ALPHAS};
@@ -104,27 +104,41 @@ fn render_curves(
     let target = along(|p| p.delta_target);
     let heldout = along(|p| p.delta_heldout);
     let numeric = along(|p| p.heldout_numeric_mass);
-    let top = titled_block(" Δ target (learning) · Δ held-out, pp ", theme);
-    let inner = top.inner(deltas);
-    frame.render_widget(top, deltas);
-    render_series_chart(
+    let deltas_series = [
+        ("Δ target", target.as_slice(), theme.good()),
+        ("Δ held-out", heldout.as_slice(), theme.bad()),
+    ];
+    let delta_label: fn(Option<f64>) -> String = |v| fmt_signed(v, 1);
+    chart_panel(
         frame,
-        inner,
-        &[
-            ("Δ target", &target, theme.good()),
-            ("Δ held-out", &heldout, theme.bad()),
-        ],
+        deltas,
+        " Δ target (learning) · Δ held-out, pp ",
+        &deltas_series,
+        delta_label,
         theme,
-        |v| fmt_signed(v, 1),
     );
-    let bottom = titled_block(" held-out numeric mass along α ", theme);
-    let inner = bottom.inner(mass);
-    frame.render_widget(bottom, mass);
-    render_series_chart(
+    let mass_series = [("numeric mass", numeric.as_slice(), theme.numeric())];
+    chart_panel(
         frame,
-        inner,
-        &[("numeric mass", &numeric, theme.numeric())],
-        theme,
+        mass,
+        " held-out numeric mass along α ",
+        &mass_series,
         fmt_prob,
+        theme,
     );
+}
+
+/// A titled block holding a line chart of `series`.
+fn chart_panel(
+    frame: &mut Frame,
+    area: Rect,
+    title: &str,
+    series: &[Series],
+    fmt_y: fn(Option<f64>) -> String,
+    theme: &Theme,
+) {
+    let block = titled_block(title.to_string(), theme);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    render_series_chart(frame, inner, series, theme, fmt_y);
 }
