@@ -16,6 +16,14 @@ use tunescope::model::vlm::tiny::{make_tiny_llava, TinyLlavaSpec};
 use tunescope::model::vlm::{FeatureSelect, ImageProcessor, IMAGE_TOKEN};
 use tunescope::model::{Model, ParamKind};
 
+/// The step shape the Model pane's memory estimate uses in these tests.
+const SHAPE: tunescope::plan::StepShape = tunescope::plan::StepShape {
+    batch: 1,
+    seq: 64,
+    dtype_bytes: 4,
+    activation_checkpointing: false,
+};
+
 const TOLERANCE: f32 = 1e-4;
 
 /// Images of one tile each.
@@ -377,7 +385,7 @@ fn model_grid_has_vision_and_projector_rows() {
     let dir = tempfile::tempdir().unwrap();
     make_tiny_llava(&TinyLlavaSpec::new(4), dir.path()).unwrap();
     let spec = dir.path().to_str().unwrap();
-    let mut state = ModelState::open(spec, &preset("projector").unwrap(), 1, 64, 4).unwrap();
+    let mut state = ModelState::open(spec, &preset("projector").unwrap(), SHAPE).unwrap();
     let labels: Vec<&str> = state.grid.rows.iter().map(|(l, _)| l.as_str()).collect();
     assert_eq!(labels, vec!["0", "1", "model", "vision", "proj"]);
     assert_eq!(state.grid.layers, 2);
@@ -611,9 +619,7 @@ fn a_deep_vision_tower_row_wraps_to_the_pane() {
     let state = ModelState::open(
         dir.path().to_str().unwrap(),
         &preset("vision").unwrap(),
-        1,
-        64,
-        4,
+        SHAPE,
     )
     .unwrap();
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();

@@ -16,7 +16,7 @@ mod system;
 mod table;
 
 pub use flops::{MatmulParams, StepFlops};
-pub use system::{median, parse_vm_hwm, peak_rss_bytes, threads};
+pub use system::{current_rss_bytes, median, parse_vm_hwm, peak_rss_bytes, threads};
 pub use table::render_table;
 
 use crate::data::Batch;
@@ -63,6 +63,9 @@ pub struct BenchConfig {
     /// `CANDLE_NUM_THREADS` of the measuring processes (None: not set).
     #[serde(default)]
     pub pool_threads: Option<usize>,
+    /// Recompute each layer in the backward (the recipe's `activation_checkpointing`).
+    #[serde(default)]
+    pub activation_checkpointing: bool,
 }
 
 impl BenchConfig {
@@ -83,6 +86,7 @@ impl BenchConfig {
             probe_new_tokens: 16,
             fused: true,
             pool_threads: None,
+            activation_checkpointing: false,
         }
     }
 }
@@ -137,6 +141,12 @@ pub struct RecipeResult {
     /// Mean loss of the timed steps (a sanity check: finite, slowly falling).
     pub mean_loss: f64,
     pub fused_ops: bool,
+    /// Resident set size just before the first step (model loaded, optimizer made).
+    #[serde(default)]
+    pub rss_before_steps_bytes: Option<u64>,
+    /// Whether layers were recomputed in the backward.
+    #[serde(default)]
+    pub activation_checkpointing: bool,
 }
 
 /// The whole report.
@@ -269,7 +279,8 @@ pub fn run_single(config: &BenchConfig, recipe: &str) -> Result<RecipeResult> {
     let model = Model::open(&config.model)?;
     let map = model.module_map();
     let selection = preset_selection(recipe, &map)?;
-    let decoder = model.decoder(&selection.to_hash_set(), dtype, &device)?;
+    let mut decoder = model.decoder(&selection.to_hash_set(), dtype, &device)?;
+    decoder.set_activation_checkpointing(config.activation_checkpointing);
     let spec = OptimizerSpec {
         lr: config.lr,
         ..OptimizerSpec::default()
@@ -285,6 +296,7 @@ pub fn run_single(config: &BenchConfig, recipe: &str) -> Result<RecipeResult> {
     let mut rng = SeededRng::new(config.seed);
     let mut times = Vec::new();
     let mut losses = Vec::new();
+    let rss_before_steps_bytes = current_rss_bytes();
     for step in 0..config.warmup + config.steps {
         let batch = synthetic_batch(&mut rng, vocab, config.batch, config.seq);
         let start = Instant::now();
@@ -335,5 +347,7 @@ pub fn run_single(config: &BenchConfig, recipe: &str) -> Result<RecipeResult> {
         probe,
         mean_loss: losses.iter().sum::<f64>() / losses.len().max(1) as f64,
         fused_ops: config.fused,
+        rss_before_steps_bytes,
+        activation_checkpointing: config.activation_checkpointing,
     })
 }

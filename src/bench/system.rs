@@ -6,10 +6,21 @@ pub fn peak_rss_bytes() -> Option<u64> {
     parse_vm_hwm(&status)
 }
 
+/// Resident set size of this process now, in bytes (`VmRSS` in `/proc/self/status`).
+pub fn current_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_status_bytes(&status, "VmRSS:")
+}
+
 /// The `VmHWM:` line of a `/proc/PID/status` text, in bytes.
 pub fn parse_vm_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let mut parts = line["VmHWM:".len()..].split_whitespace();
+    parse_status_bytes(status, "VmHWM:")
+}
+
+/// The line starting with `key` (`VmHWM:`) of a `/proc/PID/status` text, in bytes.
+fn parse_status_bytes(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let mut parts = line[key.len()..].split_whitespace();
     let value: u64 = parts.next()?.parse().ok()?;
     let scale = match parts.next().unwrap_or("kB") {
         "kB" | "KB" | "kb" => 1024,
@@ -48,6 +59,7 @@ mod tests {
     fn vm_hwm_is_parsed_in_bytes() {
         let status = "Name:\ttunescope\nVmPeak:\t  100 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1 kB\n";
         assert_eq!(parse_vm_hwm(status), Some(2048 * 1024));
+        assert_eq!(parse_status_bytes(status, "VmRSS:"), Some(1024));
         assert_eq!(parse_vm_hwm("Name: x\n"), None);
     }
 

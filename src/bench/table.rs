@@ -55,14 +55,21 @@ pub fn render_table(report: &BenchReport) -> String {
         c.warmup,
         if c.fused { "fused" } else { "composed" }
     );
+    if c.activation_checkpointing {
+        out.insert_str(out.len() - 2, " · activation checkpointing");
+    }
     out.push_str(
-        "| recipe | trainable | step | forward | backward | optimizer | tokens/s | GFLOP/step | GFLOP/s | peak RSS | probe prompts/s | probe tok/s | decode tok/s |\n",
+        "| recipe | trainable | step | forward | backward | optimizer | tokens/s | GFLOP/step | GFLOP/s | peak RSS | above load | probe prompts/s | probe tok/s | decode tok/s |\n",
     );
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &report.results {
-        let rss = r.peak_rss_bytes.map_or("n/a".to_string(), |b| {
-            format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
-        });
+        let gib = |b: u64| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
+        let rss = r.peak_rss_bytes.map_or("n/a".to_string(), gib);
+        // What the steps added to the loaded model: activations, gradients, AdamW moments.
+        let above = match (r.peak_rss_bytes, r.rss_before_steps_bytes) {
+            (Some(peak), Some(before)) => gib(peak.saturating_sub(before)),
+            _ => "n/a".to_string(),
+        };
         let (pps, tps, dps) = r
             .probe
             .map_or(("n/a".into(), "n/a".into(), "n/a".into()), |p| {
@@ -73,7 +80,7 @@ pub fn render_table(report: &BenchReport) -> String {
                 )
             });
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.recipe,
             count(r.trainable_params),
             secs(r.times.step),
@@ -84,6 +91,7 @@ pub fn render_table(report: &BenchReport) -> String {
             sig3(r.flops_per_step.total() / 1e9),
             sig3(r.gflops_per_s),
             rss,
+            above,
             pps,
             tps,
             dps

@@ -58,6 +58,9 @@ pub struct BenchArgs {
     /// inherited from the environment.
     #[arg(long)]
     pool_threads: Option<usize>,
+    /// Recompute each layer's forward in the backward (the recipe's `activation_checkpointing`).
+    #[arg(long)]
+    activation_checkpointing: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -80,6 +83,7 @@ impl BenchArgs {
             probe_prompt_len: self.probe_prompt_len,
             probe_new_tokens: self.probe_new_tokens,
             fused: !self.composed,
+            activation_checkpointing: self.activation_checkpointing,
             pool_threads: self.pool_threads.or_else(|| {
                 std::env::var("CANDLE_NUM_THREADS")
                     .ok()
@@ -115,6 +119,9 @@ impl BenchArgs {
         }
         if self.composed {
             args.push("--composed".into());
+        }
+        if self.activation_checkpointing {
+            args.push("--activation-checkpointing".into());
         }
         args
     }

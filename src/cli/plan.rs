@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::model::Model;
-use crate::plan::estimate;
+use crate::plan::{estimate, StepShape};
 use crate::recipe::Recipe;
 use crate::select;
 use crate::train::regularize::TeacherMemory;
@@ -30,15 +30,9 @@ pub fn run(args: PlanArgs) -> Result<()> {
     let model = Model::open(&recipe.model_spec()?)?;
     let map = model.module_map();
     let selection = select::resolve(&recipe.trainable, &map)?;
-    let dtype_bytes = if recipe.dtype == "bf16" { 2 } else { 4 };
-    let memory = estimate(
-        &model.config,
-        &map,
-        &selection,
-        recipe.batch_size,
-        recipe.max_length,
-        dtype_bytes,
-    );
+    let shape = StepShape::of(&recipe);
+    let dtype_bytes = shape.dtype_bytes;
+    let memory = estimate(&model.config, &map, &selection, shape);
     // With LoRA the selection names the adapted linears; the adapters are what trains.
     let lora = match &recipe.lora {
         Some(spec) => {
@@ -73,6 +67,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
             "by_layer": selection.numel_by_layer(&map),
             "memory": memory,
             "lora_trainable": lora,
+            "activation_checkpointing": shape.activation_checkpointing,
         });
         if let Some((spec, m)) = &teacher {
             out["lwf_teacher"] = serde_json::json!({
@@ -135,8 +130,15 @@ pub fn run(args: PlanArgs) -> Result<()> {
     }
     let _ = writeln!(
         out,
-        "\nmemory estimate (batch {} x seq {}, {}):",
-        recipe.batch_size, recipe.max_length, recipe.dtype
+        "\nmemory estimate (batch {} x seq {}, {}{}):",
+        recipe.batch_size,
+        recipe.max_length,
+        recipe.dtype,
+        if shape.activation_checkpointing {
+            ", activation checkpointing"
+        } else {
+            ""
+        }
     );
     for (label, bytes) in [
         ("weights (all)", memory.weights),

@@ -89,6 +89,7 @@ pub fn render(ctx: &ExportContext) -> Result<Rendered> {
         ("output_dir", y("./outputs")),
         ("micro_batch_size", y(h.batch_size)),
         ("gradient_accumulation_steps", y(h.grad_accum)),
+        ("gradient_checkpointing", y(h.gradient_checkpointing)),
         ("num_epochs", y(h.epochs)),
         ("max_steps", y(h.max_steps)),
         ("optimizer", y("adamw_torch")),

@@ -288,6 +288,11 @@ pub fn render(ctx: &ExportContext) -> Result<Rendered> {
         ("output_dir", y("outputs")),
         ("per_device_train_batch_size", y(h.batch_size)),
         ("gradient_accumulation_steps", y(h.grad_accum)),
+        // LLaMA-Factory checkpoints unless told not to.
+        (
+            "disable_gradient_checkpointing",
+            y(!h.gradient_checkpointing),
+        ),
         ("num_train_epochs", y(h.epochs as f64)),
         ("max_steps", y(h.max_steps)),
         ("learning_rate", y(h.lr)),

@@ -112,6 +112,8 @@ pub struct Hyper {
     pub seed: u64,
     pub bf16: bool,
     pub train_on_prompt: bool,
+    /// The recipe's `activation_checkpointing` (transformers' `gradient_checkpointing`).
+    pub gradient_checkpointing: bool,
     /// Checkpoint every N steps (`None`: at the end of each epoch).
     pub save_steps: Option<usize>,
     pub save_total_limit: usize,
@@ -142,6 +144,7 @@ impl Hyper {
             seed: recipe.seed,
             bf16: recipe.dtype == "bf16",
             train_on_prompt: recipe.train_on_prompt,
+            gradient_checkpointing: recipe.activation_checkpointing,
             save_steps: (recipe.checkpoint_every > 0).then_some(recipe.checkpoint_every),
             save_total_limit: recipe.keep_checkpoints.max(1),
         }

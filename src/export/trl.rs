@@ -143,6 +143,7 @@ def main():
         max_length={max_length},
         seed={seed},
         bf16={bf16},
+        gradient_checkpointing={checkpointing},
         completion_only_loss={completion_only},
         packing=False,
         logging_steps=1,
@@ -179,6 +180,12 @@ if __name__ == "__main__":
         max_length = h.max_length,
         seed = h.seed,
         bf16 = py_bool(h.bf16),
+        // Non-reentrant: frozen embeddings would otherwise cut the gradient at the first layer.
+        checkpointing = if h.gradient_checkpointing {
+            "True,\n        gradient_checkpointing_kwargs={\"use_reentrant\": False}"
+        } else {
+            "False"
+        },
         completion_only = py_bool(!h.train_on_prompt),
     );
     Ok(Rendered {

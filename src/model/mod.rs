@@ -11,6 +11,7 @@ pub mod module_map;
 pub mod names;
 pub mod ops;
 mod param_kind;
+mod precomputed;
 pub mod progress;
 pub mod source;
 pub mod tiny;

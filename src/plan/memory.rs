@@ -1,10 +1,37 @@
 //! A rough memory estimate for a training step: weights, gradients and AdamW state for the
-//! trainable part only, and activations kept for backward above the lowest trainable layer.
+//! trainable part only, and activations kept for backward above the lowest trainable layer
+//! (with activation checkpointing: each such layer's input, plus one layer's activations).
 
 use serde::Serialize;
 
 use crate::model::{ModelConfig, ModuleMap};
+use crate::recipe::Recipe;
 use crate::select::Selection;
+
+/// What a step's memory depends on besides the model and the selection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepShape {
+    /// Sequences per micro-batch.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seq: usize,
+    /// Bytes per weight and activation element (4 for f32, 2 for bf16).
+    pub dtype_bytes: usize,
+    /// Whether layers are recomputed in the backward.
+    pub activation_checkpointing: bool,
+}
+
+impl StepShape {
+    /// The shape a recipe trains with.
+    pub fn of(recipe: &Recipe) -> Self {
+        Self {
+            batch: recipe.batch_size,
+            seq: recipe.max_length,
+            dtype_bytes: if recipe.dtype == "bf16" { 2 } else { 4 },
+            activation_checkpointing: recipe.activation_checkpointing,
+        }
+    }
+}
 
 /// Estimated bytes by category.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -16,15 +43,19 @@ pub struct MemoryEstimate {
     pub total: u64,
 }
 
-/// Estimates one training step's memory with `batch` sequences of `seq` tokens in `dtype_bytes`.
+/// Estimates one training step's memory for a step of `shape`.
 pub fn estimate(
     config: &ModelConfig,
     map: &ModuleMap,
     selection: &Selection,
-    batch: usize,
-    seq: usize,
-    dtype_bytes: usize,
+    shape: StepShape,
 ) -> MemoryEstimate {
+    let StepShape {
+        batch,
+        seq,
+        dtype_bytes,
+        activation_checkpointing,
+    } = shape;
     let total_params = map.total() as u64;
     let trainable = selection.trainable_numel(map) as u64;
     let weights = total_params * dtype_bytes as u64;
@@ -41,10 +72,13 @@ pub fn estimate(
     let heads = config.num_attention_heads as u64;
     let tokens = (batch * seq) as u64;
     let per_token_per_layer = 6 * h + 4 * q + 4 * kv + 4 * i + 3 * heads * seq as u64;
-    let layer_activations = if trainable > 0 {
-        layers_with_graph * tokens * per_token_per_layer * dtype_bytes as u64
-    } else {
+    let layer_activations = if trainable == 0 {
         0
+    } else if activation_checkpointing {
+        // Each layer's input is kept; one layer's activations live while it is recomputed.
+        (layers_with_graph * h + per_token_per_layer) * tokens * dtype_bytes as u64
+    } else {
+        layers_with_graph * tokens * per_token_per_layer * dtype_bytes as u64
     };
     // Logits, log-probabilities and their gradient at labelled positions (at most every token), f32.
     let head_activations = tokens * config.vocab_size as u64 * 4 * 3;

@@ -4,4 +4,4 @@
 
 pub mod memory;
 
-pub use memory::{estimate, MemoryEstimate};
+pub use memory::{estimate, MemoryEstimate, StepShape};

@@ -182,6 +182,9 @@ pub struct Recipe {
     pub batch_size: usize,
     /// Micro-batches per optimizer step.
     pub grad_accum: usize,
+    /// Recompute each layer's forward in the backward instead of keeping its activations
+    /// (transformers' `gradient_checkpointing`): far less memory for one more forward per layer.
+    pub activation_checkpointing: bool,
     pub epochs: usize,
     /// Optimizer steps; overrides `epochs` when set.
     pub max_steps: Option<usize>,
@@ -223,6 +226,7 @@ impl Default for Recipe {
             schedule: ScheduleSpec::default(),
             batch_size: 4,
             grad_accum: 1,
+            activation_checkpointing: false,
             epochs: 1,
             max_steps: None,
             seed: 42,

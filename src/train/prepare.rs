@@ -54,10 +54,11 @@ pub fn prepare(recipe: &Recipe) -> Result<Prepared> {
     let checked = load_checked(recipe)?;
     let device = parse_device(&recipe.device)?;
     let dtype = parse_dtype(&recipe.dtype)?;
-    let decoder = match &checked.lora {
+    let mut decoder = match &checked.lora {
         Some(plan) => checked.model.lora_decoder(plan, dtype, &device)?,
         None => checked.model.decoder(&checked.selection, dtype, &device)?,
     };
+    decoder.set_activation_checkpointing(recipe.activation_checkpointing);
     if let Some(name) = decoder.row_masks().keys().next() {
         if recipe.optimizer.weight_decay > 0.0 {
             anyhow::bail!(

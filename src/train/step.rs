@@ -141,14 +141,25 @@ pub fn regularized_step(
 
         let start = Instant::now();
         let store = loss.backward()?;
+        // Checkpointed layers leave their parameters' gradients beside the store.
+        let recomputed = decoder.take_checkpoint_grads();
+        let grad_of = |var: &candle_core::Var| -> Result<Option<Tensor>> {
+            let id = var.as_tensor().id();
+            Ok(match (store.get(var.as_tensor()), recomputed.get(&id)) {
+                (Some(a), Some(b)) => Some((a + b)?),
+                (a, b) => a.or(b).cloned(),
+            })
+        };
         // A batch without images leaves the vision side without gradients.
         let reaches_all = decoder.vision().is_none() || !batch.pixel_values.is_empty();
         if options.check_grads && !grads_checked && reaches_all {
-            decoder.check_all_trainable_have_grads(&store)?;
+            decoder.check_all_trainable_have_grads(|var| {
+                store.get(var.as_tensor()).is_some() || recomputed.contains_key(&var.id())
+            })?;
             grads_checked = true;
         }
         for (name, var) in decoder.vars() {
-            let Some(g) = store.get(var.as_tensor()) else {
+            let Some(g) = grad_of(var)? else {
                 continue;
             };
             let g = g.to_dtype(DType::F32)?;
@@ -159,6 +170,7 @@ pub fn regularized_step(
             grads.insert(name.clone(), sum);
         }
         drop(store);
+        drop(recomputed);
         sync(options.timed)?;
         times.backward += start.elapsed().as_secs_f64();
     }

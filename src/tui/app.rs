@@ -18,6 +18,7 @@ use super::panes::compare::CompareRow;
 use super::panes::dashboard::DashPanel;
 use super::panes::runs::RunRow;
 use super::theme::Theme;
+use crate::plan::StepShape;
 use crate::recipe::Recipe;
 use crate::run::reader::RunReader;
 use crate::run::{list_runs, RunDir};
@@ -171,14 +172,6 @@ impl App {
         &self.themes[self.theme_index % self.themes.len()]
     }
 
-    pub(crate) fn dtype_bytes(&self) -> usize {
-        if self.recipe.dtype == "bf16" {
-            2
-        } else {
-            4
-        }
-    }
-
     /// (Re)opens the recipe's model for the Model pane.
     pub fn reload_model(&mut self) {
         self.model = None;
@@ -193,9 +186,7 @@ impl App {
             generation: self.model_generation,
             spec,
             trainable: self.recipe.trainable.clone(),
-            batch: self.recipe.batch_size,
-            seq: self.recipe.max_length,
-            dtype_bytes: self.dtype_bytes(),
+            shape: StepShape::of(&self.recipe),
         };
         if self.background_io {
             self.activity = Some(format!("opening {}", request.spec));

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::app::App;
 use super::model_state::ModelState;
 use crate::model::progress::DownloadProgress;
+use crate::plan::StepShape;
 use crate::select::TrainableSpec;
 use crate::util::format::human_bytes;
 
@@ -17,22 +18,13 @@ pub struct ModelRequest {
     pub generation: u64,
     pub spec: String,
     pub trainable: TrainableSpec,
-    pub batch: usize,
-    pub seq: usize,
-    pub dtype_bytes: usize,
+    pub shape: StepShape,
 }
 
 impl ModelRequest {
     /// Opens the model (blocking: run it on a worker thread).
     pub fn open(&self) -> Result<ModelState, String> {
-        ModelState::open(
-            &self.spec,
-            &self.trainable,
-            self.batch,
-            self.seq,
-            self.dtype_bytes,
-        )
-        .map_err(|e| format!("{e:#}"))
+        ModelState::open(&self.spec, &self.trainable, self.shape).map_err(|e| format!("{e:#}"))
     }
 }
 

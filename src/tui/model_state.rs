@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::model::module_map::{ModuleMap, ModuleNode};
 use crate::model::{Model, ModelConfig};
-use crate::plan::{estimate, MemoryEstimate};
+use crate::plan::{estimate, MemoryEstimate, StepShape};
 use crate::select::{self, compact::spec_for, TrainableSpec};
 
 use super::model_grid::{CellState, Grid, GridCell};
@@ -48,13 +48,7 @@ pub struct ModelState {
 
 impl ModelState {
     /// Opens the model and resolves the recipe's selection on it.
-    pub fn open(
-        spec: &str,
-        trainable: &TrainableSpec,
-        batch: usize,
-        seq: usize,
-        dtype_bytes: usize,
-    ) -> Result<Self> {
+    pub fn open(spec: &str, trainable: &TrainableSpec, shape: StepShape) -> Result<Self> {
         let model = Model::open(spec)?;
         let map = model.module_map();
         let (selected, problem) = match select::resolve(trainable, &map) {
@@ -73,9 +67,7 @@ impl ModelState {
                 &select::Selection {
                     names: BTreeSet::new(),
                 },
-                batch,
-                seq,
-                dtype_bytes,
+                shape,
             ),
             map,
             selected,
@@ -89,16 +81,16 @@ impl ModelState {
             preset_index: 0,
             problem,
         };
-        state.update_memory(batch, seq, dtype_bytes);
+        state.update_memory(shape);
         Ok(state)
     }
 
     /// Recomputes the memory estimate for the current selection.
-    pub fn update_memory(&mut self, batch: usize, seq: usize, dtype_bytes: usize) {
+    pub fn update_memory(&mut self, shape: StepShape) {
         let selection = select::Selection {
             names: self.selected.clone(),
         };
-        self.memory = estimate(&self.config, &self.map, &selection, batch, seq, dtype_bytes);
+        self.memory = estimate(&self.config, &self.map, &selection, shape);
     }
 
     /// State of a set of names.

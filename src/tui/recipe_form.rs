@@ -40,6 +40,7 @@ pub const FIELDS: &[Field] = &[
     f("data", "data", FieldKind::Text),
     f("max length", "max_length", FieldKind::Number),
     f("train on prompt", "train_on_prompt", BOOL),
+    f("activation checkpointing", "activation_checkpointing", BOOL),
     f("trainable kinds", "trainable.kinds", FieldKind::List),
     f("trainable layers", "trainable.layers", FieldKind::Text),
     f("include", "trainable.include", FieldKind::List),

@@ -1,7 +1,7 @@
 //! What every layer attends with for one call: rope tables and attention biases, built from
 //! the padding mask (and, for M-RoPE, the images), for full sequences and cached decoding.
 
-use std::cell::OnceCell;
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
@@ -20,12 +20,13 @@ pub(super) enum Positions {
 }
 
 /// What one kind of layer attends with: rope tables `(B, 1, T, D)` and the mask.
+#[derive(Clone)]
 pub(super) struct AttentionInputs {
     pub(super) cos: Tensor,
     pub(super) sin: Tensor,
     pub(super) mask: AttentionMask,
     /// The mask as an additive bias `(B, 1, T, S)`, built when the composed path first needs it.
-    bias: OnceCell<Tensor>,
+    bias: OnceLock<Tensor>,
     /// Whether this call builds no graph (cached decoding): products take the few-row path.
     pub(super) inference: bool,
 }
@@ -108,7 +109,7 @@ impl Decoder {
         };
         let global = AttentionInputs {
             mask: AttentionMask::new(key_valid, past, global_window)?,
-            bias: OnceCell::new(),
+            bias: OnceLock::new(),
             inference,
             cos,
             sin,
@@ -121,7 +122,7 @@ impl Decoder {
             };
             Some(AttentionInputs {
                 mask: AttentionMask::new(key_valid, past, c.sliding_window)?,
-                bias: OnceCell::new(),
+                bias: OnceLock::new(),
                 inference,
                 cos,
                 sin,

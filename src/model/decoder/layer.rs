@@ -2,12 +2,13 @@
 //! window and softcapping), the gated MLP; fused (Phi-3) or separate projections.
 
 use anyhow::Result;
-use candle_core::{Tensor, D};
+use candle_core::{Tensor, Var, D};
 
 use super::cache::KvCache;
 use super::context::AttentionInputs;
 use super::kv_store::LayerKv;
 use super::{Decoder, LayerContext};
+use crate::model::config::ModelConfig;
 use crate::model::linear::{Linear, Param};
 use crate::model::ops;
 
@@ -73,6 +74,19 @@ pub(super) struct Layer {
 }
 
 impl Layer {
+    /// The layer's trainable parameters, adapter tensors included.
+    pub(super) fn trainable_vars(&self) -> Vec<Var> {
+        let found = std::cell::RefCell::new(Vec::new());
+        // `map` visits every parameter; the copy it builds is dropped.
+        let _ = self.map(&|p: &Param| {
+            if let Param::Trainable(var) = p {
+                found.borrow_mut().push(var.clone());
+            }
+            Ok(p.clone())
+        });
+        found.into_inner()
+    }
+
     /// The same layer with every parameter passed through `f`.
     pub(super) fn map(&self, f: &impl Fn(&Param) -> Result<Param>) -> Result<Self> {
         let lin = |l: &Linear| -> Result<Linear> { l.map(&mut |p: &Param| f(p)) };
@@ -96,14 +110,12 @@ impl Layer {
 impl Decoder {
     /// RMS norm with the model's weight convention ((1 + w) for Gemma).
     pub(super) fn norm(&self, x: &Tensor, weight: &Param) -> Result<Tensor> {
-        let eps = self.config.rms_norm_eps;
-        if self.config.gemma.norm_plus_one {
-            rms_norm(x, &weight.tensor().affine(1.0, 1.0)?, eps)
-        } else {
-            rms_norm(x, weight.tensor(), eps)
-        }
+        norm(&self.config, x, weight)
     }
 
+    /// Runs every layer over `x`; with a cache, each layer appends its keys and values. With
+    /// activation checkpointing on (and no cache), layers that backward reaches keep only
+    /// their input (see [`super::checkpoint`]).
     pub(super) fn run_layers(
         &self,
         mut x: Tensor,
@@ -111,10 +123,16 @@ impl Decoder {
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
         for (index, layer) in self.layers.iter().enumerate() {
-            let kv = cache.as_deref_mut().map(|c| &mut c.layers[index]);
-            x = self
-                .layer_parts(layer, &x, ctx.for_layer(layer.sliding), kv)?
-                .0;
+            let inputs = ctx.for_layer(layer.sliding);
+            x = match (&self.checkpoint, cache.as_deref_mut()) {
+                (Some(sink), None) if !inputs.inference => {
+                    super::checkpoint::run_layer(self.checkpointed(layer, sink), &x, inputs)?
+                }
+                (_, cache) => {
+                    let kv = cache.map(|c| &mut c.layers[index]);
+                    layer_parts(&self.config, layer, &x, inputs, kv)?.0
+                }
+            };
         }
         Ok(x)
     }
@@ -127,102 +145,127 @@ impl Decoder {
         inputs: &AttentionInputs,
         kv: Option<&mut LayerKv>,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let h = self.norm(x, &layer.input_norm)?;
-        let mut attn = self.attention(layer, &h, inputs, kv)?;
-        // Llama: `post_attention_layernorm` normalises the MLP's input. Gemma: it normalises
-        // the attention output, and the MLP has norms of its own before and after.
-        if layer.pre_ff_norm.is_some() {
-            attn = self.norm(&attn, &layer.post_norm)?;
-        }
-        let x = (x + &attn)?;
-        let h = self.norm(&x, layer.pre_ff_norm.as_ref().unwrap_or(&layer.post_norm))?;
-        let [gate, up]: [Tensor; 2] = layer
-            .gate_up
-            .forward(&h, inputs.inference)?
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("gate/up projections give two parts"))?;
-        let gated = if self.config.gemma.gelu_tanh {
-            (gate.gelu()? * up)?
-        } else {
-            ops::swiglu(&gate, &up)?
-        };
-        let mut mlp = layer.down.apply(&gated, inputs.inference)?;
-        if let Some(post_ff) = &layer.post_ff_norm {
-            mlp = self.norm(&mlp, post_ff)?;
-        }
-        let out = (x + &mlp)?;
-        Ok((out, attn, mlp))
+        layer_parts(&self.config, layer, x, inputs, kv)
     }
+}
 
-    pub(super) fn attention(
-        &self,
-        layer: &Layer,
-        h: &Tensor,
-        inputs: &AttentionInputs,
-        kv: Option<&mut LayerKv>,
-    ) -> Result<Tensor> {
-        let (cos, sin) = (&inputs.cos, &inputs.sin);
-        let c = &self.config;
-        let (batch, seq, _) = h.dims3()?;
-        let heads = |t: Tensor, n: usize| -> Result<Tensor> {
-            Ok(t.reshape((batch, seq, n, c.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        // Qwen3 normalises each head before rope; SmolLM3 skips rope in some layers.
-        let place = |t: Tensor, norm: &Option<Param>| -> Result<Tensor> {
-            let t = match norm {
-                Some(w) => self.norm(&t, w)?,
-                None => t,
-            };
-            if !layer.rope {
-                return Ok(t);
-            }
-            // Partial rotary (Phi-4-mini): the first dimensions turn, the rest pass.
-            let turned = c.rotary_dim();
-            if turned == c.head_dim {
-                return rope(&t, cos, sin);
-            }
-            let rotated = rope(&t.narrow(D::Minus1, 0, turned)?.contiguous()?, cos, sin)?;
-            let passed = t.narrow(D::Minus1, turned, c.head_dim - turned)?;
-            Ok(Tensor::cat(&[&rotated, &passed], D::Minus1)?.contiguous()?)
-        };
-        let [q, k, v]: [Tensor; 3] = layer
-            .qkv
-            .forward(h, inputs.inference)?
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("q/k/v projections give three parts"))?;
-        let q = place(heads(q, c.num_attention_heads)?, &layer.q_norm)?;
-        let k = place(heads(k, c.num_key_value_heads)?, &layer.k_norm)?;
-        let v = heads(v, c.num_key_value_heads)?;
-        let (k, v) = match kv {
-            Some(store) => store.append(&k, &v)?,
-            None => (k, v),
-        };
-        let scale = c.attention_scale();
-        let softcap = c.gemma.attn_logit_softcapping;
-        // (B, T, H, D) either way.
-        let out = if softcap.is_none() && ops::fused_attention_for(&[&q, &k, &v]) {
-            ops::causal_attention(&q, &k, &v, &inputs.mask, scale)?
-        } else {
-            let groups = c.num_attention_heads / c.num_key_value_heads;
-            let k = ops::repeat_kv(&k.contiguous()?, groups)?;
-            let v = ops::repeat_kv(&v.contiguous()?, groups)?;
-            let scores = q.matmul(&k.t()?)?;
-            let bias = inputs.bias()?;
-            let probs = match softcap {
-                // Gemma 2: tanh(s·scale / cap)·cap, then the mask.
-                Some(cap) => {
-                    let capped = ((scores * (scale / cap))?.tanh()? * cap)?;
-                    ops::masked_softmax(&capped, bias, 1.0)?
-                }
-                None => ops::masked_softmax(&scores, bias, scale)?,
-            };
-            probs.matmul(&v)?.transpose(1, 2)?
-        };
-        let out = out.reshape((batch, seq, c.q_dim()))?;
-        layer.o.apply(&out, inputs.inference)
+/// RMS norm with the model's weight convention ((1 + w) for Gemma).
+fn norm(config: &ModelConfig, x: &Tensor, weight: &Param) -> Result<Tensor> {
+    let eps = config.rms_norm_eps;
+    if config.gemma.norm_plus_one {
+        rms_norm(x, &weight.tensor().affine(1.0, 1.0)?, eps)
+    } else {
+        rms_norm(x, weight.tensor(), eps)
     }
+}
+
+/// One layer of a model with configuration `config`: the new residual stream, and the
+/// attention and MLP contributions to it.
+pub(super) fn layer_parts(
+    config: &ModelConfig,
+    layer: &Layer,
+    x: &Tensor,
+    inputs: &AttentionInputs,
+    kv: Option<&mut LayerKv>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let h = norm(config, x, &layer.input_norm)?;
+    let mut attn = attention(config, layer, &h, inputs, kv)?;
+    // Llama: `post_attention_layernorm` normalises the MLP's input. Gemma: it normalises
+    // the attention output, and the MLP has norms of its own before and after.
+    if layer.pre_ff_norm.is_some() {
+        attn = norm(config, &attn, &layer.post_norm)?;
+    }
+    let x = (x + &attn)?;
+    let h = norm(
+        config,
+        &x,
+        layer.pre_ff_norm.as_ref().unwrap_or(&layer.post_norm),
+    )?;
+    let [gate, up]: [Tensor; 2] = layer
+        .gate_up
+        .forward(&h, inputs.inference)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("gate/up projections give two parts"))?;
+    let gated = if config.gemma.gelu_tanh {
+        (gate.gelu()? * up)?
+    } else {
+        ops::swiglu(&gate, &up)?
+    };
+    let mut mlp = layer.down.apply(&gated, inputs.inference)?;
+    if let Some(post_ff) = &layer.post_ff_norm {
+        mlp = norm(config, &mlp, post_ff)?;
+    }
+    let out = (x + &mlp)?;
+    Ok((out, attn, mlp))
+}
+
+fn attention(
+    c: &ModelConfig,
+    layer: &Layer,
+    h: &Tensor,
+    inputs: &AttentionInputs,
+    kv: Option<&mut LayerKv>,
+) -> Result<Tensor> {
+    let (cos, sin) = (&inputs.cos, &inputs.sin);
+    let (batch, seq, _) = h.dims3()?;
+    let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+        Ok(t.reshape((batch, seq, n, c.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    };
+    // Qwen3 normalises each head before rope; SmolLM3 skips rope in some layers.
+    let place = |t: Tensor, head_norm: &Option<Param>| -> Result<Tensor> {
+        let t = match head_norm {
+            Some(w) => norm(c, &t, w)?,
+            None => t,
+        };
+        if !layer.rope {
+            return Ok(t);
+        }
+        // Partial rotary (Phi-4-mini): the first dimensions turn, the rest pass.
+        let turned = c.rotary_dim();
+        if turned == c.head_dim {
+            return rope(&t, cos, sin);
+        }
+        let rotated = rope(&t.narrow(D::Minus1, 0, turned)?.contiguous()?, cos, sin)?;
+        let passed = t.narrow(D::Minus1, turned, c.head_dim - turned)?;
+        Ok(Tensor::cat(&[&rotated, &passed], D::Minus1)?.contiguous()?)
+    };
+    let [q, k, v]: [Tensor; 3] = layer
+        .qkv
+        .forward(h, inputs.inference)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("q/k/v projections give three parts"))?;
+    let q = place(heads(q, c.num_attention_heads)?, &layer.q_norm)?;
+    let k = place(heads(k, c.num_key_value_heads)?, &layer.k_norm)?;
+    let v = heads(v, c.num_key_value_heads)?;
+    let (k, v) = match kv {
+        Some(store) => store.append(&k, &v)?,
+        None => (k, v),
+    };
+    let scale = c.attention_scale();
+    let softcap = c.gemma.attn_logit_softcapping;
+    // (B, T, H, D) either way.
+    let out = if softcap.is_none() && ops::fused_attention_for(&[&q, &k, &v]) {
+        ops::causal_attention(&q, &k, &v, &inputs.mask, scale)?
+    } else {
+        let groups = c.num_attention_heads / c.num_key_value_heads;
+        let k = ops::repeat_kv(&k.contiguous()?, groups)?;
+        let v = ops::repeat_kv(&v.contiguous()?, groups)?;
+        let scores = q.matmul(&k.t()?)?;
+        let bias = inputs.bias()?;
+        let probs = match softcap {
+            // Gemma 2: tanh(s·scale / cap)·cap, then the mask.
+            Some(cap) => {
+                let capped = ((scores * (scale / cap))?.tanh()? * cap)?;
+                ops::masked_softmax(&capped, bias, 1.0)?
+            }
+            None => ops::masked_softmax(&scores, bias, scale)?,
+        };
+        probs.matmul(&v)?.transpose(1, 2)?
+    };
+    let out = out.reshape((batch, seq, c.q_dim()))?;
+    layer.o.apply(&out, inputs.inference)
 }
 
 /// RMS norm computed in f32 (fused on the CPU, see [`ops::rms_norm`]).

@@ -199,6 +199,7 @@ impl Decoder {
             params: src.params,
             row_masks: src.row_masks,
             lora_dropout: switch,
+            checkpoint: None,
             dtype,
             device: device.clone(),
         })

@@ -8,6 +8,7 @@
 //! - [`Inputs`]: what a forward takes (ids, padding mask, images).
 
 mod cache;
+mod checkpoint;
 mod context;
 mod embed;
 mod inputs;
@@ -18,13 +19,13 @@ mod rope;
 mod source;
 
 pub use cache::KvCache;
+pub use checkpoint::Checkpointing;
 pub use inputs::Inputs;
 pub use source::WeightSource;
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
-use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::model::config::ModelConfig;
@@ -65,6 +66,8 @@ pub struct Decoder {
     row_masks: BTreeMap<String, Tensor>,
     /// Turns LoRA dropout on during training forwards (see [`Decoder::training`]).
     lora_dropout: Option<std::sync::Arc<crate::model::lora::DropoutSwitch>>,
+    /// Activation checkpointing, when on (see [`Decoder::set_activation_checkpointing`]).
+    checkpoint: Option<std::sync::Arc<Checkpointing>>,
     dtype: DType,
     device: Device,
 }
@@ -89,6 +92,44 @@ impl Decoder {
             switch.begin(step, micro);
         }
         TrainingGuard { decoder: self }
+    }
+
+    /// Turns activation checkpointing on or off: with it, training forwards keep each layer's
+    /// input only and backward recomputes the layer (one more forward per layer, far less
+    /// memory). Gradients of the layers' parameters then come from
+    /// [`Decoder::take_checkpoint_grads`] after each backward, beside the `GradStore`.
+    pub fn set_activation_checkpointing(&mut self, on: bool) {
+        self.checkpoint = on.then(|| {
+            std::sync::Arc::new(Checkpointing::new(&self.config, self.lora_dropout.clone()))
+        });
+    }
+
+    /// Whether activation checkpointing is on.
+    pub fn activation_checkpointing(&self) -> bool {
+        self.checkpoint.is_some()
+    }
+
+    /// The gradients the last backward left in checkpointed layers, by parameter tensor id
+    /// (empty without checkpointing).
+    pub fn take_checkpoint_grads(
+        &self,
+    ) -> std::collections::HashMap<candle_core::TensorId, Tensor> {
+        self.checkpoint
+            .as_ref()
+            .map(|c| c.take_grads())
+            .unwrap_or_default()
+    }
+
+    /// Layer `layer` as checkpointing runs it.
+    fn checkpointed(
+        &self,
+        layer: &Layer,
+        shared: &std::sync::Arc<Checkpointing>,
+    ) -> checkpoint::Checkpointed {
+        checkpoint::Checkpointed {
+            shared: shared.clone(),
+            layer: layer.clone(),
+        }
     }
 
     /// The trainable parameters by name.
@@ -144,6 +185,7 @@ impl Decoder {
             params,
             row_masks: BTreeMap::new(),
             lora_dropout: None,
+            checkpoint: None,
             dtype: self.dtype,
             device: self.device.clone(),
         })
@@ -169,12 +211,12 @@ impl Decoder {
         &self.device
     }
 
-    /// Fails naming every trainable parameter that received no gradient.
-    pub fn check_all_trainable_have_grads(&self, grads: &GradStore) -> Result<()> {
+    /// Fails naming every trainable parameter for which `has_grad` is false.
+    pub fn check_all_trainable_have_grads(&self, has_grad: impl Fn(&Var) -> bool) -> Result<()> {
         let missing: Vec<&str> = self
             .vars
             .iter()
-            .filter(|(_, var)| grads.get(var.as_tensor()).is_none())
+            .filter(|(_, var)| !has_grad(var))
             .map(|(name, _)| name.as_str())
             .collect();
         if missing.is_empty() {

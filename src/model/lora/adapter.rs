@@ -45,6 +45,20 @@ impl DropoutSwitch {
         }
     }
 
+    /// Where the masks stand: `(key of this forward, masks drawn so far)`, `None` when off.
+    /// Activation checkpointing takes it before a layer's forward and puts it back while it
+    /// recomputes that layer in backward, so the recomputed masks are the same.
+    pub fn position(&self) -> Option<(u64, u64)> {
+        self.state.lock().ok().and_then(|state| *state)
+    }
+
+    /// Sets where the masks stand (see [`DropoutSwitch::position`]).
+    pub fn set_position(&self, position: Option<(u64, u64)>) {
+        if let Ok(mut state) = self.state.lock() {
+            *state = position;
+        }
+    }
+
     /// The seed of the next mask, or `None` when dropout is off.
     fn next_seed(&self) -> Option<u64> {
         let mut state = self.state.lock().ok()?;

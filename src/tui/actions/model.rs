@@ -1,6 +1,7 @@
 //! Model tab: move over the layer × projection grid or the module tree, toggle trainability by
 //! cell, column, row or preset, filter the tree; every change is written back to the recipe.
 
+use crate::plan::StepShape;
 use crate::tui::app::{App, Dialog, InputPurpose, Level};
 use crate::tui::keymap::Action;
 
@@ -59,13 +60,9 @@ impl App {
 
     /// Writes the grid's selection into the recipe's `trainable` section.
     fn write_back_selection(&mut self) {
-        let (batch, seq, bytes) = (
-            self.recipe.batch_size,
-            self.recipe.max_length,
-            self.dtype_bytes(),
-        );
+        let shape = StepShape::of(&self.recipe);
         let Some(model) = &mut self.model else { return };
-        model.update_memory(batch, seq, bytes);
+        model.update_memory(shape);
         if let Some(spec) = model.trainable_spec() {
             self.recipe.trainable = spec;
             self.recipe_dirty = true;

@@ -1,0 +1,159 @@
+//! Activation checkpointing: a layer's forward keeps only its input; backward runs the layer
+//! again with a graph and takes the gradients from that.
+//!
+//! Each checkpointed layer is one custom op on the residual stream. Its forward hands back the
+//! layer's output computed without a graph (the layer's activations are freed at once). Its
+//! backward recomputes the layer from the saved input, backpropagates the incoming gradient
+//! through the recomputation, returns the input's gradient to candle's backward and leaves the
+//! layer's parameter gradients in [`CheckpointGrads`], which the optimizer step reads after
+//! the backward. Stored per layer: one `(B, T, H)` input; at most one layer's activations
+//! live at a time, in the forward and in the backward. Costs one more forward per layer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CustomOp1, DType, Tensor, TensorId, Var};
+
+use super::context::AttentionInputs;
+use super::layer::{layer_parts, Layer};
+use crate::model::config::ModelConfig;
+use crate::model::lora::DropoutSwitch;
+use crate::model::precomputed::{precomputed_forwards, Precomputed};
+
+/// What every checkpointed layer of one decoder shares: the configuration, LoRA's dropout
+/// switch, and the parameter gradients the recomputations leave.
+pub struct Checkpointing {
+    config: Arc<ModelConfig>,
+    dropout: Option<Arc<DropoutSwitch>>,
+    grads: Mutex<HashMap<TensorId, Tensor>>,
+}
+
+impl Checkpointing {
+    /// Checkpointing for a decoder of configuration `config`.
+    pub(super) fn new(config: &ModelConfig, dropout: Option<Arc<DropoutSwitch>>) -> Self {
+        Self {
+            config: Arc::new(config.clone()),
+            dropout,
+            grads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The parameter gradients the last backward left, by the parameter's tensor id (emptied).
+    pub fn take_grads(&self) -> HashMap<TensorId, Tensor> {
+        self.grads
+            .lock()
+            .map(|mut grads| std::mem::take(&mut *grads))
+            .unwrap_or_default()
+    }
+
+    fn add_grad(&self, id: TensorId, grad: Tensor) -> candle_core::Result<()> {
+        let mut grads = self
+            .grads
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("checkpoint gradients: lock poisoned".into()))?;
+        let sum = match grads.remove(&id) {
+            Some(previous) => (previous + grad)?,
+            None => grad,
+        };
+        grads.insert(id, sum);
+        Ok(())
+    }
+}
+
+/// One layer to run under checkpointing.
+pub(super) struct Checkpointed {
+    pub(super) shared: Arc<Checkpointing>,
+    pub(super) layer: Layer,
+}
+
+/// The layer's output for residual stream `x`. Layers that backward never reaches (no
+/// trainable parameter and an input without a graph) run plainly: they keep nothing anyway.
+pub(super) fn run_layer(
+    checkpointed: Checkpointed,
+    x: &Tensor,
+    inputs: &AttentionInputs,
+) -> anyhow::Result<Tensor> {
+    let Checkpointed { shared, layer } = checkpointed;
+    let vars = layer.trainable_vars();
+    if vars.is_empty() && !x.track_op() {
+        return Ok(layer_parts(&shared.config, &layer, x, inputs, None)?.0);
+    }
+    let dropout_at_start = shared.dropout.as_ref().and_then(|d| d.position());
+    let value = layer_parts(&shared.config, &layer, &x.detach(), inputs, None)?
+        .0
+        .detach();
+    // The op must sit in the graph even when the stream below has none (the first trained
+    // layer above frozen embeddings): a leaf that tracks makes backward reach it.
+    let arg = if x.track_op() {
+        x.clone()
+    } else {
+        Var::from_tensor(x)?.into_inner()
+    };
+    let op = LayerOp {
+        value: Precomputed::new(value, "checkpointed layer"),
+        shared,
+        layer,
+        vars,
+        inputs: inputs.clone(),
+        dropout_at_start,
+    };
+    Ok(arg.apply_op1(op)?)
+}
+
+/// The custom op of one checkpointed layer (see the module doc).
+struct LayerOp {
+    value: Precomputed,
+    shared: Arc<Checkpointing>,
+    layer: Layer,
+    vars: Vec<Var>,
+    inputs: AttentionInputs,
+    dropout_at_start: Option<(u64, u64)>,
+}
+
+impl LayerOp {
+    /// Runs the layer again from `input` with a graph, as in the forward.
+    fn recompute(&self, input: &Tensor) -> anyhow::Result<Tensor> {
+        let switch = self.shared.dropout.as_ref();
+        let current = switch.and_then(|d| d.position());
+        if let Some(d) = switch {
+            d.set_position(self.dropout_at_start);
+        }
+        let out = layer_parts(&self.shared.config, &self.layer, input, &self.inputs, None);
+        if let Some(d) = switch {
+            d.set_position(current);
+        }
+        Ok(out?.0)
+    }
+
+    fn backward(&self, arg: &Tensor, grad: &Tensor) -> anyhow::Result<Option<Tensor>> {
+        let input = Var::from_tensor(&arg.detach())?;
+        let out = self.recompute(input.as_tensor())?;
+        // d/d(out) of Σ out·grad is `grad`: backpropagating this sum is backpropagating `grad`.
+        let pulled = (out.to_dtype(DType::F32)? * grad.to_dtype(DType::F32)?)?.sum_all()?;
+        let grads = pulled.backward()?;
+        for var in &self.vars {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                self.shared.add_grad(var.id(), g.clone())?;
+            }
+        }
+        Ok(grads.get(input.as_tensor()).cloned())
+    }
+}
+
+impl CustomOp1 for LayerOp {
+    fn name(&self) -> &'static str {
+        "checkpointed-layer"
+    }
+
+    precomputed_forwards!(value);
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        self.backward(arg, grad_res)
+            .map_err(|e| candle_core::Error::Msg(format!("checkpointed layer backward: {e:#}")))
+    }
+}

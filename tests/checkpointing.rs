@@ -1,0 +1,258 @@
+//! Activation checkpointing: recomputing each layer in the backward gives the gradients that
+//! keeping its activations gives (every family's layer shape, frozen layers below, LoRA dropout
+//! masks replayed), trains the same run, and `plan` counts what it keeps.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use common::{bytes_of, load_tensors, max_abs_diff, write_counting_data, TinyModel};
+use tunescope::model::decoder::{Decoder, Inputs};
+use tunescope::model::{Architecture, Model};
+use tunescope::plan::{estimate, StepShape};
+use tunescope::recipe::Recipe;
+use tunescope::run::{Record, RecordLog, RunDir, RunState};
+use tunescope::select;
+use tunescope::train::{run_training, TrainControl};
+
+fn batch(dev: &Device) -> (Tensor, Tensor, Tensor) {
+    let ids = Tensor::new(&[[5u32, 17, 42, 99, 3, 250], [0, 0, 77, 21, 8, 300]], dev).unwrap();
+    let mask = Tensor::new(&[[1u32, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]], dev).unwrap();
+    let targets = Tensor::new(&[[17u32, 42, 99, 3, 250, 6], [0, 0, 21, 9, 300, 1]], dev).unwrap();
+    (ids, mask, targets)
+}
+
+/// Summed next-token cross entropy over the real tokens.
+fn loss(decoder: &Decoder, dev: &Device) -> Tensor {
+    let (ids, mask, targets) = batch(dev);
+    let logits = decoder.forward(&Inputs::text(&ids, Some(&mask))).unwrap();
+    let (b, t, v) = logits.dims3().unwrap();
+    let logp = candle_nn::ops::log_softmax(&logits.reshape((b * t, v)).unwrap(), 1).unwrap();
+    let picked = logp
+        .gather(&targets.reshape((b * t, 1)).unwrap(), 1)
+        .unwrap()
+        .squeeze(1)
+        .unwrap();
+    let weights = mask.reshape(b * t).unwrap().to_dtype(DType::F32).unwrap();
+    (picked * weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .neg()
+        .unwrap()
+}
+
+/// Each trainable parameter's gradient after one backward, with checkpointing on or off; and
+/// how many of them the backward's own store held (the rest came from recomputation).
+fn gradients(
+    model: &Model,
+    trainable: &HashSet<String>,
+    checkpointing: bool,
+) -> (Vec<(String, Tensor)>, usize) {
+    let dev = Device::Cpu;
+    let mut decoder = model.decoder(trainable, DType::F32, &dev).unwrap();
+    decoder.set_activation_checkpointing(checkpointing);
+    let store = loss(&decoder, &dev).backward().unwrap();
+    let recomputed = decoder.take_checkpoint_grads();
+    let mut in_store = 0;
+    let grads = decoder
+        .vars()
+        .iter()
+        .map(|(name, var)| {
+            let grad = match store.get(var.as_tensor()) {
+                Some(g) => {
+                    in_store += 1;
+                    g.clone()
+                }
+                None => recomputed
+                    .get(&var.id())
+                    .unwrap_or_else(|| panic!("{name}: no gradient"))
+                    .clone(),
+            };
+            (name.clone(), grad)
+        })
+        .collect();
+    (grads, in_store)
+}
+
+fn names(list: &[&str]) -> HashSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn recomputed_layers_give_the_kept_gradients() {
+    for arch in [
+        Architecture::Llama,
+        Architecture::Qwen2,
+        Architecture::Qwen3,
+        Architecture::SmolLM3,
+        Architecture::Gemma,
+    ] {
+        let tiny = TinyModel::new(arch, 31);
+        let model = Model::open(&tiny.spec_str()).unwrap();
+        let all: HashSet<String> = model
+            .module_map()
+            .params
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        // Everything, and a selection whose lowest trained layer sits above frozen ones (the
+        // stream entering it carries no graph).
+        let upper = names(&[
+            "model.layers.1.self_attn.q_proj.weight",
+            "model.layers.1.mlp.down_proj.weight",
+        ]);
+        for (label, set) in [("all", &all), ("upper", &upper)] {
+            let (kept, kept_in_store) = gradients(&model, set, false);
+            let (recomputed, recomputed_in_store) = gradients(&model, set, true);
+            assert_eq!(kept_in_store, kept.len(), "{arch:?} {label}");
+            // Layer parameters get their gradients from the recomputation only.
+            let layer_params = set.iter().filter(|n| n.contains(".layers.")).count();
+            assert_eq!(
+                recomputed_in_store,
+                kept.len() - layer_params,
+                "{arch:?} {label}: the layers were not checkpointed"
+            );
+            for ((name, a), (_, b)) in kept.iter().zip(&recomputed) {
+                let scale = a
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let diff = max_abs_diff(a, b);
+                assert!(
+                    diff <= 1e-5 * scale.max(1e-3),
+                    "{arch:?} {label} {name}: |Δ| {diff} (scale {scale})"
+                );
+            }
+        }
+    }
+}
+
+fn recipe(tiny: &TinyModel, dir: &Path, file: &str, extra: &[&str]) -> Recipe {
+    let mut overrides = vec![
+        format!("model={}", tiny.spec_str()),
+        format!("data={}", write_counting_data(dir, 24).display()),
+        "max_steps=4".into(),
+        "batch_size=3".into(),
+        "grad_accum=2".into(),
+        "optimizer.lr=0.01".into(),
+    ];
+    overrides.extend(extra.iter().map(|s| s.to_string()));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Recipe::load(&root.join("recipes").join(file), &overrides).unwrap()
+}
+
+/// Trains into a new run under `runs`: the run and its (loss, grad norm) per step.
+fn train(recipe: &Recipe, runs: &Path) -> (RunDir, Vec<(f64, f64)>) {
+    let run = RunDir::create(runs, &recipe.name).unwrap();
+    run.write_recipe(recipe).unwrap();
+    let outcome = run_training(recipe, &run, false, &TrainControl::default(), &mut |_| {}).unwrap();
+    assert_eq!(outcome.state, RunState::Finished, "{:?}", outcome.reason);
+    let text = std::fs::read_to_string(run.metrics_path()).unwrap();
+    let steps = RecordLog::parse(&text)
+        .iter()
+        .filter_map(|r| match r {
+            Record::Train(m) => Some((m.loss, m.grad_norm)),
+            _ => None,
+        })
+        .collect();
+    (run, steps)
+}
+
+/// Runs `file` with and without checkpointing and compares the steps and the final tensors.
+fn assert_same_training(file: &str, extra: &[&str], final_file: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = TinyModel::new(Architecture::Qwen2, 21);
+    let plain = recipe(&tiny, tmp.path(), file, extra);
+    let mut with = extra.to_vec();
+    with.push("activation_checkpointing=true");
+    let checkpointed = recipe(&tiny, tmp.path(), file, &with);
+    assert!(checkpointed.activation_checkpointing && !plain.activation_checkpointing);
+    let (plain_run, plain_steps) = train(&plain, &tmp.path().join("plain"));
+    let (ck_run, ck_steps) = train(&checkpointed, &tmp.path().join("ck"));
+    assert_eq!(plain_steps.len(), ck_steps.len());
+    for (i, (a, b)) in plain_steps.iter().zip(&ck_steps).enumerate() {
+        assert!(
+            (a.0 - b.0).abs() <= 1e-5 * a.0.abs() && (a.1 - b.1).abs() <= 1e-4 * a.1.abs(),
+            "{file} step {}: plain {a:?}, checkpointed {b:?}",
+            i + 1
+        );
+    }
+    let a = load_tensors(&plain_run.final_dir().join(final_file));
+    let b = load_tensors(&ck_run.final_dir().join(final_file));
+    assert_eq!(a.len(), b.len());
+    let mut identical = 0;
+    for (name, ta) in &a {
+        if bytes_of(ta) == bytes_of(&b[name]) {
+            identical += 1;
+        }
+        let diff = max_abs_diff(ta, &b[name]);
+        assert!(diff < 1e-5, "{file} {name}: |Δ| {diff}");
+    }
+    println!(
+        "{file}: {identical} of {} final tensors bit-identical",
+        a.len()
+    );
+}
+
+#[test]
+fn checkpointed_training_matches_plain_training() {
+    assert_same_training("mlp.yaml", &[], "model.safetensors");
+}
+
+#[test]
+fn lora_dropout_masks_are_replayed_in_the_recomputation() {
+    // With dropout the recomputed forward must draw the masks of the first forward: another
+    // mask would give another gradient and the runs would part at the first step.
+    assert_same_training(
+        "lora-mlp.yaml",
+        &["lora.r=4", "lora.dropout=0.3", "lora.lr=0.01"],
+        "adapter_model.safetensors",
+    );
+}
+
+#[test]
+fn plan_counts_one_input_per_layer_and_one_layer_of_activations() {
+    let tiny = TinyModel::new(Architecture::Llama, 5);
+    let model = Model::open(&tiny.spec_str()).unwrap();
+    let map = model.module_map();
+    let spec = tunescope::select::TrainableSpec {
+        kinds: vec!["q".into(), "k".into(), "v".into(), "o".into()],
+        ..Default::default()
+    };
+    let selection = select::resolve(&spec, &map).unwrap();
+    let shape = StepShape {
+        batch: 2,
+        seq: 16,
+        dtype_bytes: 4,
+        activation_checkpointing: false,
+    };
+    let kept = estimate(&model.config, &map, &selection, shape);
+    let checkpointed = estimate(
+        &model.config,
+        &map,
+        &selection,
+        StepShape {
+            activation_checkpointing: true,
+            ..shape
+        },
+    );
+    let c = &model.config;
+    let tokens = (shape.batch * shape.seq) as u64;
+    let layers = c.num_hidden_layers as u64;
+    let head = tokens * c.vocab_size as u64 * 4 * 3;
+    // The estimate's per-layer activations, from the kept figure.
+    let per_layer = (kept.activations - head) / layers;
+    let expected = layers * tokens * c.hidden_size as u64 * 4 + per_layer + head;
+    assert_eq!(checkpointed.activations, expected);
+    assert!(checkpointed.activations < kept.activations);
+    assert_eq!(
+        checkpointed.total - checkpointed.activations,
+        kept.total - kept.activations
+    );
+}
