@@ -217,7 +217,7 @@ fn lora_dropout_masks_are_replayed_in_the_recomputation() {
 }
 
 #[test]
-fn plan_counts_one_input_per_layer_and_one_layer_of_activations() {
+fn plan_counts_what_checkpointing_and_fused_attention_keep() {
     let tiny = TinyModel::new(Architecture::Llama, 5);
     let model = Model::open(&tiny.spec_str()).unwrap();
     let map = model.module_map();
@@ -231,6 +231,7 @@ fn plan_counts_one_input_per_layer_and_one_layer_of_activations() {
         seq: 16,
         dtype_bytes: 4,
         activation_checkpointing: false,
+        fused_attention: true,
     };
     let kept = estimate(&model.config, &map, &selection, shape);
     let checkpointed = estimate(
@@ -244,15 +245,127 @@ fn plan_counts_one_input_per_layer_and_one_layer_of_activations() {
     );
     let c = &model.config;
     let tokens = (shape.batch * shape.seq) as u64;
-    let layers = c.num_hidden_layers as u64;
-    let head = tokens * c.vocab_size as u64 * 4 * 3;
+    let (layers, h, vocab) = (
+        c.num_hidden_layers as u64,
+        c.hidden_size as u64,
+        c.vocab_size as u64,
+    );
+    let kept_head = tokens * vocab * 4 * 3;
     // The estimate's per-layer activations, from the kept figure.
-    let per_layer = (kept.activations - head) / layers;
-    let expected = layers * tokens * c.hidden_size as u64 * 4 + per_layer + head;
+    let per_layer = (kept.activations - kept_head) / layers;
+    // One block holds every row at this size: the logits as before, plus the rows' gradient.
+    let expected = layers * tokens * h * 4 + per_layer + kept_head + tokens * h * 4;
     assert_eq!(checkpointed.activations, expected);
     assert!(checkpointed.activations < kept.activations);
+    // The weight files (f32 here) are mapped while the model is open.
+    assert_eq!(kept.mapped_files, map.total() as u64 * 4);
+    // Without the fused kernel (a GPU) the scores, probabilities and their gradient are kept:
+    // 3·heads·seq values per token and layer instead of one log-sum-exp per head.
+    let composed = estimate(
+        &model.config,
+        &map,
+        &selection,
+        StepShape {
+            fused_attention: false,
+            ..shape
+        },
+    );
+    let heads = c.num_attention_heads as u64;
+    assert_eq!(
+        composed.activations - kept.activations,
+        layers * tokens * (3 * heads * shape.seq as u64 - heads) * 4
+    );
     assert_eq!(
         checkpointed.total - checkpointed.activations,
         kept.total - kept.activations
     );
+}
+
+#[test]
+fn the_blocked_head_gives_the_whole_heads_loss_and_gradients() {
+    // Everything trains: an own unembedding (Llama) and a tied one (Qwen2: the unembedding's
+    // gradient joins the lookup's); 10 labelled rows in blocks of 3 (the last one short).
+    for arch in [Architecture::Llama, Architecture::Qwen2] {
+        blocked_head_matches(arch);
+    }
+}
+
+fn blocked_head_matches(arch: Architecture) {
+    let dev = Device::Cpu;
+    let tiny = TinyModel::new(arch, 8);
+    let model = Model::open(&tiny.spec_str()).unwrap();
+    let all: HashSet<String> = model
+        .module_map()
+        .params
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    let (ids, mask, targets) = batch(&dev);
+    let index = Tensor::new(&[0u32, 1, 2, 3, 4, 5, 8, 9, 10, 11], &dev).unwrap();
+    let picked_targets = targets
+        .flatten_all()
+        .unwrap()
+        .index_select(&index, 0)
+        .unwrap();
+    let run = |blocked: bool| {
+        let mut decoder = model.decoder(&all, DType::F32, &dev).unwrap();
+        decoder.set_activation_checkpointing(blocked);
+        let hidden = decoder
+            .hidden_states(&Inputs::text(&ids, Some(&mask)))
+            .unwrap();
+        let (b, t, h) = hidden.dims3().unwrap();
+        let rows = hidden
+            .reshape((b * t, h))
+            .unwrap()
+            .index_select(&index, 0)
+            .unwrap();
+        let loss = if blocked {
+            decoder.nll_in_blocks_of(&rows, &picked_targets, 3).unwrap()
+        } else {
+            tunescope::model::ops::cross_entropy_sum(
+                &decoder.logits(&rows).unwrap(),
+                &picked_targets,
+            )
+            .unwrap()
+        };
+        // Scaled as the step scales it, so the op's backward sees a gradient other than 1.
+        let scaled = (loss.clone() * 0.25).unwrap();
+        let store = scaled.backward().unwrap();
+        let recomputed = decoder.take_checkpoint_grads();
+        let grads: Vec<(String, Tensor)> = decoder
+            .vars()
+            .iter()
+            .map(|(name, var)| {
+                let g = match (store.get(var.as_tensor()), recomputed.get(&var.id())) {
+                    (Some(a), Some(b)) => (a + b).unwrap(),
+                    (a, b) => a
+                        .or(b)
+                        .unwrap_or_else(|| panic!("{name}: no gradient"))
+                        .clone(),
+                };
+                (name.clone(), g)
+            })
+            .collect();
+        (loss.to_scalar::<f32>().unwrap(), grads)
+    };
+    let (whole_loss, whole) = run(false);
+    let (blocked_loss, blocked) = run(true);
+    assert!(
+        (whole_loss - blocked_loss).abs() <= 1e-5 * whole_loss.abs(),
+        "{arch:?}: loss {whole_loss} vs {blocked_loss}"
+    );
+    for ((name, a), (_, b)) in whole.iter().zip(&blocked) {
+        let scale = a
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let diff = max_abs_diff(a, b);
+        assert!(
+            diff <= 1e-5 * scale.max(1e-3),
+            "{arch:?} {name}: |Δ| {diff} (scale {scale})"
+        );
+    }
 }

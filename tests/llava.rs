@@ -22,6 +22,7 @@ const SHAPE: tunescope::plan::StepShape = tunescope::plan::StepShape {
     seq: 64,
     dtype_bytes: 4,
     activation_checkpointing: false,
+    fused_attention: true,
 };
 
 const TOLERANCE: f32 = 1e-4;

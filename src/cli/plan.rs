@@ -142,6 +142,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
     );
     for (label, bytes) in [
         ("weights (all)", memory.weights),
+        ("weight files (mapped)", memory.mapped_files),
         ("gradients (trainable)", memory.gradients),
         ("AdamW state (trainable)", memory.optimizer),
         ("activations", memory.activations),

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use crate::model::decoder::HEAD_BLOCK_LOGITS;
+use crate::model::weights::file_dtype;
 use crate::model::{ModelConfig, ModuleMap};
 use crate::recipe::Recipe;
 use crate::select::Selection;
@@ -19,6 +21,9 @@ pub struct StepShape {
     pub dtype_bytes: usize,
     /// Whether layers are recomputed in the backward.
     pub activation_checkpointing: bool,
+    /// Whether attention runs through the fused CPU kernel, which keeps no `(B, H, T, T)`
+    /// scores (the CPU; not with Gemma 2's score softcapping).
+    pub fused_attention: bool,
 }
 
 impl StepShape {
@@ -29,6 +34,7 @@ impl StepShape {
             seq: recipe.max_length,
             dtype_bytes: if recipe.dtype == "bf16" { 2 } else { 4 },
             activation_checkpointing: recipe.activation_checkpointing,
+            fused_attention: recipe.device == "cpu",
         }
     }
 }
@@ -37,6 +43,9 @@ impl StepShape {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemoryEstimate {
     pub weights: u64,
+    /// The weight files, memory-mapped while the model is open: their pages, once read, count
+    /// in the resident set (file-backed; the kernel may drop them under pressure).
+    pub mapped_files: u64,
     pub gradients: u64,
     pub optimizer: u64,
     pub activations: u64,
@@ -55,10 +64,19 @@ pub fn estimate(
         seq,
         dtype_bytes,
         activation_checkpointing,
+        fused_attention,
     } = shape;
     let total_params = map.total() as u64;
     let trainable = selection.trainable_numel(map) as u64;
     let weights = total_params * dtype_bytes as u64;
+    let mapped_files = map
+        .params
+        .iter()
+        .map(|p| {
+            let bytes = file_dtype(&p.dtype).map_or(4, |d| d.size_in_bytes());
+            (p.numel * bytes) as u64
+        })
+        .sum::<u64>();
     // Gradients are accumulated in f32; AdamW keeps two f32 moments (+ an f32 master copy below f32).
     let gradients = trainable * 4;
     let master = if dtype_bytes < 4 { trainable * 4 } else { 0 };
@@ -71,7 +89,14 @@ pub fn estimate(
     let (q, kv) = (config.q_dim() as u64, config.kv_dim() as u64);
     let heads = config.num_attention_heads as u64;
     let tokens = (batch * seq) as u64;
-    let per_token_per_layer = 6 * h + 4 * q + 4 * kv + 4 * i + 3 * heads * seq as u64;
+    // Scores, probabilities and their gradient per head and key; the fused kernel keeps one
+    // log-sum-exp per head instead.
+    let scores = if fused_attention && config.gemma.attn_logit_softcapping.is_none() {
+        heads
+    } else {
+        3 * heads * seq as u64
+    };
+    let per_token_per_layer = 6 * h + 4 * q + 4 * kv + 4 * i + scores;
     let layer_activations = if trainable == 0 {
         0
     } else if activation_checkpointing {
@@ -80,15 +105,24 @@ pub fn estimate(
     } else {
         layers_with_graph * tokens * per_token_per_layer * dtype_bytes as u64
     };
-    // Logits, log-probabilities and their gradient at labelled positions (at most every token), f32.
-    let head_activations = tokens * config.vocab_size as u64 * 4 * 3;
+    // Logits, log-probabilities and their gradient at labelled positions (at most every token),
+    // f32; with checkpointing the head runs a block of rows at a time and keeps the rows'
+    // gradient.
+    let vocab = config.vocab_size as u64;
+    let head_activations = if activation_checkpointing {
+        let block = (HEAD_BLOCK_LOGITS as u64 / vocab.max(1)).clamp(1, tokens.max(1));
+        block * vocab * 4 * 3 + tokens * h * 4
+    } else {
+        tokens * vocab * 4 * 3
+    };
     let activations = layer_activations + head_activations;
     MemoryEstimate {
         weights,
+        mapped_files,
         gradients,
         optimizer,
         activations,
-        total: weights + gradients + optimizer + activations,
+        total: weights + mapped_files + gradients + optimizer + activations,
     }
 }
 
@@ -104,10 +138,11 @@ impl MemoryEstimate {
         let optimizer = adapter * 8 + master;
         Self {
             weights,
+            mapped_files: self.mapped_files,
             gradients,
             optimizer,
             activations: self.activations,
-            total: weights + gradients + optimizer + self.activations,
+            total: weights + self.mapped_files + gradients + optimizer + self.activations,
         }
     }
 }

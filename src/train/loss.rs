@@ -45,6 +45,17 @@ pub fn summed_nll_with_images(
     images: Option<&ImageBatch>,
 ) -> Result<Tensor> {
     let inputs = Inputs::text(input_ids, Some(attention_mask)).with_images(images);
+    if decoder.activation_checkpointing() {
+        // The head in blocks of rows: the full-vocabulary logits never exist whole.
+        let (positions, targets) = label_positions(labels);
+        let hidden = decoder.hidden_states(&inputs)?;
+        if positions.is_empty() {
+            return Ok(Tensor::zeros((), DType::F32, decoder.device())?);
+        }
+        let device = decoder.device();
+        let rows = flat_rows(&hidden, &Tensor::new(positions.as_slice(), device)?)?;
+        return decoder.nll_in_blocks(&rows, &Tensor::new(targets.as_slice(), device)?);
+    }
     match labelled_logits(decoder, &inputs, labels)? {
         Some(labelled) => Ok(crate::model::ops::cross_entropy_sum(
             &labelled.logits,
@@ -88,9 +99,13 @@ pub fn labelled_logits(
 
 /// f32 logits of `decoder` at the flat `index` of final hidden states `(B, T, H)`.
 pub fn logits_at(decoder: &Decoder, hidden: &Tensor, index: &Tensor) -> Result<Tensor> {
+    decoder.logits(&flat_rows(hidden, index)?)
+}
+
+/// Rows `index` of hidden states `(B, T, H)` flattened to `(B·T, H)`.
+fn flat_rows(hidden: &Tensor, index: &Tensor) -> Result<Tensor> {
     let (b, t, h) = hidden.dims3()?;
-    let picked = hidden.reshape((b * t, h))?.index_select(index, 0)?;
-    decoder.logits(&picked)
+    Ok(hidden.reshape((b * t, h))?.index_select(index, 0)?)
 }
 
 #[cfg(test)]

@@ -46,7 +46,8 @@ impl Checkpointing {
             .unwrap_or_default()
     }
 
-    fn add_grad(&self, id: TensorId, grad: Tensor) -> candle_core::Result<()> {
+    /// Adds `grad` to the gradient kept for parameter `id`.
+    pub(super) fn add_grad(&self, id: TensorId, grad: Tensor) -> candle_core::Result<()> {
         let mut grads = self
             .grads
             .lock()

@@ -11,6 +11,7 @@ mod cache;
 mod checkpoint;
 mod context;
 mod embed;
+mod head_chunks;
 mod inputs;
 mod kv_store;
 mod layer;
@@ -20,6 +21,7 @@ mod source;
 
 pub use cache::KvCache;
 pub use checkpoint::Checkpointing;
+pub use head_chunks::HEAD_BLOCK_LOGITS;
 pub use inputs::Inputs;
 pub use source::WeightSource;
 
