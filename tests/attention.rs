@@ -389,17 +389,23 @@ fn cached_decoding_matches_the_full_forward_token_for_token() {
 #[test]
 fn small_matmul_matches_matmul() {
     let dev = Device::Cpu;
-    for (rows, k, n) in [(1usize, 37usize, 131usize), (8, 64, 300), (3, 5, 7)] {
+    for (rows, k, n) in [
+        (1usize, 37usize, 131usize),
+        (8, 64, 300),
+        (3, 5, 7),
+        (16, 576, 70),
+        (15, 9, 33),
+    ] {
         let x = Tensor::from_vec(values(rows * k, 1, 1.0), (rows, k), &dev).unwrap();
         let w = Tensor::from_vec(values(n * k, 2, 1.0), (n, k), &dev).unwrap();
         let fast = ops::small_matmul(&x, &w).unwrap().unwrap();
         let slow = x.matmul(&w.t().unwrap()).unwrap();
         assert!(max_diff(&fast, &slow) <= TOLERANCE);
     }
-    let x = Tensor::zeros((9, 4), DType::F32, &dev).unwrap();
+    let x = Tensor::zeros((ops::SMALL_MATMUL_MAX_ROWS + 1, 4), DType::F32, &dev).unwrap();
     let w = Tensor::zeros((3, 4), DType::F32, &dev).unwrap();
     assert!(
         ops::small_matmul(&x, &w).unwrap().is_none(),
-        "9 rows: too many"
+        "one row more than the most: not taken"
     );
 }

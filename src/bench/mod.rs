@@ -69,7 +69,7 @@ pub struct BenchConfig {
 }
 
 impl BenchConfig {
-    /// Defaults: batch 4 × seq 128, 10 timed steps after 3 warm-up steps, f32 on the CPU.
+    /// Defaults: batch 4 × seq 128, 10 timed steps after 3 warm-up steps, f32 on the CPU, 16 probe prompts.
     pub fn new(model: &str) -> Self {
         Self {
             model: model.to_string(),
@@ -81,7 +81,7 @@ impl BenchConfig {
             device: "cpu".into(),
             seed: 0,
             lr: 1e-5,
-            probe_prompts: 8,
+            probe_prompts: 16,
             probe_prompt_len: 32,
             probe_new_tokens: 16,
             fused: true,

@@ -41,8 +41,9 @@ pub struct BenchArgs {
     /// Seed of the synthetic batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Prompts decoded by the probe measurement (0 skips it).
-    #[arg(long, default_value_t = 8)]
+    /// Prompts decoded by the probe measurement, as one batch (0 skips it); 16 is the probe's
+    /// own batch size.
+    #[arg(long, default_value_t = 16)]
     probe_prompts: usize,
     /// Prompt length of the probe measurement.
     #[arg(long, default_value_t = 32)]

@@ -112,6 +112,41 @@ pub fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
     out
 }
 
+/// [`dot4`] for two vectors `a0` and `a1` of the same length at once: each row of `b` is read
+/// once for both (six loads per eight multiply-adds instead of five per four). Each result is
+/// bit-identical to [`dot4`]'s.
+#[inline(always)]
+pub fn dot4x2(a0: &[f32], a1: &[f32], b: [&[f32]; 4]) -> [[f32; 4]; 2] {
+    let n = a0.len().min(a1.len());
+    let (a0, a1) = (&a0[..n], &a1[..n]);
+    let b = [&b[0][..n], &b[1][..n], &b[2][..n], &b[3][..n]];
+    let mut acc0 = [[0f32; LANES]; 4];
+    let mut acc1 = [[0f32; LANES]; 4];
+    let whole = n - n % LANES;
+    let mut i = 0;
+    while i < whole {
+        let x0 = lanes(&a0[i..i + LANES]);
+        let x1 = lanes(&a1[i..i + LANES]);
+        for r in 0..4 {
+            let y = lanes(&b[r][i..i + LANES]);
+            for l in 0..LANES {
+                acc0[r][l] += x0[l] * y[l];
+                acc1[r][l] += x1[l] * y[l];
+            }
+        }
+        i += LANES;
+    }
+    let mut out = [acc0.map(reduce), acc1.map(reduce)];
+    for (a, out) in [a0, a1].iter().zip(out.iter_mut()) {
+        for (o, row) in out.iter_mut().zip(&b) {
+            for (x, y) in a[whole..].iter().zip(&row[whole..]) {
+                *o += x * y;
+            }
+        }
+    }
+    out
+}
+
 /// `y += alpha · x`.
 #[inline(always)]
 pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
@@ -151,6 +186,10 @@ mod tests {
             .collect();
         let plain = |b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
         let four = dot4(&a, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+        let b: Vec<f32> = a.iter().map(|v| v * 0.7 + 1.0).collect();
+        let pair = dot4x2(&a, &b, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+        assert_eq!(pair[0], four, "bit-identical to dot4");
+        assert_eq!(pair[1], dot4(&b, [&rows[0], &rows[1], &rows[2], &rows[3]]));
         for (r, row) in rows.iter().enumerate() {
             assert!((dot(&a, row) - plain(row)).abs() < 1e-4);
             assert!((four[r] - plain(row)).abs() < 1e-4);

@@ -1,15 +1,16 @@
 //! The product of decoding, `x·Wᵀ` for a few rows of `x` `(R, K)` and a weight `W` `(N, K)`
 //! stored row-major: a set of dot products over the weight as it is stored (candle's GEMM
-//! packs the whole weight on every call, which costs more than the product at R ≤ 8), spread
-//! over candle's thread pool by blocks of output columns.
+//! packs the whole weight on every call, which costs more than the product at R ≤ 16), spread
+//! over candle's thread pool by blocks of output columns. Four weight rows meet two rows of
+//! `x` at a time, so each weight row is read from memory once and from cache `R / 2` times.
 
 use candle_core::{Result, Storage, Tensor};
 
 use super::cpu::{for_each_item, worth_parallel, OutPtr};
-use super::simd::{dot, dot4, multiversion};
+use super::simd::{dot, dot4, dot4x2, multiversion};
 
-/// Most rows of `x` that [`small_matmul`] takes.
-pub const SMALL_MATMUL_MAX_ROWS: usize = 8;
+/// Most rows of `x` that [`small_matmul`] takes: the probe decodes 16 prompts at a time.
+pub const SMALL_MATMUL_MAX_ROWS: usize = 16;
 
 /// Weight rows per work item of the thread pool.
 const COLUMNS_PER_ITEM: usize = 64;
@@ -76,8 +77,18 @@ fn columns_body(x: &[f32], w: &[f32], s: Shape, start: usize, end: usize, out: O
     let mut j = start;
     while j + 4 <= end {
         let ws = [w_row(j), w_row(j + 1), w_row(j + 2), w_row(j + 3)];
-        for r in 0..rows {
-            let d = dot4(&x[r * k..(r + 1) * k], ws);
+        let x_row = |r: usize| &x[r * k..(r + 1) * k];
+        let mut r = 0;
+        while r + 2 <= rows {
+            let d = dot4x2(x_row(r), x_row(r + 1), ws);
+            for (i, d) in d.iter().enumerate() {
+                // SAFETY: columns j..j + 4 of rows r and r + 1 belong to this call's range.
+                unsafe { out.slice((r + i) * n + j, 4) }.copy_from_slice(d);
+            }
+            r += 2;
+        }
+        if r < rows {
+            let d = dot4(x_row(r), ws);
             // SAFETY: columns j..j + 4 of row r belong to this call's column range.
             unsafe { out.slice(r * n + j, 4) }.copy_from_slice(&d);
         }
