@@ -1,12 +1,13 @@
 //! Parameters that are either trainable (`Var`) or frozen (plain `Tensor`), and a linear layer
-//! whose frozen weights cost no weight-gradient matmul in backward.
+//! whose frozen weights cost no weight-gradient matmul in backward. On the CPU in f32 its
+//! product and both gradients run on [`gemm::sgemm`], the one GEMM entry point.
 
 use std::sync::Mutex;
 
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, Var};
 
-use super::ops;
+use super::ops::{self, gemm};
 use crate::model::lora::LoraAdapter;
 
 /// One model parameter: trainable ones are `Var`s, frozen ones stay plain tensors so they get
@@ -86,10 +87,14 @@ impl Linear {
             let (x2, w) = (x2.detach(), self.weight.tensor().detach());
             match ops::small_matmul(&x2, &w)? {
                 Some(y) => y,
+                None if gemm::handles(&x2, &w) => gemm::linear(&x2, &w)?,
                 None => x2.matmul(&w.t()?)?,
             }
         } else {
             match &self.weight {
+                Param::Trainable(w) if gemm::handles(&x2, w.as_tensor()) => {
+                    gemm::linear(&x2, w.as_tensor())?
+                }
                 Param::Trainable(w) => x2.matmul(&w.as_tensor().t()?)?,
                 Param::Frozen(w) => frozen_matmul(&x2, w)?,
             }
@@ -110,8 +115,12 @@ impl Linear {
 }
 
 /// `x·Wᵀ` for a frozen `W`: when `x` carries a graph, backward yields only `grad·W` for `x`
-/// (candle's own matmul backward would also compute the unused weight gradient).
+/// (candle's own matmul backward would also compute the unused weight gradient). f32 CPU
+/// matrices take [`gemm::linear`]; other tensors a product computed outside the graph.
 pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if gemm::handles(x, w) {
+        return Ok(gemm::linear(x, &w.detach())?);
+    }
     if !x.track_op() {
         return Ok(x.matmul(&w.t()?)?);
     }
