@@ -12,6 +12,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 mod flops;
+pub mod gemm;
 mod system;
 mod table;
 
@@ -63,6 +64,13 @@ pub struct BenchConfig {
     /// `CANDLE_NUM_THREADS` of the measuring processes (None: not set).
     #[serde(default)]
     pub pool_threads: Option<usize>,
+    /// Threading of the linear layers' GEMM: `pool` or `backend` (see `ops::gemm::Threading`).
+    #[serde(default = "default_gemm_threading")]
+    pub gemm_threading: String,
+}
+
+fn default_gemm_threading() -> String {
+    "pool".into()
 }
 
 impl BenchConfig {
@@ -83,6 +91,7 @@ impl BenchConfig {
             probe_new_tokens: 16,
             fused: true,
             pool_threads: None,
+            gemm_threading: default_gemm_threading(),
         }
     }
 }
@@ -144,6 +153,9 @@ pub struct RecipeResult {
 pub struct BenchReport {
     pub config: BenchConfig,
     pub threads: usize,
+    /// The linear layers' GEMM backend compiled in (`ops::gemm::backend_name`).
+    #[serde(default)]
+    pub gemm_backend: String,
     pub results: Vec<RecipeResult>,
 }
 
@@ -264,6 +276,14 @@ pub fn run_single(config: &BenchConfig, recipe: &str) -> Result<RecipeResult> {
         bail!("bench needs --batch ≥ 1, --seq ≥ 2 and --steps ≥ 1");
     }
     crate::model::ops::set_fused(config.fused);
+    let threading = crate::model::ops::gemm::Threading::parse(&config.gemm_threading)
+        .with_context(|| {
+            format!(
+                "unknown GEMM threading `{}`; expected pool or backend",
+                config.gemm_threading
+            )
+        })?;
+    crate::model::ops::gemm::set_threading(threading);
     let device = parse_device(&config.device)?;
     let dtype = parse_dtype(&config.dtype)?;
     let model = Model::open(&config.model)?;
