@@ -11,9 +11,14 @@
 //! single-threaded backend call on a pool thread — the same threads the fused ops run on, so no
 //! second pool (rayon, OpenBLAS's pthreads, OpenMP) spins while they wait. [`Threading::Backend`]
 //! instead lets the backend thread itself (rayon for the `gemm` crate, the library's own pool
-//! for a BLAS); it exists to measure the choice (`tunescope bench --gemm`). On this machine
-//! (2 cores, see README-gemm.md) the pool split is as fast or faster for every product shape of
-//! SmolLM2-135M with every backend, and whole training steps are faster with it.
+//! for a BLAS); it exists to measure the choice (`tunescope bench --gemm`, `--gemm-threading`).
+//! Measured on the 2-core development machine (README-gemm.md), the two are within ±10% of each
+//! other per product shape for every backend, in both directions, and so are whole training
+//! steps; the pool split wins on the rest: no second set of threads spinning or sleeping beside
+//! candle's, the same thread count as the fused ops (`CANDLE_NUM_THREADS`), and MKL's own
+//! threading left untouched for candle's remaining MKL matmuls (the count is set per call).
+//! A static split into one block per thread suffers when another process takes a core; finer
+//! blocks would repack the shared operand once per block (see README-gemm.md).
 
 mod linear_op;
 mod problem;
