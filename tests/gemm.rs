@@ -349,3 +349,37 @@ fn composed_ops_keep_candles_matmul() {
         &x
     ));
 }
+
+#[test]
+fn bench_gemm_prints_the_backend_and_every_product() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunescope"))
+        .args([
+            "bench", "--gemm", "--steps", "1", "--batch", "1", "--seq", "2", "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["backend"], gemm::backend_name());
+    assert_eq!(report["rows"], 2);
+    // Five SmolLM2-135M weight shapes × three products.
+    assert_eq!(report["timings"].as_array().unwrap().len(), 15);
+}
+
+#[test]
+fn bench_refuses_an_unknown_gemm_threading() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tunescope"))
+        .args(["bench", "--gemm", "--gemm-threading", "rayon"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown --gemm-threading `rayon`; expected pool or backend"),
+        "{err}"
+    );
+}
