@@ -12,6 +12,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 mod flops;
+pub mod gemm;
 mod system;
 mod table;
 
@@ -66,6 +67,13 @@ pub struct BenchConfig {
     /// Recompute each layer in the backward (the recipe's `activation_checkpointing`).
     #[serde(default)]
     pub activation_checkpointing: bool,
+    /// Threading of the linear layers' GEMM: `pool` or `backend` (see `ops::gemm::Threading`).
+    #[serde(default = "default_gemm_threading")]
+    pub gemm_threading: String,
+}
+
+fn default_gemm_threading() -> String {
+    "pool".into()
 }
 
 impl BenchConfig {
@@ -87,6 +95,7 @@ impl BenchConfig {
             fused: true,
             pool_threads: None,
             activation_checkpointing: false,
+            gemm_threading: default_gemm_threading(),
         }
     }
 }
@@ -154,6 +163,9 @@ pub struct RecipeResult {
 pub struct BenchReport {
     pub config: BenchConfig,
     pub threads: usize,
+    /// The linear layers' GEMM backend compiled in (`ops::gemm::backend_name`).
+    #[serde(default)]
+    pub gemm_backend: String,
     pub results: Vec<RecipeResult>,
 }
 
@@ -274,6 +286,14 @@ pub fn run_single(config: &BenchConfig, recipe: &str) -> Result<RecipeResult> {
         bail!("bench needs --batch ≥ 1, --seq ≥ 2 and --steps ≥ 1");
     }
     crate::model::ops::set_fused(config.fused);
+    let threading = crate::model::ops::gemm::Threading::parse(&config.gemm_threading)
+        .with_context(|| {
+            format!(
+                "unknown GEMM threading `{}`; expected pool or backend",
+                config.gemm_threading
+            )
+        })?;
+    crate::model::ops::gemm::set_threading(threading);
     let device = parse_device(&config.device)?;
     let dtype = parse_dtype(&config.dtype)?;
     let model = Model::open(&config.model)?;

@@ -42,7 +42,7 @@ fn secs(s: f64) -> String {
 pub fn render_table(report: &BenchReport) -> String {
     let c = &report.config;
     let mut out = format!(
-        "model {} · batch {} × seq {} · {} · {} · {} threads{} · median of {} steps after {} warm-up · {} ops\n\n",
+        "model {} · batch {} × seq {} · {} · {} · {} threads{} · median of {} steps after {} warm-up · {} ops · GEMM {} ({} threading)\n\n",
         c.model,
         c.batch,
         c.seq,
@@ -53,7 +53,9 @@ pub fn render_table(report: &BenchReport) -> String {
             .map_or(String::new(), |n| format!(" (CANDLE_NUM_THREADS={n})")),
         c.steps,
         c.warmup,
-        if c.fused { "fused" } else { "composed" }
+        if c.fused { "fused" } else { "composed" },
+        report.gemm_backend,
+        c.gemm_threading
     );
     if c.activation_checkpointing {
         out.insert_str(out.len() - 2, " · activation checkpointing");

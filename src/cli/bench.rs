@@ -15,8 +15,9 @@ const RESULT_MARKER: &str = "TUNESCOPE_BENCH_RESULT ";
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Model directory or hub id.
-    model: String,
+    /// Model directory or hub id (not needed with --gemm).
+    #[arg(required_unless_present = "gemm")]
+    model: Option<String>,
     /// Preset recipes to measure, comma separated (see recipes/).
     #[arg(long, default_value = "sa-proj,mlp-gate-up,mlp,full-llm")]
     recipes: String,
@@ -62,6 +63,14 @@ pub struct BenchArgs {
     /// Recompute each layer's forward in the backward (the recipe's `activation_checkpointing`).
     #[arg(long)]
     activation_checkpointing: bool,
+    /// Threading of the linear layers' GEMM: `pool` (blocks of the output on candle's pool,
+    /// the default) or `backend` (the BLAS or gemm crate threads itself).
+    #[arg(long, default_value = "pool")]
+    gemm_threading: String,
+    /// Measure the GEMM backend alone instead: GFLOP/s of the three linear products for
+    /// SmolLM2-135M's weight shapes with batch × seq rows, median of --steps calls.
+    #[arg(long)]
+    gemm: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -90,7 +99,8 @@ impl BenchArgs {
                     .ok()
                     .and_then(|v| v.parse().ok())
             }),
-            ..BenchConfig::new(&self.model)
+            gemm_threading: self.gemm_threading.clone(),
+            ..BenchConfig::new(self.model.as_deref().unwrap_or_default())
         }
     }
 
@@ -98,11 +108,11 @@ impl BenchArgs {
     fn child_args(&self, recipe: &str) -> Vec<String> {
         let mut args = vec![
             "bench".to_string(),
-            self.model.clone(),
+            self.model.clone().unwrap_or_default(),
             "--single".into(),
             recipe.into(),
         ];
-        let pairs: [(&str, String); 10] = [
+        let pairs: [(&str, String); 11] = [
             ("--batch", self.batch.to_string()),
             ("--seq", self.seq.to_string()),
             ("--steps", self.steps.to_string()),
@@ -113,6 +123,7 @@ impl BenchArgs {
             ("--probe-prompts", self.probe_prompts.to_string()),
             ("--probe-prompt-len", self.probe_prompt_len.to_string()),
             ("--probe-new-tokens", self.probe_new_tokens.to_string()),
+            ("--gemm-threading", self.gemm_threading.clone()),
         ];
         for (flag, value) in pairs {
             args.push(flag.into());
@@ -129,6 +140,15 @@ impl BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if crate::model::ops::gemm::Threading::parse(&args.gemm_threading).is_none() {
+        bail!(
+            "unknown --gemm-threading `{}`; expected pool or backend",
+            args.gemm_threading
+        );
+    }
+    if args.gemm {
+        return run_gemm(&args);
+    }
     let config = args.config();
     if let Some(recipe) = &args.single {
         let result = bench::run_single(&config, recipe)?;
@@ -182,12 +202,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let report = BenchReport {
         config,
         threads: bench::threads(),
+        gemm_backend: crate::model::ops::gemm::backend_name().to_string(),
         results,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", bench::render_table(&report));
+    }
+    Ok(())
+}
+
+/// `bench --gemm`: the GEMM micro-benchmark in this process.
+fn run_gemm(args: &BenchArgs) -> Result<()> {
+    let rows = args.batch * args.seq;
+    let report = bench::gemm::run(rows, args.steps, &bench::gemm::SMOLLM2_SHAPES)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", bench::gemm::render(&report));
     }
     Ok(())
 }

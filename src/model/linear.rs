@@ -1,13 +1,13 @@
 //! Parameters that are either trainable (`Var`) or frozen (plain `Tensor`), and a linear layer
-//! whose frozen weights cost no weight-gradient matmul in backward.
-
-use std::sync::Mutex;
+//! whose frozen weights cost no weight-gradient matmul in backward. On the CPU in f32 its
+//! product and both gradients run on [`gemm::sgemm`], the one GEMM entry point.
 
 use anyhow::Result;
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, Var};
+use candle_core::{CustomOp1, Tensor, Var};
 
-use super::ops;
+use super::ops::{self, gemm};
 use crate::model::lora::LoraAdapter;
+use crate::model::precomputed::{precomputed_forwards, Precomputed};
 
 /// One model parameter: trainable ones are `Var`s, frozen ones stay plain tensors so they get
 /// no gradient and never reach the optimizer.
@@ -86,10 +86,14 @@ impl Linear {
             let (x2, w) = (x2.detach(), self.weight.tensor().detach());
             match ops::small_matmul(&x2, &w)? {
                 Some(y) => y,
+                None if gemm::handles(&x2, &w) => gemm::linear(&x2, &w)?,
                 None => x2.matmul(&w.t()?)?,
             }
         } else {
             match &self.weight {
+                Param::Trainable(w) if gemm::handles(&x2, w.as_tensor()) => {
+                    gemm::linear(&x2, w.as_tensor())?
+                }
                 Param::Trainable(w) => x2.matmul(&w.as_tensor().t()?)?,
                 Param::Frozen(w) => frozen_matmul(&x2, w)?,
             }
@@ -110,14 +114,18 @@ impl Linear {
 }
 
 /// `x·Wᵀ` for a frozen `W`: when `x` carries a graph, backward yields only `grad·W` for `x`
-/// (candle's own matmul backward would also compute the unused weight gradient).
+/// (candle's own matmul backward would also compute the unused weight gradient). f32 CPU
+/// matrices take [`gemm::linear`]; other tensors a product computed outside the graph.
 pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if gemm::handles(x, w) {
+        return Ok(gemm::linear(x, &w.detach())?);
+    }
     if !x.track_op() {
         return Ok(x.matmul(&w.t()?)?);
     }
     let value = x.detach().matmul(&w.t()?)?.contiguous()?;
     let op = InputGradOnly {
-        value: Mutex::new(Some(value)),
+        value: Precomputed::new(value, "frozen linear"),
         weight: w.clone(),
     };
     Ok(x.apply_op1(op)?)
@@ -126,18 +134,8 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// Custom op whose forward hands back a product computed outside the graph and whose backward
 /// returns only the input gradient.
 struct InputGradOnly {
-    value: Mutex<Option<Tensor>>,
+    value: Precomputed,
     weight: Tensor,
-}
-
-impl InputGradOnly {
-    fn take_value(&self) -> candle_core::Result<Tensor> {
-        self.value
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("frozen linear lock poisoned".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("frozen linear forward ran twice".into()))
-    }
 }
 
 impl CustomOp1 for InputGradOnly {
@@ -145,44 +143,7 @@ impl CustomOp1 for InputGradOnly {
         "frozen-linear"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let value = self.take_value()?;
-        let (storage, layout) = value.storage_and_layout();
-        match &*storage {
-            Storage::Cpu(s) => Ok((s.clone(), layout.shape().clone())),
-            _ => candle_core::bail!("frozen linear: value is not on the CPU"),
-        }
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let value = self.take_value()?;
-        let (storage, layout) = value.storage_and_layout();
-        match &*storage {
-            Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
-            _ => candle_core::bail!("frozen linear: value is not on the GPU"),
-        }
-    }
-
-    #[cfg(feature = "metal")]
-    fn metal_fwd(
-        &self,
-        _: &candle_core::MetalStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(candle_core::MetalStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        let value = self.take_value()?;
-        let (storage, layout) = value.storage_and_layout();
-        match &*storage {
-            Storage::Metal(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
-            _ => candle_core::bail!("frozen linear: value is not on the Metal device"),
-        }
-    }
+    precomputed_forwards!(value);
 
     fn bwd(
         &self,

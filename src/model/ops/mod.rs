@@ -13,6 +13,7 @@ mod adamw;
 mod attention;
 mod cpu;
 mod cross_entropy;
+pub mod gemm;
 mod rms_norm;
 mod rope;
 pub(crate) mod simd;

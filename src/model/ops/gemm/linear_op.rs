@@ -1,0 +1,150 @@
+//! The linear product `y = x·Wᵀ` as a candle custom op on `(x, W)`: forward, input gradient
+//! `g·W` and weight gradient `gᵀ·x` are all [`sgemm`] calls. A gradient is computed only for an
+//! operand that carries a graph, so a frozen `W` (a plain tensor) costs no weight-gradient
+//! product and an input without a graph costs no input-gradient product.
+
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
+
+use super::{sgemm, Operand};
+
+/// Whether [`linear`] takes `x` and `w`: fused ops on ([`crate::model::ops::set_fused`]), both
+/// f32 matrices on the CPU. Otherwise callers keep candle's matmul (CUDA, Metal, half types).
+pub fn handles(x: &Tensor, w: &Tensor) -> bool {
+    crate::model::ops::fused()
+        && [x, w]
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.rank() == 2)
+}
+
+/// `x·Wᵀ` for `x` of `(rows, in)` and `W` of `(out, in)` through [`sgemm`], with its backward
+/// (see the module doc); the caller checks [`handles`] first.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !handles(x, w) {
+        bail!("gemm::linear takes two f32 CPU matrices with fused ops on");
+    }
+    let (x, w) = (row_major(x)?, row_major(w)?);
+    x.apply_op2(&w, LinearOp)
+}
+
+/// `t` itself when its rows are stored contiguously, else a contiguous copy.
+fn row_major(t: &Tensor) -> Result<Tensor> {
+    let (_, cols) = t.dims2()?;
+    if cols <= 1 || t.layout().stride()[1] == 1 {
+        Ok(t.clone())
+    } else {
+        t.contiguous()
+    }
+}
+
+/// A row-major f32 matrix view: (values from its first element, rows, cols, row distance).
+fn view<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<(&'a [f32], usize, usize, usize)> {
+    let CpuStorage::F32(values) = s else {
+        bail!("gemm linear: {what} is not f32");
+    };
+    let (rows, cols) = l.shape().dims2()?;
+    let stride = l.stride();
+    if cols > 1 && stride[1] != 1 {
+        bail!("gemm linear: {what} rows are not contiguous");
+    }
+    let ld = if rows <= 1 { cols } else { stride[0] };
+    Ok((&values[l.start_offset()..], rows, cols, ld))
+}
+
+/// Runs `f` on the row-major view of a CPU tensor.
+fn with_view<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce((&[f32], usize, usize, usize)) -> Result<R>,
+) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => f(view(s, layout, what)?),
+        _ => bail!("gemm linear: {what} is not on the CPU"),
+    }
+}
+
+struct LinearOp;
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        "gemm-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, rows, in_dim, ldx) = view(s1, l1, "x")?;
+        let (w, out, w_in, ldw) = view(s2, l2, "W")?;
+        if w_in != in_dim {
+            bail!("gemm linear: x has {in_dim} columns but W has {w_in}");
+        }
+        let mut y = vec![0f32; rows * out];
+        sgemm(
+            rows,
+            out,
+            in_dim,
+            Operand::plain(x, ldx),
+            Operand::transposed(w, ldw),
+            0.0,
+            &mut y,
+            out,
+        )?;
+        crate::model::ops::count_fused_call();
+        Ok((CpuStorage::F32(y), Shape::from((rows, out))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = row_major(grad)?;
+        let dx = if x.track_op() {
+            Some(with_view(&grad, "gradient", |(g, rows, out, ldg)| {
+                with_view(w, "W", |(w, _, in_dim, ldw)| {
+                    let mut dx = vec![0f32; rows * in_dim];
+                    sgemm(
+                        rows,
+                        in_dim,
+                        out,
+                        Operand::plain(g, ldg),
+                        Operand::plain(w, ldw),
+                        0.0,
+                        &mut dx,
+                        in_dim,
+                    )?;
+                    Tensor::from_vec(dx, (rows, in_dim), x.device())
+                })
+            })?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(with_view(&grad, "gradient", |(g, rows, out, ldg)| {
+                with_view(x, "x", |(x, _, in_dim, ldx)| {
+                    let mut dw = vec![0f32; out * in_dim];
+                    sgemm(
+                        out,
+                        in_dim,
+                        rows,
+                        Operand::transposed(g, ldg),
+                        Operand::plain(x, ldx),
+                        0.0,
+                        &mut dw,
+                        in_dim,
+                    )?;
+                    Tensor::from_vec(dw, (out, in_dim), w.device())
+                })
+            })?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
