@@ -171,3 +171,64 @@ fn the_command_runs_each_recipe_in_a_child_and_prints_table_and_json() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown recipe"));
 }
+
+#[test]
+fn pytorch_figures_give_the_ratio_and_a_wrong_shape_is_refused() {
+    let tiny = TinyModel::new(Architecture::Llama, 6);
+    let exe = env!("CARGO_BIN_EXE_tunescope");
+    let dir = tempfile::tempdir().unwrap();
+    let figures = dir.path().join("pytorch.json");
+    // A PyTorch figure for sa-proj only, as scripts/bench-pytorch.py writes them.
+    std::fs::write(
+        &figures,
+        r#"{"torch": "2.15.0", "threads": 2, "batch": 2, "seq": 10, "steps": 2, "warmup": 1,
+            "recipes": {"sa-proj": {"tokens_per_s": 10.0, "step_s": 2.0,
+            "peak_rss_bytes": 1073741824, "trainable": 1}}}"#,
+    )
+    .unwrap();
+    let args = |shape_seq: &str| {
+        let mut c = Command::new(exe);
+        c.args(["bench", &tiny.spec_str(), "--recipes", "sa-proj,mlp"])
+            .args(["--batch", "2", "--seq", shape_seq, "--steps", "1"])
+            .args(["--warmup", "0", "--probe-prompts", "0", "--pytorch"])
+            .arg(&figures);
+        c
+    };
+    let out = args("10").arg("--json").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["pytorch"]["recipes"]["sa-proj"]["tokens_per_s"],
+        10.0
+    );
+    let ours = report["results"][0]["tokens_per_s"].as_f64().unwrap();
+
+    let out = args("10").output().unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("against PyTorch 2.15.0"), "{table}");
+    // The ratio is ours over theirs, to two decimals (the run differs from the JSON run, so
+    // only the form and the unmeasured recipe are checked here).
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("| sa-proj |") && l.contains("×"))
+        .unwrap_or_else(|| panic!("no ratio row: {table}"));
+    assert!(row.contains("| 10 |") && row.contains("1.00 GiB"), "{row}");
+    assert!(
+        table.contains("| mlp |") && table.contains("not measured"),
+        "{table}"
+    );
+    assert!(ours > 0.0);
+
+    // Measured at another shape: refused before anything runs, naming both shapes.
+    let out = args("12").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("batch 2 × seq 10") && err.contains("2 × 12"),
+        "{err}"
+    );
+}

@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 
 mod flops;
 pub mod gemm;
+pub mod pytorch;
 mod system;
 mod table;
 
 pub use flops::{MatmulParams, StepFlops};
+pub use pytorch::{PytorchRecipe, PytorchReference};
 pub use system::{current_rss_bytes, median, parse_vm_hwm, peak_rss_bytes, threads};
 pub use table::render_table;
 
@@ -167,6 +169,9 @@ pub struct BenchReport {
     #[serde(default)]
     pub gemm_backend: String,
     pub results: Vec<RecipeResult>,
+    /// PyTorch's figures for the same shapes (`--pytorch`), for the ratio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pytorch: Option<PytorchReference>,
 }
 
 /// The selection a preset recipe name resolves to on `map`.

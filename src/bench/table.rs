@@ -1,6 +1,6 @@
 //! The bench report as a Markdown table.
 
-use super::BenchReport;
+use super::{BenchReport, PytorchReference};
 
 /// Human-readable count (`26.5M`).
 fn count(n: usize) -> String {
@@ -97,6 +97,60 @@ pub fn render_table(report: &BenchReport) -> String {
             pps,
             tps,
             dps
+        ));
+    }
+    if let Some(reference) = &report.pytorch {
+        out.push_str(&pytorch_table(report, reference));
+    }
+    out
+}
+
+/// The side-by-side table against PyTorch's figures, with the cost of full tuning against
+/// `sa-proj` on both sides when both were measured.
+fn pytorch_table(report: &BenchReport, reference: &PytorchReference) -> String {
+    let gib = |b: u64| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
+    let mut out = format!(
+        "\nagainst PyTorch {} ({} threads, same batch × seq):\n\n\
+         | recipe | tunescope tok/s | PyTorch tok/s | ratio | tunescope peak RSS | PyTorch peak RSS |\n\
+         |---|---|---|---|---|---|\n",
+        reference.torch, reference.threads
+    );
+    for r in &report.results {
+        let Some(theirs) = reference.recipes.get(&r.recipe) else {
+            out.push_str(&format!(
+                "| {} | {:.0} | not measured | | | |\n",
+                r.recipe, r.tokens_per_s
+            ));
+            continue;
+        };
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.2}× | {} | {} |\n",
+            r.recipe,
+            r.tokens_per_s,
+            theirs.tokens_per_s,
+            r.tokens_per_s / theirs.tokens_per_s.max(1e-12),
+            r.peak_rss_bytes.map_or("n/a".to_string(), gib),
+            gib(theirs.peak_rss_bytes)
+        ));
+    }
+    let ours = |name: &str| {
+        report
+            .results
+            .iter()
+            .find(|r| r.recipe == name)
+            .map(|r| r.times.step)
+    };
+    let theirs = |name: &str| reference.recipes.get(name).map(|r| r.step_s);
+    if let (Some(full), Some(sa), Some(full_pt), Some(sa_pt)) = (
+        ours("full-llm"),
+        ours("sa-proj"),
+        theirs("full-llm"),
+        theirs("sa-proj"),
+    ) {
+        out.push_str(&format!(
+            "\nfull-llm step / sa-proj step: tunescope {:.2}, PyTorch {:.2}\n",
+            full / sa.max(1e-12),
+            full_pt / sa_pt.max(1e-12)
         ));
     }
     out

@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// SmolLM2-135M's weight shapes with batch × seq rows, median of --steps calls.
     #[arg(long)]
     gemm: bool,
+    /// PyTorch's figures for the same shapes (the JSON `scripts/bench-pytorch.py` prints): the
+    /// table adds PyTorch's tokens/s and the ratio per recipe.
+    #[arg(long, value_name = "FILE")]
+    pytorch: Option<std::path::PathBuf>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -172,6 +176,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             );
         }
     }
+    // Read before measuring: a wrong file fails at once.
+    let pytorch = args
+        .pytorch
+        .as_deref()
+        .map(|path| bench::PytorchReference::read(path, args.batch, args.seq))
+        .transpose()?;
     let exe = std::env::current_exe().context("cannot locate the tunescope binary")?;
     let mut results = Vec::new();
     for recipe in recipes {
@@ -204,6 +214,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         threads: bench::threads(),
         gemm_backend: crate::model::ops::gemm::backend_name().to_string(),
         results,
+        pytorch,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
