@@ -77,6 +77,26 @@ fn gradients(
     (grads, in_store)
 }
 
+/// Each gradient of `b` within 1e-5 (relative to the largest entry) of the same one in `a`.
+fn assert_same_gradients(label: &str, a: &[(String, Tensor)], b: &[(String, Tensor)]) {
+    assert_eq!(a.len(), b.len(), "{label}");
+    for ((name, a), (other, b)) in a.iter().zip(b) {
+        assert_eq!(name, other, "{label}");
+        let scale = a
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let diff = max_abs_diff(a, b);
+        assert!(
+            diff <= 1e-5 * scale.max(1e-3),
+            "{label} {name}: |Δ| {diff} (scale {scale})"
+        );
+    }
+}
+
 fn names(list: &[&str]) -> HashSet<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -115,20 +135,7 @@ fn recomputed_layers_give_the_kept_gradients() {
                 kept.len() - layer_params,
                 "{arch:?} {label}: the layers were not checkpointed"
             );
-            for ((name, a), (_, b)) in kept.iter().zip(&recomputed) {
-                let scale = a
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                let diff = max_abs_diff(a, b);
-                assert!(
-                    diff <= 1e-5 * scale.max(1e-3),
-                    "{arch:?} {label} {name}: |Δ| {diff} (scale {scale})"
-                );
-            }
+            assert_same_gradients(&format!("{arch:?} {label}"), &kept, &recomputed);
         }
     }
 }
@@ -354,18 +361,5 @@ fn blocked_head_matches(arch: Architecture) {
         (whole_loss - blocked_loss).abs() <= 1e-5 * whole_loss.abs(),
         "{arch:?}: loss {whole_loss} vs {blocked_loss}"
     );
-    for ((name, a), (_, b)) in whole.iter().zip(&blocked) {
-        let scale = a
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let diff = max_abs_diff(a, b);
-        assert!(
-            diff <= 1e-5 * scale.max(1e-3),
-            "{arch:?} {name}: |Δ| {diff} (scale {scale})"
-        );
-    }
+    assert_same_gradients(&format!("{arch:?}"), &whole, &blocked);
 }

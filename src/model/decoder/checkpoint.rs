@@ -83,13 +83,7 @@ pub(super) fn run_layer(
     let value = layer_parts(&shared.config, &layer, &x.detach(), inputs, None)?
         .0
         .detach();
-    // The op must sit in the graph even when the stream below has none (the first trained
-    // layer above frozen embeddings): a leaf that tracks makes backward reach it.
-    let arg = if x.track_op() {
-        x.clone()
-    } else {
-        Var::from_tensor(x)?.into_inner()
-    };
+    let arg = reachable(x)?;
     let op = LayerOp {
         value: Precomputed::new(value, "checkpointed layer"),
         shared,
@@ -99,6 +93,16 @@ pub(super) fn run_layer(
         dropout_at_start,
     };
     Ok(arg.apply_op1(op)?)
+}
+
+/// `x` as the argument of an op that backward must reach: `x` itself when it carries a graph,
+/// else a tracking leaf with its value (the first trained layer above frozen embeddings).
+pub(super) fn reachable(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.track_op() {
+        Ok(x.clone())
+    } else {
+        Ok(Var::from_tensor(x)?.into_inner())
+    }
 }
 
 /// The custom op of one checkpointed layer (see the module doc).

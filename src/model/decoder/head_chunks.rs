@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use candle_core::{CustomOp1, DType, Tensor, TensorId, Var};
 
-use super::checkpoint::Checkpointing;
+use super::checkpoint::{reachable, Checkpointing};
 use super::Decoder;
 use crate::model::ops;
 use crate::model::precomputed::{precomputed_forwards, Precomputed};
@@ -75,11 +75,7 @@ impl Decoder {
         } else {
             None
         };
-        let arg = if rows.track_op() {
-            rows.clone()
-        } else {
-            Var::from_tensor(rows)?.into_inner()
-        };
+        let arg = reachable(rows)?;
         let op = HeadOp {
             value: Precomputed::new(value, "loss head in blocks"),
             row_grad,
