@@ -90,12 +90,14 @@ pub enum Command {
 
 /// Parses the command line and runs the chosen command.
 pub fn run() -> Result<()> {
+    let retained = crate::util::alloc::retain_freed_memory();
     let cli = Cli::parse();
     let interactive = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let ui = matches!(cli.command, Some(Command::Ui(_)) | Some(Command::Attach(_)))
         || (cli.command.is_none() && interactive);
     if !ui {
         init_logging();
+        tracing::debug!(retained, "allocator keeps freed memory for reuse");
     }
     // Loads before the workbench opens draw bars too; inside it, it shows progress itself.
     progress::install();
