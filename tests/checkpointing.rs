@@ -55,25 +55,14 @@ fn gradients(
     let mut decoder = model.decoder(trainable, DType::F32, &dev).unwrap();
     decoder.set_activation_checkpointing(checkpointing);
     let store = loss(&decoder, &dev).backward().unwrap();
-    let recomputed = decoder.take_checkpoint_grads();
-    let mut in_store = 0;
-    let grads = decoder
+    let in_store = decoder
         .vars()
-        .iter()
-        .map(|(name, var)| {
-            let grad = match store.get(var.as_tensor()) {
-                Some(g) => {
-                    in_store += 1;
-                    g.clone()
-                }
-                None => recomputed
-                    .get(&var.id())
-                    .unwrap_or_else(|| panic!("{name}: no gradient"))
-                    .clone(),
-            };
-            (name.clone(), grad)
-        })
-        .collect();
+        .values()
+        .filter(|var| store.get(var.as_tensor()).is_some())
+        .count();
+    let all = decoder.trainable_grads(&store).unwrap();
+    decoder.check_all_trainable_have_grads(&all).unwrap();
+    let grads = all.into_iter().collect();
     (grads, in_store)
 }
 
@@ -338,21 +327,9 @@ fn blocked_head_matches(arch: Architecture) {
         // Scaled as the step scales it, so the op's backward sees a gradient other than 1.
         let scaled = (loss.clone() * 0.25).unwrap();
         let store = scaled.backward().unwrap();
-        let recomputed = decoder.take_checkpoint_grads();
-        let grads: Vec<(String, Tensor)> = decoder
-            .vars()
-            .iter()
-            .map(|(name, var)| {
-                let g = match (store.get(var.as_tensor()), recomputed.get(&var.id())) {
-                    (Some(a), Some(b)) => (a + b).unwrap(),
-                    (a, b) => a
-                        .or(b)
-                        .unwrap_or_else(|| panic!("{name}: no gradient"))
-                        .clone(),
-                };
-                (name.clone(), g)
-            })
-            .collect();
+        let all = decoder.trainable_grads(&store).unwrap();
+        decoder.check_all_trainable_have_grads(&all).unwrap();
+        let grads: Vec<(String, Tensor)> = all.into_iter().collect();
         (loss.to_scalar::<f32>().unwrap(), grads)
     };
     let (whole_loss, whole) = run(false);

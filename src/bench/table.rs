@@ -42,7 +42,7 @@ fn secs(s: f64) -> String {
 pub fn render_table(report: &BenchReport) -> String {
     let c = &report.config;
     let mut out = format!(
-        "model {} · batch {} × seq {} · {} · {} · {} threads{} · median of {} steps after {} warm-up · {} ops · GEMM {} ({} threading)\n\n",
+        "model {} · batch {} × seq {} · {} · {} · {} threads{} · median of {} steps after {} warm-up · {} ops · GEMM {} ({} threading){}\n\n",
         c.model,
         c.batch,
         c.seq,
@@ -55,11 +55,13 @@ pub fn render_table(report: &BenchReport) -> String {
         c.warmup,
         if c.fused { "fused" } else { "composed" },
         report.gemm_backend,
-        c.gemm_threading
+        c.gemm_threading,
+        if c.activation_checkpointing {
+            " · activation checkpointing"
+        } else {
+            ""
+        }
     );
-    if c.activation_checkpointing {
-        out.insert_str(out.len() - 2, " · activation checkpointing");
-    }
     out.push_str(
         "| recipe | trainable | step | forward | backward | optimizer | tokens/s | GFLOP/step | GFLOP/s | peak RSS | above load | probe prompts/s | probe tok/s | decode tok/s |\n",
     );

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::model::decoder::HEAD_BLOCK_LOGITS;
+use crate::model::decoder::head_block_rows;
 use crate::model::weights::file_dtype;
 use crate::model::{ModelConfig, ModuleMap};
 use crate::recipe::Recipe;
@@ -110,7 +110,7 @@ pub fn estimate(
     // gradient.
     let vocab = config.vocab_size as u64;
     let head_activations = if activation_checkpointing {
-        let block = (HEAD_BLOCK_LOGITS as u64 / vocab.max(1)).clamp(1, tokens.max(1));
+        let block = head_block_rows(config.vocab_size, tokens as usize) as u64;
         block * vocab * 4 * 3 + tokens * h * 4
     } else {
         tokens * vocab * 4 * 3

@@ -45,22 +45,9 @@ pub fn summed_nll_with_images(
     images: Option<&ImageBatch>,
 ) -> Result<Tensor> {
     let inputs = Inputs::text(input_ids, Some(attention_mask)).with_images(images);
-    if decoder.activation_checkpointing() {
-        // The head in blocks of rows: the full-vocabulary logits never exist whole.
-        let (positions, targets) = label_positions(labels);
-        let hidden = decoder.hidden_states(&inputs)?;
-        if positions.is_empty() {
-            return Ok(Tensor::zeros((), DType::F32, decoder.device())?);
-        }
-        let device = decoder.device();
-        let rows = flat_rows(&hidden, &Tensor::new(positions.as_slice(), device)?)?;
-        return decoder.nll_in_blocks(&rows, &Tensor::new(targets.as_slice(), device)?);
-    }
-    match labelled_logits(decoder, &inputs, labels)? {
-        Some(labelled) => Ok(crate::model::ops::cross_entropy_sum(
-            &labelled.logits,
-            &labelled.targets,
-        )?),
+    match labelled_rows(decoder, &inputs, labels)? {
+        // With activation checkpointing the head runs in blocks of rows.
+        Some((rows, _, targets)) => decoder.nll_in_blocks(&rows, &targets),
         None => Ok(Tensor::zeros((), DType::F32, decoder.device())?),
     }
 }
@@ -82,6 +69,23 @@ pub fn labelled_logits(
     inputs: &Inputs,
     labels: &[Vec<i64>],
 ) -> Result<Option<Labelled>> {
+    Ok(match labelled_rows(decoder, inputs, labels)? {
+        Some((rows, index, targets)) => Some(Labelled {
+            logits: decoder.logits(&rows)?,
+            index,
+            targets,
+        }),
+        None => None,
+    })
+}
+
+/// The final hidden states of `decoder` at the labelled positions of `inputs` `(N, H)`, those
+/// positions `(N,)` and their targets `(N,)` (`None` when nothing is labelled).
+fn labelled_rows(
+    decoder: &Decoder,
+    inputs: &Inputs,
+    labels: &[Vec<i64>],
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
     let (positions, targets) = label_positions(labels);
     let device = decoder.device();
     let hidden = decoder.hidden_states(inputs)?;
@@ -89,12 +93,12 @@ pub fn labelled_logits(
         return Ok(None);
     }
     let index = Tensor::new(positions.as_slice(), device)?;
-    let logits = logits_at(decoder, &hidden, &index)?;
-    Ok(Some(Labelled {
-        logits,
+    let rows = flat_rows(&hidden, &index)?;
+    Ok(Some((
+        rows,
         index,
-        targets: Tensor::new(targets.as_slice(), device)?,
-    }))
+        Tensor::new(targets.as_slice(), device)?,
+    )))
 }
 
 /// f32 logits of `decoder` at the flat `index` of final hidden states `(B, T, H)`.

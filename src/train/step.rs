@@ -141,36 +141,22 @@ pub fn regularized_step(
 
         let start = Instant::now();
         let store = loss.backward()?;
-        // Checkpointed layers leave their parameters' gradients beside the store.
-        let recomputed = decoder.take_checkpoint_grads();
-        let grad_of = |var: &candle_core::Var| -> Result<Option<Tensor>> {
-            let id = var.as_tensor().id();
-            Ok(match (store.get(var.as_tensor()), recomputed.get(&id)) {
-                (Some(a), Some(b)) => Some((a + b)?),
-                (a, b) => a.or(b).cloned(),
-            })
-        };
+        let step_grads = decoder.trainable_grads(&store)?;
+        drop(store);
         // A batch without images leaves the vision side without gradients.
         let reaches_all = decoder.vision().is_none() || !batch.pixel_values.is_empty();
         if options.check_grads && !grads_checked && reaches_all {
-            decoder.check_all_trainable_have_grads(|var| {
-                store.get(var.as_tensor()).is_some() || recomputed.contains_key(&var.id())
-            })?;
+            decoder.check_all_trainable_have_grads(&step_grads)?;
             grads_checked = true;
         }
-        for (name, var) in decoder.vars() {
-            let Some(g) = grad_of(var)? else {
-                continue;
-            };
+        for (name, g) in step_grads {
             let g = g.to_dtype(DType::F32)?;
-            let sum = match grads.remove(name) {
+            let sum = match grads.remove(&name) {
                 Some(acc) => (acc + g)?,
                 None => g,
             };
-            grads.insert(name.clone(), sum);
+            grads.insert(name, sum);
         }
-        drop(store);
-        drop(recomputed);
         sync(options.timed)?;
         times.backward += start.elapsed().as_secs_f64();
     }

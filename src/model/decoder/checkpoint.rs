@@ -39,7 +39,7 @@ impl Checkpointing {
     }
 
     /// The parameter gradients the last backward left, by the parameter's tensor id (emptied).
-    pub fn take_grads(&self) -> HashMap<TensorId, Tensor> {
+    pub(super) fn take_grads(&self) -> HashMap<TensorId, Tensor> {
         self.grads
             .lock()
             .map(|mut grads| std::mem::take(&mut *grads))
@@ -52,42 +52,45 @@ impl Checkpointing {
             .grads
             .lock()
             .map_err(|_| candle_core::Error::Msg("checkpoint gradients: lock poisoned".into()))?;
-        let sum = match grads.remove(&id) {
-            Some(previous) => (previous + grad)?,
-            None => grad,
-        };
-        grads.insert(id, sum);
-        Ok(())
+        accumulate(&mut grads, id, grad)
     }
 }
 
-/// One layer to run under checkpointing.
-pub(super) struct Checkpointed {
-    pub(super) shared: Arc<Checkpointing>,
-    pub(super) layer: Layer,
+/// Adds `grad` to the entry of `id` in `grads` (or makes it the entry).
+pub(super) fn accumulate(
+    grads: &mut HashMap<TensorId, Tensor>,
+    id: TensorId,
+    grad: Tensor,
+) -> candle_core::Result<()> {
+    let sum = match grads.remove(&id) {
+        Some(previous) => (previous + grad)?,
+        None => grad,
+    };
+    grads.insert(id, sum);
+    Ok(())
 }
 
-/// The layer's output for residual stream `x`. Layers that backward never reaches (no
+/// The output of `layer` for residual stream `x`. Layers that backward never reaches (no
 /// trainable parameter and an input without a graph) run plainly: they keep nothing anyway.
 pub(super) fn run_layer(
-    checkpointed: Checkpointed,
+    shared: &Arc<Checkpointing>,
+    layer: &Layer,
     x: &Tensor,
     inputs: &AttentionInputs,
 ) -> anyhow::Result<Tensor> {
-    let Checkpointed { shared, layer } = checkpointed;
     let vars = layer.trainable_vars();
     if vars.is_empty() && !x.track_op() {
-        return Ok(layer_parts(&shared.config, &layer, x, inputs, None)?.0);
+        return Ok(layer_parts(&shared.config, layer, x, inputs, None)?.0);
     }
     let dropout_at_start = shared.dropout.as_ref().and_then(|d| d.position());
-    let value = layer_parts(&shared.config, &layer, &x.detach(), inputs, None)?
+    let value = layer_parts(&shared.config, layer, &x.detach(), inputs, None)?
         .0
         .detach();
     let arg = reachable(x)?;
     let op = LayerOp {
         value: Precomputed::new(value, "checkpointed layer"),
-        shared,
-        layer,
+        shared: shared.clone(),
+        layer: layer.clone(),
         vars,
         inputs: inputs.clone(),
         dropout_at_start,

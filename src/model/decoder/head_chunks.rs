@@ -14,19 +14,24 @@ use std::sync::Arc;
 
 use candle_core::{CustomOp1, DType, Tensor, TensorId, Var};
 
-use super::checkpoint::{reachable, Checkpointing};
+use super::checkpoint::{accumulate, reachable, Checkpointing};
 use super::Decoder;
 use crate::model::ops;
 use crate::model::precomputed::{precomputed_forwards, Precomputed};
 
 /// Most logits one block holds (rows × vocabulary): 64 Mi f32 values, 256 MiB.
-pub const HEAD_BLOCK_LOGITS: usize = 64 << 20;
+const HEAD_BLOCK_LOGITS: usize = 64 << 20;
+
+/// Rows per block of the head for a vocabulary of `vocab` and `rows` labelled rows in all.
+pub fn head_block_rows(vocab: usize, rows: usize) -> usize {
+    (HEAD_BLOCK_LOGITS / vocab.max(1)).clamp(1, rows.max(1))
+}
 
 impl Decoder {
-    /// Summed next-token NLL of hidden rows `(N, H)` at `targets` `(N,)`, block by block (see the
-    /// module doc); without checkpointing, or when the rows carry no graph, the plain head.
+    /// Summed next-token NLL of hidden rows `(N, H)` at `targets` `(N,)`: with checkpointing
+    /// block by block (see the module doc), without it the whole head at once.
     pub fn nll_in_blocks(&self, rows: &Tensor, targets: &Tensor) -> anyhow::Result<Tensor> {
-        let block = HEAD_BLOCK_LOGITS / self.config.vocab_size.max(1);
+        let block = head_block_rows(self.config.vocab_size, rows.dim(0)?);
         self.nll_in_blocks_of(rows, targets, block)
     }
 
@@ -55,11 +60,7 @@ impl Decoder {
             let grads = nll.backward()?;
             for var in self.vars.values() {
                 if let Some(g) = grads.get(var.as_tensor()) {
-                    let sum = match head_grads.remove(&var.id()) {
-                        Some(previous) => (previous + g)?,
-                        None => g.clone(),
-                    };
-                    head_grads.insert(var.id(), sum);
+                    accumulate(&mut head_grads, var.id(), g.clone())?;
                 }
             }
             if let Some(g) = grads.get(input.as_tensor()) {

@@ -126,7 +126,7 @@ impl Decoder {
             let inputs = ctx.for_layer(layer.sliding);
             x = match (&self.checkpoint, cache.as_deref_mut()) {
                 (Some(sink), None) if !inputs.inference => {
-                    super::checkpoint::run_layer(self.checkpointed(layer, sink), &x, inputs)?
+                    super::checkpoint::run_layer(sink, layer, &x, inputs)?
                 }
                 (_, cache) => {
                     let kv = cache.map(|c| &mut c.layers[index]);

@@ -21,13 +21,14 @@ mod source;
 
 pub use cache::KvCache;
 pub use checkpoint::Checkpointing;
-pub use head_chunks::HEAD_BLOCK_LOGITS;
+pub use head_chunks::head_block_rows;
 pub use inputs::Inputs;
 pub use source::WeightSource;
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::model::config::ModelConfig;
@@ -98,8 +99,8 @@ impl Decoder {
 
     /// Turns activation checkpointing on or off: with it, training forwards keep each layer's
     /// input only and backward recomputes the layer (one more forward per layer, far less
-    /// memory). Gradients of the layers' parameters then come from
-    /// [`Decoder::take_checkpoint_grads`] after each backward, beside the `GradStore`.
+    /// memory). The layers' parameter gradients then live beside the `GradStore`; read every
+    /// gradient through [`Decoder::trainable_grads`].
     pub fn set_activation_checkpointing(&mut self, on: bool) {
         self.checkpoint = on.then(|| {
             std::sync::Arc::new(Checkpointing::new(&self.config, self.lora_dropout.clone()))
@@ -111,27 +112,26 @@ impl Decoder {
         self.checkpoint.is_some()
     }
 
-    /// The gradients the last backward left in checkpointed layers, by parameter tensor id
-    /// (empty without checkpointing).
-    pub fn take_checkpoint_grads(
-        &self,
-    ) -> std::collections::HashMap<candle_core::TensorId, Tensor> {
-        self.checkpoint
+    /// Each trainable parameter's gradient from the backward that gave `store`: the store's,
+    /// plus what checkpointed layers and the blocked head left beside it (taken, so the next
+    /// backward starts empty). Parameters the backward did not reach are absent.
+    pub fn trainable_grads(&self, store: &GradStore) -> Result<BTreeMap<String, Tensor>> {
+        let mut recomputed = self
+            .checkpoint
             .as_ref()
             .map(|c| c.take_grads())
-            .unwrap_or_default()
-    }
-
-    /// Layer `layer` as checkpointing runs it.
-    fn checkpointed(
-        &self,
-        layer: &Layer,
-        shared: &std::sync::Arc<Checkpointing>,
-    ) -> checkpoint::Checkpointed {
-        checkpoint::Checkpointed {
-            shared: shared.clone(),
-            layer: layer.clone(),
+            .unwrap_or_default();
+        let mut grads = BTreeMap::new();
+        for (name, var) in &self.vars {
+            let grad = match (store.get(var.as_tensor()), recomputed.remove(&var.id())) {
+                (Some(a), Some(b)) => (a + b)?,
+                (Some(a), None) => a.clone(),
+                (None, Some(b)) => b,
+                (None, None) => continue,
+            };
+            grads.insert(name.clone(), grad);
         }
+        Ok(grads)
     }
 
     /// The trainable parameters by name.
@@ -213,13 +213,14 @@ impl Decoder {
         &self.device
     }
 
-    /// Fails naming every trainable parameter for which `has_grad` is false.
-    pub fn check_all_trainable_have_grads(&self, has_grad: impl Fn(&Var) -> bool) -> Result<()> {
+    /// Fails naming every trainable parameter without a gradient in `grads` (from
+    /// [`Decoder::trainable_grads`]).
+    pub fn check_all_trainable_have_grads(&self, grads: &BTreeMap<String, Tensor>) -> Result<()> {
         let missing: Vec<&str> = self
             .vars
-            .iter()
-            .filter(|(_, var)| !has_grad(var))
-            .map(|(name, _)| name.as_str())
+            .keys()
+            .filter(|name| !grads.contains_key(*name))
+            .map(String::as_str)
             .collect();
         if missing.is_empty() {
             Ok(())

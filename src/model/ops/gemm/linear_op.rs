@@ -63,6 +63,13 @@ fn with_view<R>(
     }
 }
 
+/// `op(A)·op(B)` of `m × n` in a new row-major buffer.
+fn product(m: usize, n: usize, k: usize, a: Operand, b: Operand) -> Result<Vec<f32>> {
+    let mut c = vec![0f32; m * n];
+    sgemm(m, n, k, a, b, 0.0, &mut c, n)?;
+    Ok(c)
+}
+
 struct LinearOp;
 
 impl CustomOp2 for LinearOp {
@@ -82,16 +89,12 @@ impl CustomOp2 for LinearOp {
         if w_in != in_dim {
             bail!("gemm linear: x has {in_dim} columns but W has {w_in}");
         }
-        let mut y = vec![0f32; rows * out];
-        sgemm(
+        let y = product(
             rows,
             out,
             in_dim,
             Operand::plain(x, ldx),
             Operand::transposed(w, ldw),
-            0.0,
-            &mut y,
-            out,
         )?;
         crate::model::ops::count_fused_call();
         Ok((CpuStorage::F32(y), Shape::from((rows, out))))
@@ -108,16 +111,12 @@ impl CustomOp2 for LinearOp {
         let dx = if x.track_op() {
             Some(with_view(&grad, "gradient", |(g, rows, out, ldg)| {
                 with_view(w, "W", |(w, _, in_dim, ldw)| {
-                    let mut dx = vec![0f32; rows * in_dim];
-                    sgemm(
+                    let dx = product(
                         rows,
                         in_dim,
                         out,
                         Operand::plain(g, ldg),
                         Operand::plain(w, ldw),
-                        0.0,
-                        &mut dx,
-                        in_dim,
                     )?;
                     Tensor::from_vec(dx, (rows, in_dim), x.device())
                 })
@@ -128,16 +127,12 @@ impl CustomOp2 for LinearOp {
         let dw = if w.track_op() {
             Some(with_view(&grad, "gradient", |(g, rows, out, ldg)| {
                 with_view(x, "x", |(x, _, in_dim, ldx)| {
-                    let mut dw = vec![0f32; out * in_dim];
-                    sgemm(
+                    let dw = product(
                         out,
                         in_dim,
                         rows,
                         Operand::transposed(g, ldg),
                         Operand::plain(x, ldx),
-                        0.0,
-                        &mut dw,
-                        in_dim,
                     )?;
                     Tensor::from_vec(dw, (out, in_dim), w.device())
                 })

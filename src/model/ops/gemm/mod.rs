@@ -12,7 +12,7 @@
 //! second pool (rayon, OpenBLAS's pthreads, OpenMP) spins while they wait. [`Threading::Backend`]
 //! instead lets the backend thread itself (rayon for the `gemm` crate, the library's own pool
 //! for a BLAS); it exists to measure the choice (`tunescope bench --gemm`, `--gemm-threading`).
-//! Measured on the 2-core development machine (README-gemm.md): per product shape the two
+//! Measured on the 2-core development machine (README, "Performance"): per product shape the two
 //! are within about ±10% of each other, either way, for every backend, while whole
 //! SmolLM2-135M training steps take 12–19% less time with the pool split for all three
 //! backends (not broken down further; the two sets of threads hand the cores back and forth
