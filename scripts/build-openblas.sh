@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build tunescope with the system OpenBLAS behind the linear layers' GEMM (cargo feature
-# `openblas`; README-gemm.md). Needs the library and its development link:
+# `openblas`; README, "Performance"). Needs the library and its development link:
 #   apt-get install -y libopenblas-dev        (Debian/Ubuntu; other systems: their openblas package)
 # A separate target directory keeps the default build's artifacts.
 #
