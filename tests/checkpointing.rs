@@ -86,6 +86,16 @@ fn assert_same_gradients(label: &str, a: &[(String, Tensor)], b: &[(String, Tens
     }
 }
 
+/// Every parameter name of `model`.
+fn every_param(model: &Model) -> HashSet<String> {
+    model
+        .module_map()
+        .params
+        .iter()
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 fn names(list: &[&str]) -> HashSet<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -101,12 +111,7 @@ fn recomputed_layers_give_the_kept_gradients() {
     ] {
         let tiny = TinyModel::new(arch, 31);
         let model = Model::open(&tiny.spec_str()).unwrap();
-        let all: HashSet<String> = model
-            .module_map()
-            .params
-            .iter()
-            .map(|p| p.name.clone())
-            .collect();
+        let all = every_param(&model);
         // Everything, and a selection whose lowest trained layer sits above frozen ones (the
         // stream entering it carries no graph).
         let upper = names(&[
@@ -290,12 +295,7 @@ fn blocked_head_matches(arch: Architecture) {
     let dev = Device::Cpu;
     let tiny = TinyModel::new(arch, 8);
     let model = Model::open(&tiny.spec_str()).unwrap();
-    let all: HashSet<String> = model
-        .module_map()
-        .params
-        .iter()
-        .map(|p| p.name.clone())
-        .collect();
+    let all = every_param(&model);
     let (ids, mask, targets) = batch(&dev);
     let index = Tensor::new(&[0u32, 1, 2, 3, 4, 5, 8, 9, 10, 11], &dev).unwrap();
     let picked_targets = targets
