@@ -155,7 +155,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let config = args.config();
     if let Some(recipe) = &args.single {
-        let result = bench::run_single(&config, recipe)?;
+        // On a thread of its own, as `tunescope train` runs the trainer: the allocator serves
+        // the steps as it serves a run.
+        let result = std::thread::scope(|scope| {
+            scope
+                .spawn(|| bench::run_single(&config, recipe))
+                .join()
+                .map_err(|_| anyhow::anyhow!("the bench thread panicked"))
+        })??;
         println!("{RESULT_MARKER}{}", serde_json::to_string(&result)?);
         return Ok(());
     }

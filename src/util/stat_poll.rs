@@ -37,17 +37,17 @@ impl StatPoller {
         let stop = Arc::new(AtomicBool::new(false));
         let (thread_roots, thread_stop) = (roots.clone(), stop.clone());
         std::thread::spawn(move || {
+            // The first round reports what the roots watched so far hold, as new, like the
+            // round after any later `watch`: skipping it would lose a change made between a
+            // `watch` and the thread's first scan.
             let mut seen: HashMap<PathBuf, Stamp> = HashMap::new();
-            let mut first = true;
             while !thread_stop.load(Ordering::SeqCst) {
                 let now = scan(&thread_roots.lock().map(|r| r.clone()).unwrap_or_default());
-                if !first {
-                    let changed = differences(&seen, &now);
-                    if !changed.is_empty() {
-                        sink(changed);
-                    }
+                let changed = differences(&seen, &now);
+                if !changed.is_empty() {
+                    sink(changed);
                 }
-                (seen, first) = (now, false);
+                seen = now;
                 std::thread::sleep(every);
             }
         });

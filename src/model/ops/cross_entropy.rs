@@ -7,6 +7,8 @@ use super::cpu::{
     for_each_row_with, storage_f32, storage_u32, tensor_from_f32, with_f32, with_u32,
     worth_parallel,
 };
+use super::exp;
+use super::simd::multiversion;
 
 /// Summed negative log-likelihood of `targets` under `logits` (an f32 scalar); fused on the CPU.
 pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
@@ -33,12 +35,27 @@ pub fn cross_entropy_sum_composed(logits: &Tensor, targets: &Tensor) -> Result<T
     log_probs.gather(&targets, 1)?.sum_all()?.neg()
 }
 
-/// Max and `Σ exp(x − max)` of one row.
-#[inline]
-fn max_and_sum(row: &[f32]) -> (f32, f32) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum = row.iter().map(|v| (v - max).exp()).sum();
-    (max, sum)
+multiversion! {
+    /// Max and `Σ exp(x − max)` of one row.
+    fn max_and_sum(row: &[f32]) -> (f32, f32) => max_and_sum_body
+}
+
+#[inline(always)]
+fn max_and_sum_body(row: &[f32]) -> (f32, f32) {
+    let max = exp::max(row);
+    (max, exp::sum_exp_shifted(row, max))
+}
+
+multiversion! {
+    /// `out = scale · softmax(row)`, the gradient of the summed cross entropy before the target
+    /// is subtracted.
+    fn scaled_softmax(out: &mut [f32], row: &[f32], scale: f32) => scaled_softmax_body
+}
+
+#[inline(always)]
+fn scaled_softmax_body(out: &mut [f32], row: &[f32], scale: f32) {
+    let (max, sum) = max_and_sum_body(row);
+    exp::scaled_exp_shifted(out, row, max, scale / sum);
 }
 
 fn check_targets(targets: &[u32], vocab: usize) -> Result<()> {
@@ -91,11 +108,7 @@ impl CustomOp2 for CrossEntropy {
                 let mut dx = vec![0f32; rows * vocab];
                 for_each_row_with(&mut dx, vocab, worth_parallel(x.len()), |r, out| {
                     let row = &x[r * vocab..(r + 1) * vocab];
-                    let (max, sum) = max_and_sum(row);
-                    let k = scale / sum;
-                    for (o, &v) in out.iter_mut().zip(row) {
-                        *o = (v - max).exp() * k;
-                    }
+                    scaled_softmax(out, row, scale);
                     out[targets[r] as usize] -= scale;
                 });
                 tensor_from_f32(dx, logits.shape(), logits.dtype(), logits.device())

@@ -13,6 +13,7 @@ mod adamw;
 mod attention;
 mod cpu;
 mod cross_entropy;
+pub(crate) mod exp;
 pub mod gemm;
 mod rms_norm;
 mod rope;

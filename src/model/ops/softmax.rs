@@ -5,6 +5,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
 use super::cpu::{for_each_row, storage_f32, storage_from_f32, tensor_from_f32, with_f32};
+use super::exp;
+use super::simd::multiversion;
 
 /// Softmax over the last dimension; fused on the CPU.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
@@ -49,15 +51,15 @@ pub fn masked_softmax_composed(scores: &Tensor, bias: &Tensor, scale: f64) -> Re
     softmax_last_dim_composed(&logits.to_dtype(DType::F32)?)?.to_dtype(dtype)
 }
 
-/// `y = softmax(z)` of one row given `z`, written into `y`.
-#[inline]
-fn softmax_row(y: &mut [f32]) {
-    let max = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in y.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
+multiversion! {
+    /// `y = softmax(z)` of one row given `z`, written into `y`.
+    fn softmax_row(y: &mut [f32]) => softmax_row_body
+}
+
+#[inline(always)]
+fn softmax_row_body(y: &mut [f32]) {
+    let max = exp::max(y);
+    let sum = exp::exp_shifted_sum(y, max);
     for v in y.iter_mut() {
         *v /= sum;
     }

@@ -4,6 +4,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use super::cpu::{for_each_row, storage_f32, storage_from_f32, tensor_from_f32, with_f32};
+use super::exp;
 
 /// `silu(gate) ⊙ up` for operands of one shape; fused on the CPU.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
@@ -41,10 +42,8 @@ impl CustomOp2 for SwiGlu {
         let mut out = vec![0f32; g.len()];
         let n = g.len();
         for_each_chunk(&mut out, |start, y| {
-            for (i, y) in y.iter_mut().enumerate() {
-                let gv = g[start + i];
-                *y = gv / (1.0 + (-gv).exp()) * u[start + i];
-            }
+            let end = start + y.len();
+            silu_times(y, &g[start..end], &u[start..end]);
         });
         debug_assert_eq!(out.len(), n);
         Ok((storage_from_f32(out, s1.dtype())?, l1.shape().clone()))
@@ -67,11 +66,8 @@ impl CustomOp2 for SwiGlu {
                     let dg = if want_g {
                         let mut dg = vec![0f32; g.len()];
                         for_each_chunk(&mut dg, |start, out| {
-                            for (i, o) in out.iter_mut().enumerate() {
-                                let gv = g[start + i];
-                                let s = 1.0 / (1.0 + (-gv).exp());
-                                *o = dy[start + i] * u[start + i] * s * (1.0 + gv * (1.0 - s));
-                            }
+                            let end = start + out.len();
+                            gate_grad(out, &g[start..end], &u[start..end], &dy[start..end]);
                         });
                         Some(tensor_from_f32(
                             dg,
@@ -85,10 +81,8 @@ impl CustomOp2 for SwiGlu {
                     let du = if want_u {
                         let mut du = vec![0f32; g.len()];
                         for_each_chunk(&mut du, |start, out| {
-                            for (i, o) in out.iter_mut().enumerate() {
-                                let gv = g[start + i];
-                                *o = dy[start + i] * gv / (1.0 + (-gv).exp());
-                            }
+                            let end = start + out.len();
+                            silu_times(out, &g[start..end], &dy[start..end]);
                         });
                         Some(tensor_from_f32(du, up.shape(), up.dtype(), up.device())?)
                     } else {
@@ -98,6 +92,23 @@ impl CustomOp2 for SwiGlu {
                 })
             })
         })
+    }
+}
+
+/// `out = g · σ(g) ⊙ x`: the forward with `x = up`, the up gradient with `x = dy`.
+fn silu_times(out: &mut [f32], g: &[f32], x: &[f32]) {
+    exp::sigmoid(out, g);
+    for ((o, gv), xv) in out.iter_mut().zip(g).zip(x) {
+        *o *= gv * xv;
+    }
+}
+
+/// `out = dy ⊙ up ⊙ silu′(g)`, the gate gradient, with `silu′(g) = σ(g)·(1 + g·(1 − σ(g)))`.
+fn gate_grad(out: &mut [f32], g: &[f32], u: &[f32], dy: &[f32]) {
+    exp::sigmoid(out, g);
+    for (((o, gv), uv), dyv) in out.iter_mut().zip(g).zip(u).zip(dy) {
+        let s = *o;
+        *o = dyv * uv * s * (1.0 + gv * (1.0 - s));
     }
 }
 

@@ -5,6 +5,7 @@
 use super::forward::{add_weighted_rows, score_tile, Problem, BLOCK_K, BLOCK_Q};
 use super::view::Rows;
 use crate::model::ops::cpu::OutPtr;
+use crate::model::ops::exp;
 use crate::model::ops::simd::{self, dot, dot4, multiversion};
 
 /// What the backward reads besides the problem: the output and its gradient `(B, T, H, D)` and
@@ -107,9 +108,7 @@ fn backward_item_body(p: &Problem, saved: &Saved, b: usize, g: usize, grads: Gra
                         dr.fill(0.0);
                         continue;
                     }
-                    for v in pr.iter_mut() {
-                        *v = (*v - lse).exp();
-                    }
+                    exp::exp_shifted_sum(pr, lse);
                     let gr = grad_row(t);
                     let mut c = 0;
                     while c + 4 <= cols {

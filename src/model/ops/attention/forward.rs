@@ -5,6 +5,7 @@
 use super::mask::AttentionMask;
 use super::view::Rows;
 use crate::model::ops::cpu::OutPtr;
+use crate::model::ops::exp;
 use crate::model::ops::simd::{self, dot, dot4, multiversion};
 
 /// Queries per tile.
@@ -135,24 +136,19 @@ fn forward_item_body(p: &Problem, b: usize, h: usize, out: OutPtr, lse: OutPtr) 
             score_tile(p, &p.q, h, b, g, t0, rows, s0, cols, &mut tile);
             for r in 0..rows {
                 let scores = &mut tile[r * BLOCK_K..r * BLOCK_K + cols];
-                let tile_max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let tile_max = exp::max(scores);
                 let new_max = max[r].max(tile_max);
                 if new_max == f32::NEG_INFINITY {
                     continue;
                 }
                 let acc_row = &mut acc[r * dim..(r + 1) * dim];
                 if new_max > max[r] {
-                    let alpha = (max[r] - new_max).exp();
+                    let alpha = exp::exp(max[r] - new_max);
                     sum[r] *= alpha;
                     simd::scale(acc_row, alpha);
                     max[r] = new_max;
                 }
-                let mut row_sum = 0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - new_max).exp();
-                    row_sum += *s;
-                }
-                sum[r] += row_sum;
+                sum[r] += exp::exp_shifted_sum(scores, new_max);
                 add_weighted_rows(acc_row, scores, &p.v, b, g, s0);
             }
             s0 += cols;
