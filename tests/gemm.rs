@@ -383,3 +383,30 @@ fn bench_refuses_an_unknown_gemm_threading() {
         "{err}"
     );
 }
+
+#[test]
+fn sgemm_uninit_writes_every_element_and_reads_none() {
+    // NaN stands for whatever a fresh buffer holds: a backend that read C with beta 0 would
+    // carry it into the result (0 · NaN is NaN).
+    for (m, n, k) in [(65, 129, 7), (512, 192, 64), (3, 5, 0)] {
+        let a = values(m * k, 11);
+        let b = values(n * k, 12);
+        let mut want = vec![0f32; m * n];
+        let op_a = gemm::Operand {
+            data: &a,
+            ld: k,
+            trans: false,
+        };
+        let op_b = gemm::Operand {
+            data: &b,
+            ld: k,
+            trans: true,
+        };
+        gemm::sgemm(m, n, k, op_a, op_b, 0.0, &mut want, n).unwrap();
+        let mut c = vec![std::mem::MaybeUninit::new(f32::NAN); m * n];
+        gemm::sgemm_uninit(m, n, k, op_a, op_b, &mut c, n).unwrap();
+        // SAFETY: every element was initialised (to NaN) before the call.
+        let got: Vec<f32> = c.iter().map(|v| unsafe { v.assume_init() }).collect();
+        assert_eq!(got, want, "m {m} n {n} k {k}");
+    }
+}

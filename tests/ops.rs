@@ -315,6 +315,26 @@ fn swiglu_matches_composition() {
 }
 
 #[test]
+fn swiglu_with_one_operand_frozen_matches_composition() {
+    // The backward has a path per set of wanted gradients: both, the gate's only, the up's only.
+    let dims = [2, 3, 4099];
+    let (g, u) = (var(&dims, 55, 4.0), var(&dims, 56, 2.0));
+    let (g_plain, u_plain) = (g.as_tensor().copy().unwrap(), u.as_tensor().copy().unwrap());
+    check_against_composition(
+        "swiglu, up frozen",
+        &[&g],
+        &|| ops::swiglu(g.as_tensor(), &u_plain).unwrap(),
+        &|| ops::swiglu_composed(g.as_tensor(), &u_plain).unwrap(),
+    );
+    check_against_composition(
+        "swiglu, gate frozen",
+        &[&u],
+        &|| ops::swiglu(&g_plain, u.as_tensor()).unwrap(),
+        &|| ops::swiglu_composed(&g_plain, u.as_tensor()).unwrap(),
+    );
+}
+
+#[test]
 fn swiglu_finite_differences() {
     let g = var(&[3, 5], 61, 3.0);
     let u = var(&[3, 5], 62, 2.0);

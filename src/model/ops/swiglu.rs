@@ -3,7 +3,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::cpu::{for_each_row, storage_f32, storage_from_f32, tensor_from_f32, with_f32};
+use super::cpu::{for_each_row, storage_f32, storage_from_f32, tensor_from_f32, with_f32, OutPtr};
 use super::exp;
 
 /// `silu(gate) ⊙ up` for operands of one shape; fused on the CPU.
@@ -63,32 +63,46 @@ impl CustomOp2 for SwiGlu {
         with_f32(gate, |g| {
             with_f32(up, |u| {
                 with_f32(grad, |dy| {
-                    let dg = if want_g {
-                        let mut dg = vec![0f32; g.len()];
-                        for_each_chunk(&mut dg, |start, out| {
-                            let end = start + out.len();
-                            gate_grad(out, &g[start..end], &u[start..end], &dy[start..end]);
-                        });
-                        Some(tensor_from_f32(
-                            dg,
-                            gate.shape(),
-                            gate.dtype(),
-                            gate.device(),
-                        )?)
-                    } else {
-                        None
+                    let n = g.len();
+                    let (dg, du) = match (want_g, want_u) {
+                        (true, true) => {
+                            // One sigmoid pass for both gradients.
+                            let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
+                            let du_out = OutPtr(du.as_mut_ptr());
+                            for_each_chunk(&mut dg, |start, out| {
+                                let end = start + out.len();
+                                // SAFETY: the chunks are disjoint ranges of `dg`, so the same
+                                // ranges of `du` (as long) are too.
+                                let du = unsafe { du_out.slice(start, out.len()) };
+                                let (g, u, dy) = (&g[start..end], &u[start..end], &dy[start..end]);
+                                both_grads(out, du, g, u, dy);
+                            });
+                            (Some(dg), Some(du))
+                        }
+                        (true, false) => {
+                            let mut dg = vec![0f32; n];
+                            for_each_chunk(&mut dg, |start, out| {
+                                let end = start + out.len();
+                                gate_grad(out, &g[start..end], &u[start..end], &dy[start..end]);
+                            });
+                            (Some(dg), None)
+                        }
+                        _ => {
+                            let mut du = vec![0f32; n];
+                            for_each_chunk(&mut du, |start, out| {
+                                let end = start + out.len();
+                                silu_times(out, &g[start..end], &dy[start..end]);
+                            });
+                            (None, Some(du))
+                        }
                     };
-                    let du = if want_u {
-                        let mut du = vec![0f32; g.len()];
-                        for_each_chunk(&mut du, |start, out| {
-                            let end = start + out.len();
-                            silu_times(out, &g[start..end], &dy[start..end]);
-                        });
-                        Some(tensor_from_f32(du, up.shape(), up.dtype(), up.device())?)
-                    } else {
-                        None
+                    let tensor = |v: Vec<f32>, like: &Tensor| {
+                        tensor_from_f32(v, like.shape(), like.dtype(), like.device())
                     };
-                    Ok((dg, du))
+                    Ok((
+                        dg.map(|v| tensor(v, gate)).transpose()?,
+                        du.map(|v| tensor(v, up)).transpose()?,
+                    ))
                 })
             })
         })
@@ -109,6 +123,17 @@ fn gate_grad(out: &mut [f32], g: &[f32], u: &[f32], dy: &[f32]) {
     for (((o, gv), uv), dyv) in out.iter_mut().zip(g).zip(u).zip(dy) {
         let s = *o;
         *o = dyv * uv * s * (1.0 + gv * (1.0 - s));
+    }
+}
+
+/// Both gradients from one sigmoid pass: `dg` as [`gate_grad`], `du` as [`silu_times`] with
+/// `x = dy` (the same expressions, so the same bits).
+fn both_grads(dg: &mut [f32], du: &mut [f32], g: &[f32], u: &[f32], dy: &[f32]) {
+    exp::sigmoid(dg, g);
+    for ((((dg, du), gv), uv), dyv) in dg.iter_mut().zip(du).zip(g).zip(u).zip(dy) {
+        let s = *dg;
+        *du = s * (gv * dyv);
+        *dg = dyv * uv * s * (1.0 + gv * (1.0 - s));
     }
 }
 

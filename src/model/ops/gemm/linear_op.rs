@@ -1,11 +1,11 @@
 //! The linear product `y = x·Wᵀ` as a candle custom op on `(x, W)`: forward, input gradient
-//! `g·W` and weight gradient `gᵀ·x` are all [`sgemm`] calls. A gradient is computed only for an
+//! `g·W` and weight gradient `gᵀ·x` are all [`sgemm`](super::sgemm) calls. A gradient is computed only for an
 //! operand that carries a graph, so a frozen `W` (a plain tensor) costs no weight-gradient
 //! product and an input without a graph costs no input-gradient product.
 
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
 
-use super::{sgemm, Operand};
+use super::{sgemm_uninit, Operand};
 
 /// Whether [`linear`] takes `x` and `w`: fused ops on ([`crate::model::ops::set_fused`]), both
 /// f32 matrices on the CPU. Otherwise callers keep candle's matmul (CUDA, Metal, half types).
@@ -16,7 +16,7 @@ pub fn handles(x: &Tensor, w: &Tensor) -> bool {
             .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.rank() == 2)
 }
 
-/// `x·Wᵀ` for `x` of `(rows, in)` and `W` of `(out, in)` through [`sgemm`], with its backward
+/// `x·Wᵀ` for `x` of `(rows, in)` and `W` of `(out, in)` through [`sgemm`](super::sgemm), with its backward
 /// (see the module doc); the caller checks [`handles`] first.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if !handles(x, w) {
@@ -63,10 +63,14 @@ fn with_view<R>(
     }
 }
 
-/// `op(A)·op(B)` of `m × n` in a new row-major buffer.
+/// `op(A)·op(B)` of `m × n` in a new row-major buffer (not zeroed first: the product writes
+/// every element).
 fn product(m: usize, n: usize, k: usize, a: Operand, b: Operand) -> Result<Vec<f32>> {
-    let mut c = vec![0f32; m * n];
-    sgemm(m, n, k, a, b, 0.0, &mut c, n)?;
+    let len = m * n;
+    let mut c: Vec<f32> = Vec::with_capacity(len);
+    sgemm_uninit(m, n, k, a, b, &mut c.spare_capacity_mut()[..len], n)?;
+    // SAFETY: `sgemm_uninit` wrote all `m × n = len` elements (rows `n` apart).
+    unsafe { c.set_len(len) };
     Ok(c)
 }
 

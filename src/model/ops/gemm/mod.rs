@@ -174,6 +174,45 @@ pub fn sgemm(
     sgemm_with(m, n, k, a, b, beta, c, ldc, threading())
 }
 
+/// `C = op(A)·op(B)` into `c`, whose contents need not be initialised: every element of the
+/// `m × n` block (rows `ldc` apart) is written and none is read (every backend leaves `C`
+/// unread when `beta` is 0). A fresh output buffer then needs no zeroing pass first.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_uninit(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Operand,
+    b: Operand,
+    c: &mut [std::mem::MaybeUninit<f32>],
+    ldc: usize,
+) -> Result<()> {
+    a.check(m, k, "A")?;
+    b.check(k, n, "B")?;
+    check_block(c.len(), m, n, ldc, "C")?;
+    if k > i32::MAX as usize {
+        bail!("sgemm: k {k} is too large for a 32-bit BLAS");
+    }
+    let p = Problem {
+        m,
+        n,
+        k,
+        a: a.data.as_ptr(),
+        lda: a.ld,
+        trans_a: a.trans,
+        b: b.data.as_ptr(),
+        ldb: b.ld,
+        trans_b: b.trans,
+        c: c.as_mut_ptr().cast::<f32>(),
+        ldc,
+        beta: 0.0,
+    };
+    // SAFETY: every operand was checked to hold its block, `c` is borrowed mutably, and with
+    // beta 0 the backends only write `C`.
+    unsafe { run(&p, threading()) };
+    Ok(())
+}
+
 /// [`sgemm`] with the threading given.
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_with(

@@ -71,11 +71,14 @@ impl Problem {
     /// else during the call.
     pub unsafe fn scale_c(&self) {
         for i in 0..self.m {
-            let row = std::slice::from_raw_parts_mut(self.c.add(i * self.ldc), self.n);
+            let row = self.c.add(i * self.ldc);
             if self.beta == 0.0 {
-                row.fill(0.0);
+                // Written, not read: `C` may not be initialised yet (see `sgemm_uninit`).
+                std::ptr::write_bytes(row, 0, self.n);
             } else {
-                row.iter_mut().for_each(|v| *v *= self.beta);
+                std::slice::from_raw_parts_mut(row, self.n)
+                    .iter_mut()
+                    .for_each(|v| *v *= self.beta);
             }
         }
     }
