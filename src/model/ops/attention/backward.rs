@@ -2,11 +2,12 @@
 //! the scores are recomputed tile by tile from the saved log-sum-exp, so the probabilities are
 //! never stored; key and value gradients of the group accumulate in place.
 
-use super::forward::{add_weighted_rows, score_tile, Problem, BLOCK_K, BLOCK_Q};
+use super::forward::{score_tile, Problem, BLOCK_K, BLOCK_Q};
+use super::tile::{multiply, products, Columns};
 use super::view::Rows;
 use crate::model::ops::cpu::OutPtr;
 use crate::model::ops::exp;
-use crate::model::ops::simd::{self, dot, dot4, multiversion};
+use crate::model::ops::simd::{self, dot, multiversion};
 
 /// What the backward reads besides the problem: the output and its gradient `(B, T, H, D)` and
 /// the forward's log-sum-exp `(B, H, T)`.
@@ -29,31 +30,6 @@ multiversion! {
     pub fn backward_item(p: &Problem, saved: &Saved, b: usize, g: usize, grads: Grads) => backward_item_body
 }
 
-/// `Σ_r weights[r][c] · rows_r` added to `acc` for column `c` of a tile (row stride
-/// [`BLOCK_K`]); `row(r)` gives the rows.
-#[inline(always)]
-fn add_column<'a>(
-    acc: &mut [f32],
-    tile: &[f32],
-    c: usize,
-    count: usize,
-    row: impl Fn(usize) -> &'a [f32],
-) {
-    let w = |r: usize| tile[r * BLOCK_K + c];
-    let mut r = 0;
-    while r + 4 <= count {
-        simd::axpy4(
-            acc,
-            [w(r), w(r + 1), w(r + 2), w(r + 3)],
-            [row(r), row(r + 1), row(r + 2), row(r + 3)],
-        );
-        r += 4;
-    }
-    for r in r..count {
-        simd::axpy(acc, w(r), row(r));
-    }
-}
-
 #[inline(always)]
 fn backward_item_body(p: &Problem, saved: &Saved, b: usize, g: usize, grads: Grads) {
     let [_, heads, queries, dim] = p.q.dims;
@@ -72,6 +48,10 @@ fn backward_item_body(p: &Problem, saved: &Saved, b: usize, g: usize, grads: Gra
     let mut dq = vec![0f32; BLOCK_Q * dim];
     let mut delta = [0f32; BLOCK_Q];
     let mut live = [false; BLOCK_Q];
+    let mut dprobs = vec![0f32; BLOCK_Q * BLOCK_K];
+    let (mut keys_t, mut values_t) = (Columns::new(), Columns::new());
+    keys_t.load(&p.k, b, g);
+    values_t.load(&p.v, b, g);
     for h in g * groups..(g + 1) * groups {
         let q_row = |t: usize| p.q.row(b, h, t);
         let grad_row = |t: usize| saved.grad.row(b, t, h);
@@ -97,7 +77,17 @@ fn backward_item_body(p: &Problem, saved: &Saved, b: usize, g: usize, grads: Gra
             let mut s0 = range.start;
             while s0 < range.end {
                 let cols = BLOCK_K.min(range.end - s0);
-                score_tile(p, &p.q, h, b, g, t0, rows, s0, cols, &mut probs);
+                score_tile(p, &keys_t, h, b, t0, rows, s0, cols, &mut probs);
+                // dP = dO · Vᵀ for the whole tile.
+                products(
+                    |r| grad_row(t0 + r),
+                    rows,
+                    &values_t,
+                    s0,
+                    cols,
+                    &mut dprobs,
+                    BLOCK_K,
+                );
                 for r in 0..rows {
                     let t = t0 + r;
                     let lse = saved.lse[(b * heads + h) * queries + t];
@@ -109,35 +99,48 @@ fn backward_item_body(p: &Problem, saved: &Saved, b: usize, g: usize, grads: Gra
                         continue;
                     }
                     exp::exp_shifted_sum(pr, lse);
-                    let gr = grad_row(t);
-                    let mut c = 0;
-                    while c + 4 <= cols {
-                        let s = s0 + c;
-                        let dp = dot4(
-                            gr,
-                            [
-                                p.v.row(b, g, s),
-                                p.v.row(b, g, s + 1),
-                                p.v.row(b, g, s + 2),
-                                p.v.row(b, g, s + 3),
-                            ],
-                        );
-                        for ((d, &pv), dpv) in dr[c..c + 4].iter_mut().zip(&pr[c..c + 4]).zip(dp) {
-                            *d = pv * (dpv - delta[r]);
-                        }
-                        c += 4;
+                    let dp = &dprobs[r * BLOCK_K..r * BLOCK_K + cols];
+                    for ((d, &pv), &dpv) in dr.iter_mut().zip(pr.iter()).zip(dp) {
+                        *d = pv * (dpv - delta[r]);
                     }
-                    for (i, (d, &pv)) in dr.iter_mut().zip(pr.iter()).enumerate().skip(c) {
-                        *d = pv * (dot(gr, p.v.row(b, g, s0 + i)) - delta[r]);
-                    }
-                    add_weighted_rows(&mut dq[r * dim..(r + 1) * dim], dr, &p.k, b, g, s0);
                 }
-                for c in 0..cols {
-                    let s = s0 + c;
-                    let at = s * dim..(s + 1) * dim;
-                    add_column(&mut dk[at.clone()], &dscores, c, rows, |r| q_row(t0 + r));
-                    add_column(&mut dv[at], &probs, c, rows, |r| grad_row(t0 + r));
-                }
+                // dQ += dS · K, dK += dSᵀ · Q and dV += Pᵀ · dO for the whole tile.
+                let key_rows = &mut dk[s0 * dim..(s0 + cols) * dim];
+                let value_rows = &mut dv[s0 * dim..(s0 + cols) * dim];
+                let k_row = |c: usize| p.k.row(b, g, s0 + c);
+                multiply(
+                    rows,
+                    dim,
+                    cols,
+                    |r| (&dscores[r * BLOCK_K..], 1),
+                    k_row,
+                    &mut dq,
+                    dim,
+                    true,
+                );
+                // Column c of a tile, as a row of its transpose.
+                let ds_column = |c: usize| (&dscores[c..], BLOCK_K);
+                multiply(
+                    cols,
+                    dim,
+                    rows,
+                    ds_column,
+                    |r| q_row(t0 + r),
+                    key_rows,
+                    dim,
+                    true,
+                );
+                let p_column = |c: usize| (&probs[c..], BLOCK_K);
+                multiply(
+                    cols,
+                    dim,
+                    rows,
+                    p_column,
+                    |r| grad_row(t0 + r),
+                    value_rows,
+                    dim,
+                    true,
+                );
                 s0 += cols;
             }
             for r in 0..rows {

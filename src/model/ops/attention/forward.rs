@@ -3,10 +3,11 @@
 //! log-sum-exp for the backward.
 
 use super::mask::AttentionMask;
+use super::tile::{multiply, products, Columns};
 use super::view::Rows;
 use crate::model::ops::cpu::OutPtr;
 use crate::model::ops::exp;
-use crate::model::ops::simd::{self, dot, dot4, multiversion};
+use crate::model::ops::simd::{self, multiversion};
 
 /// Queries per tile.
 pub const BLOCK_Q: usize = 32;
@@ -29,44 +30,34 @@ impl Problem<'_> {
     }
 }
 
-/// Scaled scores `q_r · k_c` of `rows` queries from `t0` against keys `s0..s0 + cols` of
-/// key/value head `g` into `tile` (row stride [`BLOCK_K`]); hidden keys get −∞.
+/// Scaled scores `q_r · k_c` of `rows` queries from `t0` against keys `s0..s0 + cols`, the keys
+/// of batch row `b` held transposed in `keys`, into `tile` (row stride [`BLOCK_K`]); hidden keys
+/// get −∞.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn score_tile(
     p: &Problem,
-    q: &Rows,
+    keys: &Columns,
     qh: usize,
     b: usize,
-    g: usize,
     t0: usize,
     rows: usize,
     s0: usize,
     cols: usize,
     tile: &mut [f32],
 ) {
+    products(
+        |r| p.q.row(b, qh, t0 + r),
+        rows,
+        keys,
+        s0,
+        cols,
+        tile,
+        BLOCK_K,
+    );
     for r in 0..rows {
         let t = t0 + r;
-        let qr = q.row(b, qh, t);
         let out = &mut tile[r * BLOCK_K..r * BLOCK_K + cols];
-        let mut c = 0;
-        while c + 4 <= cols {
-            let s = s0 + c;
-            let d = dot4(
-                qr,
-                [
-                    p.k.row(b, g, s),
-                    p.k.row(b, g, s + 1),
-                    p.k.row(b, g, s + 2),
-                    p.k.row(b, g, s + 3),
-                ],
-            );
-            out[c..c + 4].copy_from_slice(&d);
-            c += 4;
-        }
-        for (c, o) in out.iter_mut().enumerate().skip(c) {
-            *o = dot(qr, p.k.row(b, g, s0 + c));
-        }
         for (c, o) in out.iter_mut().enumerate() {
             *o = if p.mask.visible(b, t, s0 + c) {
                 *o * p.scale
@@ -74,37 +65,6 @@ pub fn score_tile(
                 f32::NEG_INFINITY
             };
         }
-    }
-}
-
-/// `acc += Σ_c weights[c] · v_c` over keys `s0..s0 + weights.len()` of head `g`.
-#[inline(always)]
-pub fn add_weighted_rows(
-    acc: &mut [f32],
-    weights: &[f32],
-    rows: &Rows,
-    b: usize,
-    g: usize,
-    s0: usize,
-) {
-    let cols = weights.len();
-    let mut c = 0;
-    while c + 4 <= cols {
-        let s = s0 + c;
-        simd::axpy4(
-            acc,
-            [weights[c], weights[c + 1], weights[c + 2], weights[c + 3]],
-            [
-                rows.row(b, g, s),
-                rows.row(b, g, s + 1),
-                rows.row(b, g, s + 2),
-                rows.row(b, g, s + 3),
-            ],
-        );
-        c += 4;
-    }
-    for (c, &w) in weights.iter().enumerate().skip(c) {
-        simd::axpy(acc, w, rows.row(b, g, s0 + c));
     }
 }
 
@@ -121,6 +81,8 @@ fn forward_item_body(p: &Problem, b: usize, h: usize, out: OutPtr, lse: OutPtr) 
     let keys = p.k.dims[2];
     let g = h / p.groups();
     let mut tile = vec![0f32; BLOCK_Q * BLOCK_K];
+    let mut keys_t = Columns::new();
+    keys_t.load(&p.k, b, g);
     let mut acc = vec![0f32; BLOCK_Q * dim];
     let mut max = [f32::NEG_INFINITY; BLOCK_Q];
     let mut sum = [0f32; BLOCK_Q];
@@ -133,24 +95,35 @@ fn forward_item_body(p: &Problem, b: usize, h: usize, out: OutPtr, lse: OutPtr) 
         let mut s0 = range.start;
         while s0 < range.end {
             let cols = BLOCK_K.min(range.end - s0);
-            score_tile(p, &p.q, h, b, g, t0, rows, s0, cols, &mut tile);
+            score_tile(p, &keys_t, h, b, t0, rows, s0, cols, &mut tile);
             for r in 0..rows {
                 let scores = &mut tile[r * BLOCK_K..r * BLOCK_K + cols];
                 let tile_max = exp::max(scores);
                 let new_max = max[r].max(tile_max);
                 if new_max == f32::NEG_INFINITY {
+                    // Every key of the tile is hidden: it adds nothing.
+                    scores.fill(0.0);
                     continue;
                 }
-                let acc_row = &mut acc[r * dim..(r + 1) * dim];
                 if new_max > max[r] {
                     let alpha = exp::exp(max[r] - new_max);
                     sum[r] *= alpha;
-                    simd::scale(acc_row, alpha);
+                    simd::scale(&mut acc[r * dim..(r + 1) * dim], alpha);
                     max[r] = new_max;
                 }
                 sum[r] += exp::exp_shifted_sum(scores, new_max);
-                add_weighted_rows(acc_row, scores, &p.v, b, g, s0);
             }
+            // acc += P · V for the whole tile.
+            multiply(
+                rows,
+                dim,
+                cols,
+                |r| (&tile[r * BLOCK_K..], 1),
+                |c| p.v.row(b, g, s0 + c),
+                &mut acc,
+                dim,
+                true,
+            );
             s0 += cols;
         }
         for r in 0..rows {

@@ -10,6 +10,7 @@
 mod backward;
 mod forward;
 mod mask;
+mod tile;
 mod view;
 
 use std::sync::atomic::{AtomicU8, Ordering};
