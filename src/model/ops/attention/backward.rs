@@ -77,7 +77,7 @@ fn backward_item_body(p: &Problem, saved: &Saved, b: usize, g: usize, grads: Gra
             let mut s0 = range.start;
             while s0 < range.end {
                 let cols = BLOCK_K.min(range.end - s0);
-                score_tile(p, &keys_t, h, b, t0, rows, s0, cols, &mut probs);
+                score_tile(p, Some(&keys_t), h, b, g, t0, rows, s0, cols, &mut probs);
                 // dP = dO · Vᵀ for the whole tile.
                 products(
                     |r| grad_row(t0 + r),

@@ -7,7 +7,7 @@ use super::tile::{multiply, products, Columns};
 use super::view::Rows;
 use crate::model::ops::cpu::OutPtr;
 use crate::model::ops::exp;
-use crate::model::ops::simd::{self, multiversion};
+use crate::model::ops::simd::{self, dot, dot4, multiversion};
 
 /// Queries per tile.
 pub const BLOCK_Q: usize = 32;
@@ -30,31 +30,45 @@ impl Problem<'_> {
     }
 }
 
-/// Scaled scores `q_r · k_c` of `rows` queries from `t0` against keys `s0..s0 + cols`, the keys
-/// of batch row `b` held transposed in `keys`, into `tile` (row stride [`BLOCK_K`]); hidden keys
-/// get −∞.
+/// Fewer queries than this (decoding's one) take the row-by-row products: transposing a
+/// head's keys, and blocks of four query rows, would cost more than they save.
+pub const BLOCKED_MIN_QUERIES: usize = 4;
+
+/// Scaled scores `q_r · k_c` of `rows` queries from `t0` against keys `s0..s0 + cols` of head
+/// `g` of batch row `b`, into `tile` (row stride [`BLOCK_K`]); hidden keys get −∞. With
+/// `keys_t` (those keys held transposed) as register blocks, otherwise row by row.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn score_tile(
     p: &Problem,
-    keys: &Columns,
+    keys_t: Option<&Columns>,
     qh: usize,
     b: usize,
+    g: usize,
     t0: usize,
     rows: usize,
     s0: usize,
     cols: usize,
     tile: &mut [f32],
 ) {
-    products(
-        |r| p.q.row(b, qh, t0 + r),
-        rows,
-        keys,
-        s0,
-        cols,
-        tile,
-        BLOCK_K,
-    );
+    let q_row = |r: usize| p.q.row(b, qh, t0 + r);
+    match keys_t {
+        Some(keys_t) => products(q_row, rows, keys_t, s0, cols, tile, BLOCK_K),
+        None => {
+            for r in 0..rows {
+                let out = &mut tile[r * BLOCK_K..r * BLOCK_K + cols];
+                let mut c = 0;
+                while c + 4 <= cols {
+                    let k = |i: usize| p.k.row(b, g, s0 + c + i);
+                    out[c..c + 4].copy_from_slice(&dot4(q_row(r), [k(0), k(1), k(2), k(3)]));
+                    c += 4;
+                }
+                for (c, o) in out.iter_mut().enumerate().skip(c) {
+                    *o = dot(q_row(r), p.k.row(b, g, s0 + c));
+                }
+            }
+        }
+    }
     for r in 0..rows {
         let t = t0 + r;
         let out = &mut tile[r * BLOCK_K..r * BLOCK_K + cols];
@@ -81,8 +95,11 @@ fn forward_item_body(p: &Problem, b: usize, h: usize, out: OutPtr, lse: OutPtr) 
     let keys = p.k.dims[2];
     let g = h / p.groups();
     let mut tile = vec![0f32; BLOCK_Q * BLOCK_K];
+    let blocked = queries >= BLOCKED_MIN_QUERIES;
     let mut keys_t = Columns::new();
-    keys_t.load(&p.k, b, g);
+    if blocked {
+        keys_t.load(&p.k, b, g);
+    }
     let mut acc = vec![0f32; BLOCK_Q * dim];
     let mut max = [f32::NEG_INFINITY; BLOCK_Q];
     let mut sum = [0f32; BLOCK_Q];
@@ -95,7 +112,8 @@ fn forward_item_body(p: &Problem, b: usize, h: usize, out: OutPtr, lse: OutPtr) 
         let mut s0 = range.start;
         while s0 < range.end {
             let cols = BLOCK_K.min(range.end - s0);
-            score_tile(p, &keys_t, h, b, t0, rows, s0, cols, &mut tile);
+            let keys = blocked.then_some(&keys_t);
+            score_tile(p, keys, h, b, g, t0, rows, s0, cols, &mut tile);
             for r in 0..rows {
                 let scores = &mut tile[r * BLOCK_K..r * BLOCK_K + cols];
                 let tile_max = exp::max(scores);
@@ -114,16 +132,18 @@ fn forward_item_body(p: &Problem, b: usize, h: usize, out: OutPtr, lse: OutPtr) 
                 sum[r] += exp::exp_shifted_sum(scores, new_max);
             }
             // acc += P · V for the whole tile.
-            multiply(
-                rows,
-                dim,
-                cols,
-                |r| (&tile[r * BLOCK_K..], 1),
-                |c| p.v.row(b, g, s0 + c),
-                &mut acc,
-                dim,
-                true,
-            );
+            let v_row = |c: usize| p.v.row(b, g, s0 + c);
+            if blocked {
+                let p_row = |r: usize| (&tile[r * BLOCK_K..], 1);
+                multiply(rows, dim, cols, p_row, v_row, &mut acc, dim, true);
+            } else {
+                for r in 0..rows {
+                    let acc_row = &mut acc[r * dim..(r + 1) * dim];
+                    for (c, &w) in tile[r * BLOCK_K..r * BLOCK_K + cols].iter().enumerate() {
+                        simd::axpy(acc_row, w, v_row(c));
+                    }
+                }
+            }
             s0 += cols;
         }
         for r in 0..rows {
