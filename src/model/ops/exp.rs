@@ -10,6 +10,8 @@
 // Indexed lane loops are the form the vectoriser turns into one register operation.
 #![allow(clippy::needless_range_loop)]
 
+use super::simd::reduce;
+
 /// Lanes per block: one AVX register of f32.
 pub const LANES: usize = 8;
 
@@ -351,17 +353,6 @@ mod avx2 {
             *o = 1.0 / (1.0 + exp(-x));
         }
     }
-}
-
-#[inline(always)]
-fn reduce(acc: [f32; LANES]) -> f32 {
-    let a = [
-        acc[0] + acc[4],
-        acc[1] + acc[5],
-        acc[2] + acc[6],
-        acc[3] + acc[7],
-    ];
-    (a[0] + a[2]) + (a[1] + a[3])
 }
 
 #[cfg(test)]

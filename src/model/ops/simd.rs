@@ -50,8 +50,9 @@ fn lanes(x: &[f32]) -> &[f32; LANES] {
     x.try_into().expect("chunk of LANES")
 }
 
+/// The sum of the lanes of one accumulator.
 #[inline(always)]
-fn reduce(acc: [f32; LANES]) -> f32 {
+pub fn reduce(acc: [f32; LANES]) -> f32 {
     let a = [
         acc[0] + acc[4],
         acc[1] + acc[5],

@@ -187,26 +187,8 @@ pub fn sgemm_uninit(
     c: &mut [std::mem::MaybeUninit<f32>],
     ldc: usize,
 ) -> Result<()> {
-    a.check(m, k, "A")?;
-    b.check(k, n, "B")?;
-    check_block(c.len(), m, n, ldc, "C")?;
-    if k > i32::MAX as usize {
-        bail!("sgemm: k {k} is too large for a 32-bit BLAS");
-    }
-    let p = Problem {
-        m,
-        n,
-        k,
-        a: a.data.as_ptr(),
-        lda: a.ld,
-        trans_a: a.trans,
-        b: b.data.as_ptr(),
-        ldb: b.ld,
-        trans_b: b.trans,
-        c: c.as_mut_ptr().cast::<f32>(),
-        ldc,
-        beta: 0.0,
-    };
+    let c_len = c.len();
+    let p = checked(m, n, k, a, b, c.as_mut_ptr().cast::<f32>(), c_len, ldc, 0.0)?;
     // SAFETY: every operand was checked to hold its block, `c` is borrowed mutably, and with
     // beta 0 the backends only write `C`.
     unsafe { run(&p, threading()) };
@@ -226,13 +208,33 @@ pub fn sgemm_with(
     ldc: usize,
     threading: Threading,
 ) -> Result<()> {
+    let c_len = c.len();
+    let p = checked(m, n, k, a, b, c.as_mut_ptr(), c_len, ldc, beta)?;
+    // SAFETY: every operand was checked to hold its block, and `c` is borrowed mutably.
+    unsafe { run(&p, threading) };
+    Ok(())
+}
+
+/// The problem, once each operand is checked to hold its block (`c` holds `c_len` values).
+#[allow(clippy::too_many_arguments)]
+fn checked(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Operand,
+    b: Operand,
+    c: *mut f32,
+    c_len: usize,
+    ldc: usize,
+    beta: f32,
+) -> Result<Problem> {
     a.check(m, k, "A")?;
     b.check(k, n, "B")?;
-    check_block(c.len(), m, n, ldc, "C")?;
+    check_block(c_len, m, n, ldc, "C")?;
     if k > i32::MAX as usize {
         bail!("sgemm: k {k} is too large for a 32-bit BLAS");
     }
-    let p = Problem {
+    Ok(Problem {
         m,
         n,
         k,
@@ -242,13 +244,10 @@ pub fn sgemm_with(
         b: b.data.as_ptr(),
         ldb: b.ld,
         trans_b: b.trans,
-        c: c.as_mut_ptr(),
+        c,
         ldc,
         beta,
-    };
-    // SAFETY: every operand was checked to hold its block, and `c` is borrowed mutably.
-    unsafe { run(&p, threading) };
-    Ok(())
+    })
 }
 
 /// Runs a checked problem with `threading`.
