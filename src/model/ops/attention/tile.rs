@@ -1,7 +1,8 @@
-//! Tiles of dot products `out[r][c] = a_r · b_(s0 + c)` against one head's keys (or values)
-//! held transposed, `D × S`: the kernel broadcasts one element of four rows of `a` and multiplies
-//! it into sixteen consecutive columns, so it needs no horizontal sums (the row-by-row `dot4` it
-//! replaces ended every four products with four) and reads each column block once per four rows.
+//! The products inside an attention tile, all through one kernel ([`multiply`]) over register
+//! blocks of 4 rows × 16 columns: it broadcasts one element of each of four left rows and
+//! multiplies it into sixteen consecutive elements of a right row, so it needs no horizontal
+//! sums and reads each right block once per four rows. The scores `Q·Kᵀ` and `dO·Vᵀ` use a head's
+//! keys or values held transposed ([`Columns`], `D × S`), so their right rows are contiguous.
 
 // Indexed lane loops are the form the vectoriser turns into one register operation.
 #![allow(clippy::needless_range_loop)]
