@@ -121,7 +121,14 @@ fn recomputed_layers_give_the_kept_gradients() {
         for (label, set) in [("all", &all), ("upper", &upper)] {
             let (kept, kept_in_store) = gradients(&model, set, false);
             let (recomputed, recomputed_in_store) = gradients(&model, set, true);
-            assert_eq!(kept_in_store, kept.len(), "{arch:?} {label}");
+            // The layers' projection weights leave their gradients beside the store (the GEMM
+            // linear's sink); everything else is in it.
+            let projections = set
+                .iter()
+                .filter(|n| n.contains(".layers.") && n.ends_with("_proj.weight"))
+                .count();
+            assert!(projections > 0, "{arch:?} {label}");
+            assert_eq!(kept_in_store, kept.len() - projections, "{arch:?} {label}");
             // Layer parameters get their gradients from the recomputation only.
             let layer_params = set.iter().filter(|n| n.contains(".layers.")).count();
             assert_eq!(

@@ -233,6 +233,54 @@ fn trainable_linear_matches_candles_matmul_and_its_backward() {
     }
 }
 
+/// A batch of sequences `(B, T, in)` goes through the op as it is: the value is `(B, T, out)`,
+/// equal to candle's matmul over the flattened rows, and so are both gradients; a transposed
+/// (non-contiguous) input is read correctly too.
+#[test]
+fn linear_takes_inputs_of_any_rank() {
+    let _guard = GLOBAL.lock().unwrap();
+    ops::set_fused(true);
+    let (b, t, inp, out) = (3, 5, 7, 4);
+    let x = Var::from_tensor(&tensor(b * t, inp, 70).reshape((b, t, inp)).unwrap()).unwrap();
+    let w = Var::from_tensor(&tensor(out, inp, 71)).unwrap();
+    let u = tensor(b * t, out, 72).reshape((b, t, out)).unwrap();
+    let ours = gemm::linear(x.as_tensor(), w.as_tensor()).unwrap();
+    assert_eq!(ours.dims(), &[b, t, out]);
+    let theirs = x
+        .as_tensor()
+        .reshape((b * t, inp))
+        .unwrap()
+        .matmul(&w.as_tensor().t().unwrap())
+        .unwrap()
+        .reshape((b, t, out))
+        .unwrap();
+    assert_close(&flat(&ours), &flat(&theirs), 1e-5, "value");
+    let g_ours = (ours * &u).unwrap().sum_all().unwrap().backward().unwrap();
+    let g_theirs = (theirs * &u)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, v) in [("dx", &x), ("dW", &w)] {
+        let a = g_ours.get(v.as_tensor()).unwrap();
+        assert_eq!(a.dims(), v.dims(), "{name} shape");
+        let want = flat(g_theirs.get(v.as_tensor()).unwrap());
+        assert_close(&flat(a), &want, 1e-5, name);
+    }
+    let strided = x.as_tensor().transpose(0, 1).unwrap();
+    let ours = gemm::linear(&strided, w.as_tensor()).unwrap();
+    let theirs = strided
+        .contiguous()
+        .unwrap()
+        .reshape((b * t, inp))
+        .unwrap()
+        .matmul(&w.as_tensor().t().unwrap())
+        .unwrap();
+    assert_eq!(ours.dims(), &[t, b, out]);
+    assert_close(&flat(&ours), &flat(&theirs), 1e-5, "transposed input");
+}
+
 #[test]
 fn trainable_linear_gradients_match_finite_differences() {
     let _guard = GLOBAL.lock().unwrap();
@@ -317,6 +365,50 @@ fn input_without_graph_gets_only_the_weight_gradient() {
     for (i, v) in dw.iter().enumerate() {
         assert!((v - want[i % 3]).abs() < 1e-5);
     }
+}
+
+/// With a gradient sink, the weight gradient (used twice, so it must add up) lands in the sink
+/// under the weight's id, equal to the one candle's store gets without a sink; the store then
+/// holds the input's gradient only.
+#[test]
+fn a_grad_sink_takes_the_weight_gradient_instead_of_the_store() {
+    use std::sync::Arc;
+    use tunescope::model::grad_sink::GradSink;
+    let _guard = GLOBAL.lock().unwrap();
+    ops::set_fused(true);
+    let x = Var::from_tensor(&tensor(7, 5, 60)).unwrap();
+    let x2 = tensor(7, 5, 62);
+    let w = Var::from_tensor(&tensor(4, 5, 61)).unwrap();
+    let u = tensor(7, 4, 63);
+    let loss = |sink: Option<&Arc<GradSink>>| {
+        let a = gemm::linear_with_grad_sink(x.as_tensor(), w.as_tensor(), sink).unwrap();
+        let b = gemm::linear_with_grad_sink(&x2, w.as_tensor(), sink).unwrap();
+        ((a * &u).unwrap() + b.sqr().unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
+    let plain = loss(None).backward().unwrap();
+    let sink = Arc::new(GradSink::new());
+    let store = loss(Some(&sink)).backward().unwrap();
+    assert!(store.get(w.as_tensor()).is_none());
+    let mut aside = sink.take();
+    assert_eq!(aside.len(), 1);
+    let dw = aside
+        .remove(&w.id())
+        .expect("the weight's gradient is in the sink");
+    assert_close(
+        &flat(&dw),
+        &flat(plain.get(w.as_tensor()).unwrap()),
+        1e-6,
+        "dW",
+    );
+    assert_close(
+        &flat(store.get(x.as_tensor()).unwrap()),
+        &flat(plain.get(x.as_tensor()).unwrap()),
+        0.0,
+        "dx",
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod config;
 pub mod decoder;
 pub mod fused;
 pub mod generate;
+pub mod grad_sink;
 pub mod linear;
 pub mod lora;
 pub mod module_map;

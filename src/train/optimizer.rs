@@ -167,6 +167,17 @@ impl AdamW {
 
     /// Applies one update with learning rate `lr`; `grads` are f32, by parameter name.
     pub fn update(&mut self, grads: &HashMap<String, Tensor>, lr: f64) -> Result<()> {
+        self.update_scaled(grads, lr, 1.0)
+    }
+
+    /// [`AdamW::update`] with every gradient multiplied by `grad_scale` first (gradient
+    /// clipping), inside the update's own pass rather than as a pass of its own.
+    pub fn update_scaled(
+        &mut self,
+        grads: &HashMap<String, Tensor>,
+        lr: f64,
+        grad_scale: f64,
+    ) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let (b1, b2) = (self.spec.beta1, self.spec.beta2);
@@ -180,6 +191,7 @@ impl AdamW {
             weight_decay: self.spec.weight_decay,
             bias1,
             bias2,
+            grad_scale,
         };
         let base_step = step;
         for (name, slot) in self.slots.iter_mut() {
@@ -219,6 +231,13 @@ impl AdamW {
                     slot.var.as_tensor().inplace_op2(&grad, &kernel)?;
                 }
                 State::Tensors { master, m, v } => {
+                    let scaled;
+                    let grad = if grad_scale == 1.0 {
+                        grad
+                    } else {
+                        scaled = (grad * grad_scale)?;
+                        &scaled
+                    };
                     *m = ((&*m * b1)? + (grad * (1.0 - b1))?)?;
                     *v = ((&*v * b2)? + (grad.sqr()? * (1.0 - b2))?)?;
                     let denom = ((&*v / bias2)?.sqrt()? + self.spec.eps)?;
@@ -414,5 +433,40 @@ mod tests {
         for (g, e) in got.iter().zip(expected) {
             assert!((g - e).abs() < 1e-5, "{got:?} vs {expected:?}");
         }
+    }
+
+    /// Clipping inside the update gives bit for bit what scaling the gradients beforehand (as
+    /// `tensor * scale`) and updating with them gives, over several steps.
+    #[test]
+    fn a_scaled_update_equals_the_update_of_scaled_gradients() {
+        let dev = Device::Cpu;
+        let start: Vec<f32> = (0..4099).map(|i| ((i as f32) * 0.37).sin()).collect();
+        let make = || {
+            let var = Var::from_slice(&start, start.len(), &dev).unwrap();
+            let mut vars = BTreeMap::new();
+            vars.insert("w".to_string(), var.clone());
+            let spec = OptimizerSpec {
+                lr: 0.01,
+                weight_decay: 0.1,
+                ..OptimizerSpec::default()
+            };
+            (var, AdamW::new(&vars, &spec).unwrap())
+        };
+        let ((inside, mut a), (outside, mut b)) = (make(), make());
+        for step in 0..3 {
+            let g: Vec<f32> = (0..start.len())
+                .map(|i| ((i * (step + 2)) as f32 * 0.11).cos())
+                .collect();
+            let grad = Tensor::from_vec(g, start.len(), &dev).unwrap();
+            let scale = 0.3 + 0.2 * step as f64;
+            let grads = HashMap::from([("w".to_string(), grad.clone())]);
+            a.update_scaled(&grads, 0.01, scale).unwrap();
+            let scaled = HashMap::from([("w".to_string(), (&grad * scale).unwrap())]);
+            b.update(&scaled, 0.01).unwrap();
+        }
+        assert_eq!(
+            inside.as_tensor().to_vec1::<f32>().unwrap(),
+            outside.as_tensor().to_vec1::<f32>().unwrap()
+        );
     }
 }

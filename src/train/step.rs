@@ -175,15 +175,12 @@ pub fn regularized_step(
             "gradient norm is {grad_norm}"
         )));
     }
-    if let Some(max) = options.max_grad_norm {
-        if grad_norm > max {
-            let scale = max / (grad_norm + 1e-6);
-            for g in grads.values_mut() {
-                *g = (&*g * scale)?;
-            }
-        }
-    }
-    optimizer.update(&grads, lr)?;
+    // Clipping scales the gradients inside the optimizer's pass.
+    let grad_scale = match options.max_grad_norm {
+        Some(max) if grad_norm > max => max / (grad_norm + 1e-6),
+        _ => 1.0,
+    };
+    optimizer.update_scaled(&grads, lr, grad_scale)?;
     sync(options.timed)?;
     times.update = start.elapsed().as_secs_f64();
     Ok(StepOutcome::Updated(StepReport {

@@ -5,69 +5,47 @@
 //! layer's output computed without a graph (the layer's activations are freed at once). Its
 //! backward recomputes the layer from the saved input, backpropagates the incoming gradient
 //! through the recomputation, returns the input's gradient to candle's backward and leaves the
-//! layer's parameter gradients in [`CheckpointGrads`], which the optimizer step reads after
-//! the backward. Stored per layer: one `(B, T, H)` input; at most one layer's activations
+//! layer's parameter gradients in the decoder's [`GradSink`], which the optimizer step reads
+//! after the backward. Stored per layer: one `(B, T, H)` input; at most one layer's activations
 //! live at a time, in the forward and in the backward. Costs one more forward per layer.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use candle_core::{CustomOp1, DType, Tensor, TensorId, Var};
 
 use super::context::AttentionInputs;
 use super::layer::{layer_parts, Layer};
 use crate::model::config::ModelConfig;
+use crate::model::grad_sink::GradSink;
 use crate::model::lora::DropoutSwitch;
 use crate::model::precomputed::{precomputed_forwards, Precomputed};
 
 /// What every checkpointed layer of one decoder shares: the configuration, LoRA's dropout
-/// switch, and the parameter gradients the recomputations leave.
+/// switch, and the decoder's sink for the parameter gradients the recomputations leave.
 pub struct Checkpointing {
     config: Arc<ModelConfig>,
     dropout: Option<Arc<DropoutSwitch>>,
-    grads: Mutex<HashMap<TensorId, Tensor>>,
+    grads: Arc<GradSink>,
 }
 
 impl Checkpointing {
-    /// Checkpointing for a decoder of configuration `config`.
-    pub(super) fn new(config: &ModelConfig, dropout: Option<Arc<DropoutSwitch>>) -> Self {
+    /// Checkpointing for a decoder of configuration `config` whose gradient sink is `grads`.
+    pub(super) fn new(
+        config: &ModelConfig,
+        dropout: Option<Arc<DropoutSwitch>>,
+        grads: Arc<GradSink>,
+    ) -> Self {
         Self {
             config: Arc::new(config.clone()),
             dropout,
-            grads: Mutex::new(HashMap::new()),
+            grads,
         }
-    }
-
-    /// The parameter gradients the last backward left, by the parameter's tensor id (emptied).
-    pub(super) fn take_grads(&self) -> HashMap<TensorId, Tensor> {
-        self.grads
-            .lock()
-            .map(|mut grads| std::mem::take(&mut *grads))
-            .unwrap_or_default()
     }
 
     /// Adds `grad` to the gradient kept for parameter `id`.
     pub(super) fn add_grad(&self, id: TensorId, grad: Tensor) -> candle_core::Result<()> {
-        let mut grads = self
-            .grads
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("checkpoint gradients: lock poisoned".into()))?;
-        accumulate(&mut grads, id, grad)
+        self.grads.add(id, grad)
     }
-}
-
-/// Adds `grad` to the entry of `id` in `grads` (or makes it the entry).
-pub(super) fn accumulate(
-    grads: &mut HashMap<TensorId, Tensor>,
-    id: TensorId,
-    grad: Tensor,
-) -> candle_core::Result<()> {
-    let sum = match grads.remove(&id) {
-        Some(previous) => (previous + grad)?,
-        None => grad,
-    };
-    grads.insert(id, sum);
-    Ok(())
 }
 
 /// The output of `layer` for residual stream `x`. Layers that backward never reaches (no

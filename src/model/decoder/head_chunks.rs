@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use candle_core::{CustomOp1, DType, Tensor, TensorId, Var};
 
-use super::checkpoint::{accumulate, reachable, Checkpointing};
+use super::checkpoint::{reachable, Checkpointing};
 use super::Decoder;
+use crate::model::grad_sink::accumulate;
 use crate::model::ops;
 use crate::model::precomputed::{precomputed_forwards, Precomputed};
 

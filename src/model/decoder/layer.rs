@@ -1,6 +1,8 @@
 //! One decoder layer and its forward: norms, attention (grouped-query, rotary, optional
 //! window and softcapping), the gated MLP; fused (Phi-3) or separate projections.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use candle_core::{Tensor, Var, D};
 
@@ -9,6 +11,7 @@ use super::context::AttentionInputs;
 use super::kv_store::LayerKv;
 use super::{Decoder, LayerContext};
 use crate::model::config::ModelConfig;
+use crate::model::grad_sink::GradSink;
 use crate::model::linear::{Linear, Param};
 use crate::model::ops;
 
@@ -37,6 +40,14 @@ impl Projections {
                     })
                     .collect()
             }
+        }
+    }
+
+    /// Every linear, for changes in place.
+    fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        match self {
+            Self::Separate(linears) => linears.iter_mut().collect(),
+            Self::Fused(linear, _) => vec![linear],
         }
     }
 
@@ -85,6 +96,17 @@ impl Layer {
             Ok(p.clone())
         });
         found.into_inner()
+    }
+
+    /// Makes the layer's linears leave their weight gradients in `sink` (see [`GradSink`]).
+    pub(super) fn hand_weight_grads_to(&mut self, sink: &Arc<GradSink>) {
+        let mut linears = self.qkv.linears_mut();
+        linears.extend(self.gate_up.linears_mut());
+        linears.push(&mut self.o);
+        linears.push(&mut self.down);
+        for linear in linears {
+            linear.weight_grads = Some(sink.clone());
+        }
     }
 
     /// The same layer with every parameter passed through `f`.
@@ -236,9 +258,17 @@ fn attention(
         .forward(h, inputs.inference)?
         .try_into()
         .map_err(|_| anyhow::anyhow!("q/k/v projections give three parts"))?;
-    let q = place(heads(q, c.num_attention_heads)?, &layer.q_norm)?;
-    let k = place(heads(k, c.num_key_value_heads)?, &layer.k_norm)?;
-    let v = heads(v, c.num_key_value_heads)?;
+    // Without a head norm or a partial rotary, one op splits the heads and turns them.
+    let split = |t: Tensor, n: usize, head_norm: &Option<Param>| -> Result<Tensor> {
+        if head_norm.is_none() && (!layer.rope || c.rotary_dim() == c.head_dim) {
+            Ok(ops::to_heads(&t, n, layer.rope.then_some((cos, sin)))?)
+        } else {
+            place(heads(t, n)?, head_norm)
+        }
+    };
+    let q = split(q, c.num_attention_heads, &layer.q_norm)?;
+    let k = split(k, c.num_key_value_heads, &layer.k_norm)?;
+    let v = ops::to_heads(&v, c.num_key_value_heads, None)?;
     let (k, v) = match kv {
         Some(store) => store.append(&k, &v)?,
         None => (k, v),

@@ -12,6 +12,7 @@ use super::source::WeightSource;
 use super::Decoder;
 use crate::model::config::ModelConfig;
 use crate::model::fused;
+use crate::model::grad_sink::GradSink;
 use crate::model::linear::Linear;
 use crate::model::lora::{DropoutSwitch, LoraPlan};
 use crate::model::names::TensorLayout;
@@ -187,6 +188,10 @@ impl Decoder {
             }
         }
         let inv_freq = Tensor::new(config.rope_inv_freq(), device)?;
+        let grads = Arc::new(GradSink::new());
+        for layer in &mut layers {
+            layer.hand_weight_grads_to(&grads);
+        }
         Ok(Self {
             config: config.clone(),
             embed,
@@ -200,6 +205,7 @@ impl Decoder {
             row_masks: src.row_masks,
             lora_dropout: switch,
             checkpoint: None,
+            grads,
             dtype,
             device: device.clone(),
         })

@@ -32,6 +32,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::model::config::ModelConfig;
+use crate::model::grad_sink::GradSink;
 use crate::model::linear::{Linear, Param};
 use crate::model::vlm::VisionPath;
 use context::{positions_from_valid, LayerContext};
@@ -71,6 +72,8 @@ pub struct Decoder {
     lora_dropout: Option<std::sync::Arc<crate::model::lora::DropoutSwitch>>,
     /// Activation checkpointing, when on (see [`Decoder::set_activation_checkpointing`]).
     checkpoint: Option<std::sync::Arc<Checkpointing>>,
+    /// Parameter gradients that ops leave beside the `GradStore` (see [`GradSink`]).
+    grads: std::sync::Arc<GradSink>,
     dtype: DType,
     device: Device,
 }
@@ -99,11 +102,14 @@ impl Decoder {
 
     /// Turns activation checkpointing on or off: with it, training forwards keep each layer's
     /// input only and backward recomputes the layer (one more forward per layer, far less
-    /// memory). The layers' parameter gradients then live beside the `GradStore`; read every
-    /// gradient through [`Decoder::trainable_grads`].
+    /// memory). Gradients are read through [`Decoder::trainable_grads`] either way.
     pub fn set_activation_checkpointing(&mut self, on: bool) {
         self.checkpoint = on.then(|| {
-            std::sync::Arc::new(Checkpointing::new(&self.config, self.lora_dropout.clone()))
+            std::sync::Arc::new(Checkpointing::new(
+                &self.config,
+                self.lora_dropout.clone(),
+                self.grads.clone(),
+            ))
         });
     }
 
@@ -112,18 +118,17 @@ impl Decoder {
         self.checkpoint.is_some()
     }
 
-    /// Each trainable parameter's gradient from the backward that gave `store`: the store's,
-    /// plus what checkpointed layers and the blocked head left beside it (taken, so the next
-    /// backward starts empty). Parameters the backward did not reach are absent.
+    /// Each trainable parameter's gradient from the backward that gave `store`, which must
+    /// follow the decoder's last forward: the store's, plus what ops left beside it in the
+    /// decoder's [`GradSink`] (the layers' linear weights, checkpointed layers, the blocked
+    /// head). The sink is emptied, so the next backward starts afresh. Parameters the backward
+    /// did not reach are absent. Reading a layer weight's gradient from `store` alone finds
+    /// nothing.
     pub fn trainable_grads(&self, store: &GradStore) -> Result<BTreeMap<String, Tensor>> {
-        let mut recomputed = self
-            .checkpoint
-            .as_ref()
-            .map(|c| c.take_grads())
-            .unwrap_or_default();
+        let mut aside = self.grads.take();
         let mut grads = BTreeMap::new();
         for (name, var) in &self.vars {
-            let grad = match (store.get(var.as_tensor()), recomputed.remove(&var.id())) {
+            let grad = match (store.get(var.as_tensor()), aside.remove(&var.id())) {
                 (Some(a), Some(b)) => (a + b)?,
                 (Some(a), None) => a.clone(),
                 (None, Some(b)) => b,
@@ -188,6 +193,7 @@ impl Decoder {
             row_masks: BTreeMap::new(),
             lora_dropout: None,
             checkpoint: None,
+            grads: Default::default(),
             dtype: self.dtype,
             device: self.device.clone(),
         })
@@ -272,7 +278,11 @@ impl Decoder {
     /// The mask is `(B, T)` with 1 for real tokens and 0 for padding (left or right); images
     /// come in the order their image-token runs appear (row by row), and the embeddings at
     /// image-token positions are replaced by the projected image features.
+    ///
+    /// A forward starts a new gradient record: gradients left in the sink by a backward whose
+    /// [`Decoder::trainable_grads`] was never read are dropped.
     pub fn hidden_states(&self, inputs: &Inputs) -> Result<Tensor> {
+        self.grads.clear();
         let ctx = self.full_sequence_context(inputs.ids, inputs.mask, inputs.images)?;
         let x = self.embed_inputs(inputs.ids, inputs.images)?;
         let x = self.run_layers(x, &ctx, None)?;

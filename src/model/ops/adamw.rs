@@ -14,6 +14,8 @@ pub struct AdamWStep {
     pub bias1: f64,
     /// `1 − β₂ᵗ`.
     pub bias2: f64,
+    /// Factor applied to the gradient first (gradient clipping); 1 leaves it as it is.
+    pub grad_scale: f64,
 }
 
 /// Elements per work unit handed to a thread.
@@ -23,7 +25,7 @@ struct Ptr(*mut f32);
 unsafe impl Sync for Ptr {}
 unsafe impl Send for Ptr {}
 
-/// Updates `m`, `v` and `weights` in place from `grad`:
+/// Updates `m`, `v` and `weights` in place from `grad` scaled by `step.grad_scale` (`g`):
 /// `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
 /// `w ← w·(1 − lr·wd) − lr · (m/bias1) / (√(v/bias2) + ε)`.
 pub fn adamw_update(
@@ -80,6 +82,7 @@ struct Constants {
     eps: f32,
     lr: f32,
     decay: Option<f32>,
+    grad_scale: f32,
 }
 
 impl Constants {
@@ -94,12 +97,15 @@ impl Constants {
             eps: s.eps as f32,
             lr: s.lr as f32,
             decay: (s.weight_decay > 0.0).then_some((1.0 - s.lr * s.weight_decay) as f32),
+            grad_scale: s.grad_scale as f32,
         }
     }
 
     #[inline]
     fn apply(&self, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            // As `tensor * scale` rounds it (candle's affine with no offset).
+            let g = g * self.grad_scale;
             *m = *m * self.b1 + g * self.one_minus_b1;
             *v = *v * self.b2 + g * g * self.one_minus_b2;
             let denom = (*v * self.inv_bias2).sqrt() + self.eps;

@@ -15,6 +15,7 @@ mod cpu;
 mod cross_entropy;
 pub(crate) mod exp;
 pub mod gemm;
+mod heads;
 mod rms_norm;
 mod rope;
 pub(crate) mod simd;
@@ -33,6 +34,7 @@ pub use attention::{
     set_fused_attention, AttentionMask,
 };
 pub use cross_entropy::{cross_entropy_sum, cross_entropy_sum_composed};
+pub use heads::{to_heads, to_heads_composed};
 pub use rms_norm::{rms_norm, rms_norm_composed};
 pub use rope::{rope, rope_composed};
 pub use small_matmul::{small_matmul, SMALL_MATMUL_MAX_ROWS};

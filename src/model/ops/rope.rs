@@ -45,7 +45,34 @@ pub fn rope_composed(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 fn table_row(r: usize, heads: usize, seq: usize, table_batch: usize) -> usize {
     let t = r % seq;
     let b = r / (seq * heads);
+    position_row(b, t, seq, table_batch)
+}
+
+/// Index of the table row of batch row `b`, position `t` in tables of `table_batch` rows
+/// (1: shared by the batch) of `seq` positions.
+#[inline]
+pub(super) fn position_row(b: usize, t: usize, seq: usize, table_batch: usize) -> usize {
     (if table_batch == 1 { 0 } else { b }) * seq + t
+}
+
+/// One head row turned: `y = x ⊙ cos + rotate_half(x) ⊙ sin`.
+#[inline]
+pub(super) fn rotate_row(x: &[f32], cos: &[f32], sin: &[f32], y: &mut [f32]) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        y[i] = x[i] * cos[i] - x[i + half] * sin[i];
+        y[i + half] = x[i + half] * cos[i + half] + x[i] * sin[i + half];
+    }
+}
+
+/// The input gradient of [`rotate_row`] for the output gradient `g`.
+#[inline]
+pub(super) fn rotate_row_grad(g: &[f32], cos: &[f32], sin: &[f32], dx: &mut [f32]) {
+    let half = g.len() / 2;
+    for i in 0..half {
+        dx[i] = g[i] * cos[i] + g[i + half] * sin[i + half];
+        dx[i + half] = g[i + half] * cos[i + half] - g[i] * sin[i];
+    }
 }
 
 struct Rope;
@@ -69,17 +96,11 @@ impl CustomOp3 for Rope {
         let sin = storage_f32(s3, l3)?;
         let (_, heads, seq, d) = l1.shape().dims4()?;
         let table_batch = l2.shape().dims4()?.0;
-        let half = d / 2;
         let mut out = vec![0f32; x.len()];
         for_each_row(&mut out, d, |r, y| {
             let tr = table_row(r, heads, seq, table_batch);
-            let xr = &x[r * d..(r + 1) * d];
-            let c = &cos[tr * d..(tr + 1) * d];
-            let s = &sin[tr * d..(tr + 1) * d];
-            for i in 0..half {
-                y[i] = xr[i] * c[i] - xr[i + half] * s[i];
-                y[i + half] = xr[i + half] * c[i + half] + xr[i] * s[i + half];
-            }
+            let (c, s) = (&cos[tr * d..(tr + 1) * d], &sin[tr * d..(tr + 1) * d]);
+            rotate_row(&x[r * d..(r + 1) * d], c, s, y);
         });
         Ok((storage_from_f32(out, s1.dtype())?, l1.shape().clone()))
     }
@@ -94,20 +115,14 @@ impl CustomOp3 for Rope {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (_, heads, seq, d) = x.dims4()?;
         let table_batch = cos.dims4()?.0;
-        let half = d / 2;
         let dx = with_f32(cos, |cos| {
             with_f32(sin, |sin| {
                 with_f32(grad, |g| {
                     let mut dx = vec![0f32; g.len()];
                     for_each_row(&mut dx, d, |r, out| {
                         let tr = table_row(r, heads, seq, table_batch);
-                        let gr = &g[r * d..(r + 1) * d];
-                        let c = &cos[tr * d..(tr + 1) * d];
-                        let s = &sin[tr * d..(tr + 1) * d];
-                        for i in 0..half {
-                            out[i] = gr[i] * c[i] + gr[i + half] * s[i + half];
-                            out[i + half] = gr[i + half] * c[i + half] - gr[i] * s[i];
-                        }
+                        let (c, s) = (&cos[tr * d..(tr + 1) * d], &sin[tr * d..(tr + 1) * d]);
+                        rotate_row_grad(&g[r * d..(r + 1) * d], c, s, out);
                     });
                     tensor_from_f32(dx, x.shape(), x.dtype(), x.device())
                 })

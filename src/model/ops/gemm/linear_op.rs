@@ -1,52 +1,92 @@
 //! The linear product `y = x·Wᵀ` as a candle custom op on `(x, W)`: forward, input gradient
 //! `g·W` and weight gradient `gᵀ·x` are all [`sgemm`](super::sgemm) calls. A gradient is computed only for an
 //! operand that carries a graph, so a frozen `W` (a plain tensor) costs no weight-gradient
-//! product and an input without a graph costs no input-gradient product.
+//! product and an input without a graph costs no input-gradient product. With a
+//! [`GradSink`], the weight gradient goes there instead of to candle's backward.
 
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
+use std::sync::Arc;
+
+use candle_core::{
+    bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, TensorId,
+};
 
 use super::{sgemm_uninit, Operand};
+use crate::model::grad_sink::GradSink;
 
 /// Whether [`linear`] takes `x` and `w`: fused ops on ([`crate::model::ops::set_fused`]), both
-/// f32 matrices on the CPU. Otherwise callers keep candle's matmul (CUDA, Metal, half types).
+/// f32 on the CPU, `W` a matrix and `x` of rank 2 or more. Otherwise callers keep candle's
+/// matmul (CUDA, Metal, half types).
 pub fn handles(x: &Tensor, w: &Tensor) -> bool {
     crate::model::ops::fused()
+        && x.rank() >= 2
+        && w.rank() == 2
         && [x, w]
             .iter()
-            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.rank() == 2)
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
-/// `x·Wᵀ` for `x` of `(rows, in)` and `W` of `(out, in)` through [`sgemm`](super::sgemm), with its backward
-/// (see the module doc); the caller checks [`handles`] first.
+/// `x·Wᵀ` of shape `(..., out)` for `x` of `(..., in)` and `W` of `(out, in)` through
+/// [`sgemm`](super::sgemm), with its backward (see the module doc); the caller checks
+/// [`handles`] first. One graph node whatever the rank of `x`: no reshapes around it, each of
+/// which would cost backward a zero-filled gradient buffer and an addition.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    linear_with_grad_sink(x, w, None)
+}
+
+/// [`linear`], whose backward leaves `W`'s gradient in `sink` (keyed by `W`'s id) and hands
+/// candle none for it, when a sink is given.
+pub fn linear_with_grad_sink(
+    x: &Tensor,
+    w: &Tensor,
+    sink: Option<&Arc<GradSink>>,
+) -> Result<Tensor> {
     if !handles(x, w) {
         bail!("gemm::linear takes two f32 CPU matrices with fused ops on");
     }
+    let op = LinearOp {
+        weight_grad_sink: sink.map(|sink| (sink.clone(), w.id())),
+    };
     let (x, w) = (row_major(x)?, row_major(w)?);
-    x.apply_op2(&w, LinearOp)
+    x.apply_op2(&w, op)
 }
 
-/// `t` itself when its rows are stored contiguously, else a contiguous copy.
+/// `t` itself when [`view`] reads it as rows (a matrix whose rows are contiguous, or any
+/// contiguous tensor), else a contiguous copy.
 fn row_major(t: &Tensor) -> Result<Tensor> {
-    let (_, cols) = t.dims2()?;
-    if cols <= 1 || t.layout().stride()[1] == 1 {
+    let rows_contiguous = t.rank() == 2 && (t.dim(1)? <= 1 || t.layout().stride()[1] == 1);
+    if rows_contiguous || t.is_contiguous() {
         Ok(t.clone())
     } else {
         t.contiguous()
     }
 }
 
-/// A row-major f32 matrix view: (values from its first element, rows, cols, row distance).
+/// A row-major f32 matrix view of a tensor `(..., cols)` as `rows × cols`: (values from its
+/// first element, rows, cols, row distance).
 fn view<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<(&'a [f32], usize, usize, usize)> {
     let CpuStorage::F32(values) = s else {
         bail!("gemm linear: {what} is not f32");
     };
-    let (rows, cols) = l.shape().dims2()?;
-    let stride = l.stride();
-    if cols > 1 && stride[1] != 1 {
-        bail!("gemm linear: {what} rows are not contiguous");
-    }
-    let ld = if rows <= 1 { cols } else { stride[0] };
+    let dims = l.dims();
+    let Some(&cols) = dims.last() else {
+        bail!("gemm linear: {what} is a scalar");
+    };
+    let rows = dims[..dims.len() - 1].iter().product::<usize>();
+    let ld = if dims.len() == 2 {
+        let stride = l.stride();
+        if cols > 1 && stride[1] != 1 {
+            bail!("gemm linear: {what} rows are not contiguous");
+        }
+        if rows <= 1 {
+            cols
+        } else {
+            stride[0]
+        }
+    } else if l.is_contiguous() {
+        cols
+    } else {
+        bail!("gemm linear: {what} is not contiguous");
+    };
     Ok((&values[l.start_offset()..], rows, cols, ld))
 }
 
@@ -74,7 +114,10 @@ fn product(m: usize, n: usize, k: usize, a: Operand, b: Operand) -> Result<Vec<f
     Ok(c)
 }
 
-struct LinearOp;
+/// The op; with a sink, where `W`'s gradient goes and under which id.
+struct LinearOp {
+    weight_grad_sink: Option<(Arc<GradSink>, TensorId)>,
+}
 
 impl CustomOp2 for LinearOp {
     fn name(&self) -> &'static str {
@@ -101,7 +144,11 @@ impl CustomOp2 for LinearOp {
             Operand::transposed(w, ldw),
         )?;
         crate::model::ops::count_fused_call();
-        Ok((CpuStorage::F32(y), Shape::from((rows, out))))
+        let mut dims = l1.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = out;
+        }
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
     }
 
     fn bwd(
@@ -122,7 +169,8 @@ impl CustomOp2 for LinearOp {
                         Operand::plain(g, ldg),
                         Operand::plain(w, ldw),
                     )?;
-                    Tensor::from_vec(dx, (rows, in_dim), x.device())
+                    debug_assert_eq!(rows * in_dim, x.elem_count());
+                    Tensor::from_vec(dx, x.shape(), x.device())
                 })
             })?)
         } else {
@@ -143,6 +191,13 @@ impl CustomOp2 for LinearOp {
             })?)
         } else {
             None
+        };
+        let dw = match (dw, &self.weight_grad_sink) {
+            (Some(dw), Some((sink, id))) => {
+                sink.add(*id, dw)?;
+                None
+            }
+            (dw, _) => dw,
         };
         Ok((dx, dw))
     }
