@@ -200,6 +200,19 @@ fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     }
 }
 
+/// The gradients of `Σ ours ⊙ u` and `Σ theirs ⊙ u` for each named variable: of its shape and
+/// within 1e-5.
+fn assert_same_gradients(ours: Tensor, theirs: Tensor, u: &Tensor, vars: [(&str, &Var); 2]) {
+    let g_ours = (ours * u).unwrap().sum_all().unwrap().backward().unwrap();
+    let g_theirs = (theirs * u).unwrap().sum_all().unwrap().backward().unwrap();
+    for (name, v) in vars {
+        let a = g_ours.get(v.as_tensor()).unwrap();
+        assert_eq!(a.dims(), v.dims(), "{name} shape");
+        let want = flat(g_theirs.get(v.as_tensor()).unwrap());
+        assert_close(&flat(a), &want, 1e-5, name);
+    }
+}
+
 /// Value and both gradients of sum(Linear(x) ⊙ u) through the layer and through candle.
 #[test]
 fn trainable_linear_matches_candles_matmul_and_its_backward() {
@@ -218,18 +231,7 @@ fn trainable_linear_matches_candles_matmul_and_its_backward() {
         );
         let theirs = x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
         assert_close(&flat(&ours), &flat(&theirs), 1e-5, "value");
-        let g_ours = (ours * &u).unwrap().sum_all().unwrap().backward().unwrap();
-        let g_theirs = (theirs * &u)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (name, v) in [("dx", &x), ("dW", &w)] {
-            let a = flat(g_ours.get(v.as_tensor()).unwrap());
-            let b = flat(g_theirs.get(v.as_tensor()).unwrap());
-            assert_close(&a, &b, 1e-5, name);
-        }
+        assert_same_gradients(ours, theirs, &u, [("dx", &x), ("dW", &w)]);
     }
 }
 
@@ -255,19 +257,7 @@ fn linear_takes_inputs_of_any_rank() {
         .reshape((b, t, out))
         .unwrap();
     assert_close(&flat(&ours), &flat(&theirs), 1e-5, "value");
-    let g_ours = (ours * &u).unwrap().sum_all().unwrap().backward().unwrap();
-    let g_theirs = (theirs * &u)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    for (name, v) in [("dx", &x), ("dW", &w)] {
-        let a = g_ours.get(v.as_tensor()).unwrap();
-        assert_eq!(a.dims(), v.dims(), "{name} shape");
-        let want = flat(g_theirs.get(v.as_tensor()).unwrap());
-        assert_close(&flat(a), &want, 1e-5, name);
-    }
+    assert_same_gradients(ours, theirs, &u, [("dx", &x), ("dW", &w)]);
     let strided = x.as_tensor().transpose(0, 1).unwrap();
     let ours = gemm::linear(&strided, w.as_tensor()).unwrap();
     let theirs = strided

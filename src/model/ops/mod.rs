@@ -1,6 +1,7 @@
 //! Fused ops with their own backward pass: RMS norm, softmax over the last dimension (plain and
-//! with the attention scale and mask folded in), causal attention, rotary embedding, SwiGLU and
-//! the summed cross entropy at given targets; and the few-row product of decoding.
+//! with the attention scale and mask folded in), causal attention, rotary embedding (alone, or
+//! while splitting a projection into heads), SwiGLU and the summed cross entropy at given targets;
+//! and the few-row product of decoding.
 //!
 //! On the CPU each op is one candle `CustomOp` whose forward and backward are single passes over
 //! the rows (computed in f32 whatever the storage dtype, spread over candle's thread pool); the
