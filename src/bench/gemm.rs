@@ -68,11 +68,44 @@ fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(median(&times))
 }
 
-/// Measures every product of every shape in `shapes` with `rows` input rows.
+/// Measures every product of every shape in `shapes` with `rows` input rows: every product
+/// with the pool split (after an untimed pass), then every product with the backend's own
+/// threading. Changing OpenBLAS's thread count wakes its own threads, which then spin for
+/// about 2^28 cycles (`OPENBLAS_THREAD_TIMEOUT`) before they sleep, taking a core from
+/// whatever runs meanwhile: measured product by product, alternating the threadings, the
+/// pool's figures came out at half speed for whichever products that spin overlapped.
 pub fn run(rows: usize, reps: usize, shapes: &[(&str, usize, usize)]) -> Result<GemmReport> {
     if rows == 0 || reps == 0 {
         bail!("bench --gemm needs --batch × --seq ≥ 1 and --steps ≥ 1");
     }
+    measure_all(rows, 1, shapes, Threading::Pool)?;
+    let pool = measure_all(rows, reps, shapes, Threading::Pool)?;
+    let backend = measure_all(rows, reps, shapes, Threading::Backend)?;
+    let timings = pool
+        .into_iter()
+        .zip(backend)
+        .map(|(mut timing, backend)| {
+            timing.backend_gflops = backend.pool_gflops;
+            timing
+        })
+        .collect();
+    Ok(GemmReport {
+        backend: gemm::backend_name().to_string(),
+        threads: gemm::pool_threads(),
+        rows,
+        reps,
+        timings,
+    })
+}
+
+/// Every product of every shape with `threading`, its GFLOP/s in `pool_gflops` (the caller
+/// places it).
+fn measure_all(
+    rows: usize,
+    reps: usize,
+    shapes: &[(&str, usize, usize)],
+    threading: Threading,
+) -> Result<Vec<GemmTiming>> {
     let mut timings = Vec::new();
     for &(name, out, inp) in shapes {
         let x = vec![0.5f32; rows * inp];
@@ -86,43 +119,32 @@ pub fn run(rows: usize, reps: usize, shapes: &[(&str, usize, usize)]) -> Result<
                 _ => (&g, out, &x, inp),
             };
             let mut c = vec![0f32; m * n];
-            let mut gflops = |threading| -> Result<f64> {
-                let seconds = time(reps, || {
-                    let op_a = Operand {
-                        data: a,
-                        ld: lda,
-                        trans: ta,
-                    };
-                    let op_b = Operand {
-                        data: b,
-                        ld: ldb,
-                        trans: tb,
-                    };
-                    gemm::sgemm_with(m, n, k, op_a, op_b, 0.0, &mut c, n, threading)?;
-                    Ok(())
-                })?;
-                Ok(2.0 * (m * n * k) as f64 / seconds.max(1e-12) / 1e9)
-            };
-            let pool_gflops = gflops(Threading::Pool)?;
-            let backend_gflops = gflops(Threading::Backend)?;
+            let seconds = time(reps, || {
+                let op_a = Operand {
+                    data: a,
+                    ld: lda,
+                    trans: ta,
+                };
+                let op_b = Operand {
+                    data: b,
+                    ld: ldb,
+                    trans: tb,
+                };
+                gemm::sgemm_with(m, n, k, op_a, op_b, 0.0, &mut c, n, threading)?;
+                Ok(())
+            })?;
             timings.push(GemmTiming {
                 weight: name.to_string(),
                 product: product.to_string(),
                 m,
                 n,
                 k,
-                pool_gflops,
-                backend_gflops,
+                pool_gflops: 2.0 * (m * n * k) as f64 / seconds.max(1e-12) / 1e9,
+                backend_gflops: 0.0,
             });
         }
     }
-    Ok(GemmReport {
-        backend: gemm::backend_name().to_string(),
-        threads: gemm::pool_threads(),
-        rows,
-        reps,
-        timings,
-    })
+    Ok(timings)
 }
 
 /// The micro-benchmark as a Markdown table with a header line.

@@ -7,7 +7,8 @@
 //! GEMM). Enabling both BLAS features is a build error.
 //!
 //! Threads: one pool. By default ([`Threading::Pool`]) the output is split into as many blocks
-//! of rows (or columns) as candle's barrier pool has threads, and each block is one
+//! of rows (or, for a wide product, columns; where a backend draws that line is its
+//! `ROW_TILES_FROM`) as candle's barrier pool has threads, and each block is one
 //! single-threaded backend call on a pool thread — the same threads the fused ops run on, so no
 //! second pool (rayon, OpenBLAS's pthreads, OpenMP) spins while they wait. [`Threading::Backend`]
 //! instead lets the backend thread itself (rayon for the `gemm` crate, the library's own pool
@@ -272,7 +273,8 @@ unsafe fn run(p: &Problem, threading: Threading) {
         return;
     }
     backend::threads_hint(1);
-    let tiles: Vec<Problem> = if p.m >= p.n {
+    let by_rows = p.m >= p.n || backend::ROW_TILES_FROM.is_some_and(|min| p.m >= threads * min);
+    let tiles: Vec<Problem> = if by_rows {
         split(p.m, threads, TILE_ALIGN)
             .into_iter()
             .map(|r| p.rows(r))
