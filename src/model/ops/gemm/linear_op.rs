@@ -41,7 +41,7 @@ pub fn linear_with_grad_sink(
     sink: Option<&Arc<GradSink>>,
 ) -> Result<Tensor> {
     if !handles(x, w) {
-        bail!("gemm::linear takes two f32 CPU matrices with fused ops on");
+        bail!("gemm::linear takes an f32 CPU input of rank 2 or more and an f32 CPU matrix, with fused ops on");
     }
     let op = LinearOp {
         weight_grad_sink: sink.map(|sink| (sink.clone(), w.id())),
