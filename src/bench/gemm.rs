@@ -81,13 +81,25 @@ pub fn run(rows: usize, reps: usize, shapes: &[(&str, usize, usize)]) -> Result<
     measure_all(rows, 1, shapes, Threading::Pool)?;
     let pool = measure_all(rows, reps, shapes, Threading::Pool)?;
     let backend = measure_all(rows, reps, shapes, Threading::Backend)?;
-    let timings = pool
-        .into_iter()
-        .zip(backend)
-        .map(|(mut timing, backend)| {
-            timing.backend_gflops = backend.pool_gflops;
-            timing
+    let timings = shapes
+        .iter()
+        .flat_map(|&(name, out, inp)| {
+            PRODUCTS
+                .iter()
+                .map(move |&product| (name, product, dims(product, rows, out, inp)))
         })
+        .zip(pool.into_iter().zip(backend))
+        .map(
+            |((name, product, (m, n, k, _, _)), (pool_gflops, backend_gflops))| GemmTiming {
+                weight: name.to_string(),
+                product: product.to_string(),
+                m,
+                n,
+                k,
+                pool_gflops,
+                backend_gflops,
+            },
+        )
         .collect();
     Ok(GemmReport {
         backend: gemm::backend_name().to_string(),
@@ -98,16 +110,15 @@ pub fn run(rows: usize, reps: usize, shapes: &[(&str, usize, usize)]) -> Result<
     })
 }
 
-/// Every product of every shape with `threading`, its GFLOP/s in `pool_gflops` (the caller
-/// places it).
+/// GFLOP/s of every product (in [`PRODUCTS`] order) of every shape with `threading`.
 fn measure_all(
     rows: usize,
     reps: usize,
     shapes: &[(&str, usize, usize)],
     threading: Threading,
-) -> Result<Vec<GemmTiming>> {
-    let mut timings = Vec::new();
-    for &(name, out, inp) in shapes {
+) -> Result<Vec<f64>> {
+    let mut gflops = Vec::new();
+    for &(_, out, inp) in shapes {
         let x = vec![0.5f32; rows * inp];
         let g = vec![0.25f32; rows * out];
         let w = vec![0.125f32; out * inp];
@@ -133,18 +144,10 @@ fn measure_all(
                 gemm::sgemm_with(m, n, k, op_a, op_b, 0.0, &mut c, n, threading)?;
                 Ok(())
             })?;
-            timings.push(GemmTiming {
-                weight: name.to_string(),
-                product: product.to_string(),
-                m,
-                n,
-                k,
-                pool_gflops: 2.0 * (m * n * k) as f64 / seconds.max(1e-12) / 1e9,
-                backend_gflops: 0.0,
-            });
+            gflops.push(2.0 * (m * n * k) as f64 / seconds.max(1e-12) / 1e9);
         }
     }
-    Ok(timings)
+    Ok(gflops)
 }
 
 /// The micro-benchmark as a Markdown table with a header line.
