@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use common::{bytes_of, load_tensors, max_abs_diff, write_counting_data, TinyModel};
-use tunescope::model::decoder::{Decoder, Inputs};
+use tunescope::model::decoder::{Decoder, HeadPath, Inputs};
+use tunescope::model::tiny::TinySpec;
 use tunescope::model::{Architecture, Model};
 use tunescope::plan::{estimate, StepShape};
 use tunescope::recipe::Recipe;
@@ -240,6 +241,8 @@ fn plan_counts_what_checkpointing_and_fused_attention_keep() {
         dtype_bytes: 4,
         activation_checkpointing: false,
         fused_attention: true,
+        // The graph's head, as on a GPU; the fused head is checked below.
+        fused_head: false,
     };
     let kept = estimate(&model.config, &map, &selection, shape);
     let checkpointed = estimate(
@@ -287,22 +290,71 @@ fn plan_counts_what_checkpointing_and_fused_attention_keep() {
         checkpointed.total - checkpointed.activations,
         kept.total - kept.activations
     );
-}
-
-#[test]
-fn the_blocked_head_gives_the_whole_heads_loss_and_gradients() {
-    // Everything trains: an own unembedding (Llama) and a tied one (Qwen2: the unembedding's
-    // gradient joins the lookup's); 10 labelled rows in blocks of 3 (the last one short).
-    for arch in [Architecture::Llama, Architecture::Qwen2] {
-        blocked_head_matches(arch);
+    // The fused head keeps one block of logits (every row at this size) and the rows' gradient,
+    // with or without checkpointing.
+    for activation_checkpointing in [false, true] {
+        let graph = StepShape {
+            activation_checkpointing,
+            ..shape
+        };
+        let fused = estimate(
+            &model.config,
+            &map,
+            &selection,
+            StepShape {
+                fused_head: true,
+                ..graph
+            },
+        );
+        let graph = estimate(&model.config, &map, &selection, graph);
+        let graph_head = if activation_checkpointing {
+            kept_head + tokens * h * 4
+        } else {
+            kept_head
+        };
+        assert_eq!(
+            graph.activations - graph_head + tokens * vocab * 4 + tokens * h * 4,
+            fused.activations
+        );
     }
 }
 
-fn blocked_head_matches(arch: Architecture) {
+#[test]
+fn every_head_path_gives_the_whole_heads_loss_and_gradients() {
+    // An own unembedding (Llama), a tied one (Qwen2: the unembedding's gradient joins the
+    // lookup's) and Gemma 2's softcapped logits; everything trains, or only the layers (the
+    // head frozen), or only the own unembedding (the rows carry no graph).
+    let untied_head = || {
+        let mut spec = TinySpec::new(Architecture::Llama, 8);
+        spec.tie_embeddings = Some(false);
+        spec
+    };
+    let mut gemma2 = TinySpec::new(Architecture::Gemma, 8);
+    gemma2.gemma2 = true;
+    let cases = [
+        ("llama, all", TinySpec::new(Architecture::Llama, 8), None),
+        (
+            "qwen2 tied, all",
+            TinySpec::new(Architecture::Qwen2, 8),
+            None,
+        ),
+        ("gemma2 softcapped, all", gemma2, None),
+        ("llama, layers only", untied_head(), Some("layers.")),
+        ("llama, head only", untied_head(), Some("lm_head")),
+    ];
+    for (label, spec, only) in cases {
+        let tiny = TinyModel::with_spec(spec);
+        let model = Model::open(&tiny.spec_str()).unwrap();
+        let trainable: HashSet<String> = every_param(&model)
+            .into_iter()
+            .filter(|name| only.is_none_or(|part| name.contains(part)))
+            .collect();
+        head_paths_match(label, &model, &trainable);
+    }
+}
+
+fn head_paths_match(label: &str, model: &Model, trainable: &HashSet<String>) {
     let dev = Device::Cpu;
-    let tiny = TinyModel::new(arch, 8);
-    let model = Model::open(&tiny.spec_str()).unwrap();
-    let all = every_param(&model);
     let (ids, mask, targets) = batch(&dev);
     let index = Tensor::new(&[0u32, 1, 2, 3, 4, 5, 8, 9, 10, 11], &dev).unwrap();
     let picked_targets = targets
@@ -310,9 +362,9 @@ fn blocked_head_matches(arch: Architecture) {
         .unwrap()
         .index_select(&index, 0)
         .unwrap();
-    let run = |blocked: bool| {
-        let mut decoder = model.decoder(&all, DType::F32, &dev).unwrap();
-        decoder.set_activation_checkpointing(blocked);
+    let run = |path: Option<HeadPath>| {
+        let mut decoder = model.decoder(trainable, DType::F32, &dev).unwrap();
+        decoder.set_activation_checkpointing(matches!(path, Some(HeadPath::Blocks(_))));
         let hidden = decoder
             .hidden_states(&Inputs::text(&ids, Some(&mask)))
             .unwrap();
@@ -322,15 +374,18 @@ fn blocked_head_matches(arch: Architecture) {
             .unwrap()
             .index_select(&index, 0)
             .unwrap();
-        let loss = if blocked {
-            decoder.nll_in_blocks_of(&rows, &picked_targets, 3).unwrap()
-        } else {
-            tunescope::model::ops::cross_entropy_sum(
+        let loss = match path {
+            Some(path) => decoder.rows_nll_by(path, &rows, &picked_targets).unwrap(),
+            // The reference: the logits, then the composed cross entropy.
+            None => tunescope::model::ops::cross_entropy_sum_composed(
                 &decoder.logits(&rows).unwrap(),
                 &picked_targets,
             )
-            .unwrap()
+            .unwrap(),
         };
+        if path == Some(HeadPath::Fused) {
+            assert_eq!(decoder.head_path(&rows), HeadPath::Fused, "{label}");
+        }
         // Scaled as the step scales it, so the op's backward sees a gradient other than 1.
         let scaled = (loss.clone() * 0.25).unwrap();
         let store = scaled.backward().unwrap();
@@ -339,11 +394,14 @@ fn blocked_head_matches(arch: Architecture) {
         let grads: Vec<(String, Tensor)> = all.into_iter().collect();
         (loss.to_scalar::<f32>().unwrap(), grads)
     };
-    let (whole_loss, whole) = run(false);
-    let (blocked_loss, blocked) = run(true);
-    assert!(
-        (whole_loss - blocked_loss).abs() <= 1e-5 * whole_loss.abs(),
-        "{arch:?}: loss {whole_loss} vs {blocked_loss}"
-    );
-    assert_same_gradients(&format!("{arch:?}"), &whole, &blocked);
+    let (reference_loss, reference) = run(None);
+    for path in [HeadPath::Whole, HeadPath::Blocks(3), HeadPath::Fused] {
+        let (loss, grads) = run(Some(path));
+        let label = format!("{label}, {path:?}");
+        assert!(
+            (reference_loss - loss).abs() <= 1e-5 * reference_loss.abs(),
+            "{label}: loss {reference_loss} vs {loss}"
+        );
+        assert_same_gradients(&label, &reference, &grads);
+    }
 }

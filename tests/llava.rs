@@ -23,6 +23,7 @@ const SHAPE: tunescope::plan::StepShape = tunescope::plan::StepShape {
     dtype_bytes: 4,
     activation_checkpointing: false,
     fused_attention: true,
+    fused_head: true,
 };
 
 const TOLERANCE: f32 = 1e-4;

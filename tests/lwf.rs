@@ -1,5 +1,6 @@
-//! LwF (`regularize: {method: lwf}`) end to end on tiny models: λ 0 equals plain training bit
-//! for bit through the regularizer's code path, the teacher is the model at the start of the
+//! LwF (`regularize: {method: lwf}`) end to end on tiny models: λ 0 trains as plain training
+//! through the regularizer's code path (to float rounding: plain training's loss head is the
+//! fused one, LwF's keeps the logits for the KL), the teacher is the model at the start of the
 //! stage (also on resume), it shares every frozen tensor, it holds the model closer to its
 //! start, and bad settings fail before a run directory exists.
 
@@ -63,8 +64,19 @@ fn assert_same_weights(a: &RunDir, b: &RunDir) {
     }
 }
 
+/// Every weight of `b` within `tolerance` of the same weight of `a`.
+fn assert_close_weights(a: &RunDir, b: &RunDir, tolerance: f32) {
+    let a = load_tensors(&a.final_dir().join("model.safetensors"));
+    let b = load_tensors(&b.final_dir().join("model.safetensors"));
+    assert_eq!(a.len(), b.len());
+    for (name, ta) in &a {
+        let diff = common::max_abs_diff(ta, &b[name]);
+        assert!(diff <= tolerance, "{name} differs by {diff}");
+    }
+}
+
 #[test]
-fn lambda_zero_equals_plain_training_bit_for_bit() {
+fn lambda_zero_trains_as_plain_training() {
     let tmp = tempfile::tempdir().unwrap();
     let tiny = TinyModel::new(Architecture::Qwen2, 21);
     let plain = recipe(&tiny, tmp.path(), &[]);
@@ -76,18 +88,22 @@ fn lambda_zero_equals_plain_training_bit_for_bit() {
     assert_eq!(lwf.regularize.as_ref().unwrap().temperature, 2.0);
     let (plain_run, plain_steps) = train(&plain, &tmp.path().join("plain"));
     let (lwf_run, lwf_steps) = train(&lwf, &tmp.path().join("lwf"));
-    let bits = |steps: &[tunescope::train::StepMetrics]| -> Vec<(u64, u64)> {
-        steps
-            .iter()
-            .map(|m| (m.loss.to_bits(), m.grad_norm.to_bits()))
-            .collect()
-    };
-    assert_eq!(
-        bits(&plain_steps),
-        bits(&lwf_steps),
-        "losses or norms differ"
-    );
-    assert_same_weights(&plain_run, &lwf_run);
+    // The same sums in another order: plain training's loss head is fused, LwF's keeps the
+    // logits for the KL.
+    assert_eq!(plain_steps.len(), lwf_steps.len());
+    for (p, l) in plain_steps.iter().zip(&lwf_steps) {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * a.abs().max(1e-3);
+        assert!(
+            close(p.loss, l.loss) && close(p.grad_norm, l.grad_norm),
+            "step {}: loss {} vs {}, norm {} vs {}",
+            p.step,
+            p.loss,
+            l.loss,
+            p.grad_norm,
+            l.grad_norm
+        );
+    }
+    assert_close_weights(&plain_run, &lwf_run, 1e-5);
     // The KL was computed all along: 0 at the first step (student = teacher), then growing.
     assert!(plain_steps.iter().all(|m| m.lwf_kl.is_none()));
     let kl: Vec<f64> = lwf_steps.iter().map(|m| m.lwf_kl.unwrap()).collect();

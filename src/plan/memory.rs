@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::model::decoder::head_block_rows;
+use crate::model::ops::linear_cross_entropy::block_rows;
 use crate::model::weights::file_dtype;
 use crate::model::{ModelConfig, ModuleMap};
 use crate::recipe::Recipe;
@@ -24,6 +25,9 @@ pub struct StepShape {
     /// Whether attention runs through the fused CPU kernel, which keeps no `(B, H, T, T)`
     /// scores (the CPU; not with Gemma 2's score softcapping).
     pub fused_attention: bool,
+    /// Whether the loss head runs fused, a block of rows at a time with its gradients formed at
+    /// once (f32 on the CPU; see `HeadPath`).
+    pub fused_head: bool,
 }
 
 impl StepShape {
@@ -35,6 +39,7 @@ impl StepShape {
             dtype_bytes: if recipe.dtype == "bf16" { 2 } else { 4 },
             activation_checkpointing: recipe.activation_checkpointing,
             fused_attention: recipe.device == "cpu",
+            fused_head: recipe.device == "cpu" && recipe.dtype == "f32",
         }
     }
 }
@@ -65,6 +70,7 @@ pub fn estimate(
         dtype_bytes,
         activation_checkpointing,
         fused_attention,
+        fused_head,
     } = shape;
     let total_params = map.total() as u64;
     let trainable = selection.trainable_numel(map) as u64;
@@ -105,13 +111,18 @@ pub fn estimate(
     } else {
         layers_with_graph * tokens * per_token_per_layer * dtype_bytes as u64
     };
-    // Logits, log-probabilities and their gradient at labelled positions (at most every token),
-    // f32; with checkpointing the head runs a block of rows at a time and keeps the rows'
-    // gradient.
+    // The head at labelled positions (at most every token), f32. Whole: the logits, their
+    // gradient and the buffer backward adds it into. Fused: one block of logits, turned into
+    // their gradient in place, and the rows' gradient. In blocks of a graph (checkpointing
+    // elsewhere): a block's three, and the rows' gradient.
     let vocab = config.vocab_size as u64;
-    let head_activations = if activation_checkpointing {
+    let rows_grad = tokens * h * 4;
+    let head_activations = if fused_head {
+        let block = block_rows(config.vocab_size, tokens as usize) as u64;
+        block * vocab * 4 + rows_grad
+    } else if activation_checkpointing {
         let block = head_block_rows(config.vocab_size, tokens as usize) as u64;
-        block * vocab * 4 * 3 + tokens * h * 4
+        block * vocab * 4 * 3 + rows_grad
     } else {
         tokens * vocab * 4 * 3
     };

@@ -46,8 +46,8 @@ pub fn summed_nll_with_images(
 ) -> Result<Tensor> {
     let inputs = Inputs::text(input_ids, Some(attention_mask)).with_images(images);
     match labelled_rows(decoder, &inputs, labels)? {
-        // With activation checkpointing the head runs in blocks of rows.
-        Some((rows, _, targets)) => decoder.nll_in_blocks(&rows, &targets),
+        // The head runs fused or in blocks of rows where it can (see `HeadPath`).
+        Some((rows, _, targets)) => decoder.rows_nll(&rows, &targets),
         None => Ok(Tensor::zeros((), DType::F32, decoder.device())?),
     }
 }

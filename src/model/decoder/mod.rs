@@ -11,7 +11,7 @@ mod cache;
 mod checkpoint;
 mod context;
 mod embed;
-mod head_chunks;
+mod head_loss;
 mod inputs;
 mod kv_store;
 mod layer;
@@ -21,7 +21,7 @@ mod source;
 
 pub use cache::KvCache;
 pub use checkpoint::Checkpointing;
-pub use head_chunks::head_block_rows;
+pub use head_loss::{head_block_rows, HeadPath};
 pub use inputs::Inputs;
 pub use source::WeightSource;
 

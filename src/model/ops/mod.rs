@@ -1,7 +1,8 @@
 //! Fused ops with their own backward pass: RMS norm, softmax over the last dimension (plain and
 //! with the attention scale and mask folded in), causal attention, rotary embedding (alone, or
-//! while splitting a projection into heads), SwiGLU and the summed cross entropy at given targets;
-//! and the few-row product of decoding.
+//! while splitting a projection into heads), SwiGLU, the summed cross entropy at given targets
+//! (alone, or with the unembedding and both gradients in one blocked pass); and the few-row
+//! product of decoding.
 //!
 //! On the CPU each op is one candle `CustomOp` whose forward and backward are single passes over
 //! the rows (computed in f32 whatever the storage dtype, spread over candle's thread pool); the
@@ -17,6 +18,7 @@ mod cross_entropy;
 pub(crate) mod exp;
 pub mod gemm;
 mod heads;
+pub mod linear_cross_entropy;
 mod rms_norm;
 mod rope;
 pub(crate) mod simd;
@@ -36,6 +38,7 @@ pub use attention::{
 };
 pub use cross_entropy::{cross_entropy_sum, cross_entropy_sum_composed};
 pub use heads::{to_heads, to_heads_composed};
+pub use linear_cross_entropy::{linear_cross_entropy_sum, HeadLoss};
 pub use rms_norm::{rms_norm, rms_norm_composed};
 pub use rope::{rope, rope_composed};
 pub use small_matmul::{small_matmul, SMALL_MATMUL_MAX_ROWS};
