@@ -226,7 +226,7 @@ fn lora_dropout_masks_are_replayed_in_the_recomputation() {
 }
 
 #[test]
-fn plan_counts_what_checkpointing_and_fused_attention_keep() {
+fn plan_counts_what_checkpointing_and_fused_ops_keep() {
     let tiny = TinyModel::new(Architecture::Llama, 5);
     let model = Model::open(&tiny.spec_str()).unwrap();
     let map = model.module_map();
@@ -240,7 +240,7 @@ fn plan_counts_what_checkpointing_and_fused_attention_keep() {
         seq: 16,
         dtype_bytes: 4,
         activation_checkpointing: false,
-        fused_attention: true,
+        fused_ops: true,
         // The graph's head, as on a GPU; the fused head is checked below.
         fused_head: false,
     };
@@ -270,21 +270,22 @@ fn plan_counts_what_checkpointing_and_fused_attention_keep() {
     assert!(checkpointed.activations < kept.activations);
     // The weight files (f32 here) are mapped while the model is open.
     assert_eq!(kept.mapped_files, map.total() as u64 * 4);
-    // Without the fused kernel (a GPU) the scores, probabilities and their gradient are kept:
-    // 3·heads·seq values per token and layer instead of one log-sum-exp per head.
+    // Without the fused kernels (a GPU) the scores, probabilities and their gradient are kept:
+    // 3·heads·seq values per token and layer instead of one log-sum-exp per head; and SiLU's
+    // output, one intermediate row per token and layer.
     let composed = estimate(
         &model.config,
         &map,
         &selection,
         StepShape {
-            fused_attention: false,
+            fused_ops: false,
             ..shape
         },
     );
     let heads = c.num_attention_heads as u64;
     assert_eq!(
         composed.activations - kept.activations,
-        layers * tokens * (3 * heads * shape.seq as u64 - heads) * 4
+        layers * tokens * (3 * heads * shape.seq as u64 - heads + c.intermediate_size as u64) * 4
     );
     assert_eq!(
         checkpointed.total - checkpointed.activations,

@@ -22,7 +22,7 @@ const SHAPE: tunescope::plan::StepShape = tunescope::plan::StepShape {
     seq: 64,
     dtype_bytes: 4,
     activation_checkpointing: false,
-    fused_attention: true,
+    fused_ops: true,
     fused_head: true,
 };
 

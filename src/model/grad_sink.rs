@@ -24,7 +24,8 @@ impl GradSink {
         Self::default()
     }
 
-    /// Adds `grad` to the gradient kept for parameter `id`.
+    /// Adds `grad` to the gradient kept for parameter `id`. The sink owns `grad` from here: a
+    /// later gradient of `id` is added into it in place, so it must not be shared.
     pub fn add(&self, id: TensorId, grad: Tensor) -> candle_core::Result<()> {
         let mut grads = self
             .grads
@@ -49,14 +50,15 @@ impl GradSink {
     }
 }
 
-/// Adds `grad` to the entry of `id` in `grads` (or makes it the entry).
+/// Adds `grad` to the entry of `id` in `grads` (or makes it the entry); the entry is written in
+/// place (see [`crate::model::ops::add_in_place`]), so it must not be shared.
 pub(crate) fn accumulate(
     grads: &mut HashMap<TensorId, Tensor>,
     id: TensorId,
     grad: Tensor,
 ) -> candle_core::Result<()> {
     let sum = match grads.remove(&id) {
-        Some(previous) => (previous + grad)?,
+        Some(previous) => crate::model::ops::add_in_place(previous, &grad)?,
         None => grad,
     };
     grads.insert(id, sum);

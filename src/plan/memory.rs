@@ -22,9 +22,10 @@ pub struct StepShape {
     pub dtype_bytes: usize,
     /// Whether layers are recomputed in the backward.
     pub activation_checkpointing: bool,
-    /// Whether attention runs through the fused CPU kernel, which keeps no `(B, H, T, T)`
-    /// scores (the CPU; not with Gemma 2's score softcapping).
-    pub fused_attention: bool,
+    /// Whether the fused CPU kernels run (the CPU): attention then keeps one log-sum-exp per
+    /// head instead of the `(B, H, T, T)` scores (not with Gemma 2's score softcapping), and
+    /// SwiGLU no SiLU output (not Gemma's GELU gating).
+    pub fused_ops: bool,
     /// Whether the loss head runs fused, a block of rows at a time with its gradients formed at
     /// once (f32 on the CPU; see `HeadPath`).
     pub fused_head: bool,
@@ -38,7 +39,7 @@ impl StepShape {
             seq: recipe.max_length,
             dtype_bytes: if recipe.dtype == "bf16" { 2 } else { 4 },
             activation_checkpointing: recipe.activation_checkpointing,
-            fused_attention: recipe.device == "cpu",
+            fused_ops: recipe.device == "cpu",
             fused_head: recipe.device == "cpu" && recipe.dtype == "f32",
         }
     }
@@ -69,7 +70,7 @@ pub fn estimate(
         seq,
         dtype_bytes,
         activation_checkpointing,
-        fused_attention,
+        fused_ops,
         fused_head,
     } = shape;
     let total_params = map.total() as u64;
@@ -97,12 +98,18 @@ pub fn estimate(
     let tokens = (batch * seq) as u64;
     // Scores, probabilities and their gradient per head and key; the fused kernel keeps one
     // log-sum-exp per head instead.
-    let scores = if fused_attention && config.gemma.attn_logit_softcapping.is_none() {
+    let scores = if fused_ops && config.gemma.attn_logit_softcapping.is_none() {
         heads
     } else {
         3 * heads * seq as u64
     };
-    let per_token_per_layer = 6 * h + 4 * q + 4 * kv + 4 * i + scores;
+    // Gate, up and their product; the composed SwiGLU and GELU gating keep the activation too.
+    let intermediates = if fused_ops && !config.gemma.gelu_tanh {
+        3
+    } else {
+        4
+    };
+    let per_token_per_layer = 6 * h + 4 * q + 4 * kv + intermediates * i + scores;
     let layer_activations = if trainable == 0 {
         0
     } else if activation_checkpointing {

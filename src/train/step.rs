@@ -151,8 +151,9 @@ pub fn regularized_step(
         }
         for (name, g) in step_grads {
             let g = g.to_dtype(DType::F32)?;
+            // The step's sum is its own (fresh gradients, their store dropped): added in place.
             let sum = match grads.remove(&name) {
-                Some(acc) => (acc + g)?,
+                Some(acc) => crate::model::ops::add_in_place(acc, &g)?,
                 None => g,
             };
             grads.insert(name, sum);

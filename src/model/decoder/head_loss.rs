@@ -16,7 +16,7 @@
 //! share back to candle, the head parameters' to the decoder's [`GradSink`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{CustomOp1, DType, Tensor, TensorId, Var};
 
@@ -100,13 +100,11 @@ impl Decoder {
         if loss.x_grad.is_none() && loss.w_grad.is_none() {
             return Ok(value);
         }
-        let head_grads = loss.w_grad.map(|g| (w.id(), g)).into_iter().collect();
-        let op = HeadOp {
-            value: Precomputed::new(value, "fused loss head"),
-            row_grad: loss.x_grad,
-            head_grads,
-            sink: self.grads.clone(),
+        let grads = HeadGrads {
+            rows: loss.x_grad,
+            params: loss.w_grad.map(|g| (w.id(), g)).into_iter().collect(),
         };
+        let op = HeadOp::new(value, grads, &self.grads);
         Ok(reachable(rows)?.apply_op1(op)?)
     }
 
@@ -147,22 +145,37 @@ impl Decoder {
         } else {
             None
         };
-        let op = HeadOp {
-            value: Precomputed::new(value, "loss head in blocks"),
-            row_grad,
-            head_grads,
-            sink: self.grads.clone(),
+        let grads = HeadGrads {
+            rows: row_grad,
+            params: head_grads,
         };
-        Ok(reachable(rows)?.apply_op1(op)?)
+        Ok(reachable(rows)?.apply_op1(HeadOp::new(value, grads, &self.grads))?)
     }
+}
+
+/// The gradients a head op hands over in its backward, once.
+struct HeadGrads {
+    /// The rows' gradient, when they carry a graph.
+    rows: Option<Tensor>,
+    /// The head parameters' gradients, by id.
+    params: HashMap<TensorId, Tensor>,
 }
 
 /// The custom op of the fused and blocked heads (see the module doc).
 struct HeadOp {
     value: Precomputed,
-    row_grad: Option<Tensor>,
-    head_grads: HashMap<TensorId, Tensor>,
+    grads: Mutex<Option<HeadGrads>>,
     sink: Arc<GradSink>,
+}
+
+impl HeadOp {
+    fn new(value: Tensor, grads: HeadGrads, sink: &Arc<GradSink>) -> Self {
+        Self {
+            value: Precomputed::new(value, "loss head"),
+            grads: Mutex::new(Some(grads)),
+            sink: sink.clone(),
+        }
+    }
 }
 
 impl CustomOp1 for HeadOp {
@@ -172,22 +185,27 @@ impl CustomOp1 for HeadOp {
 
     precomputed_forwards!(value);
 
+    /// Scales the gradients by the incoming one in place (they are the op's alone) and hands
+    /// them over; a second backward through the same op is an error.
     fn bwd(
         &self,
         arg: &Tensor,
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        for (id, g) in &self.head_grads {
-            let scaled = g.broadcast_mul(&grad_res.to_dtype(g.dtype())?)?;
-            self.sink.add(*id, scaled)?;
+        let grads = self
+            .grads
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("loss head: lock poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("loss head: backward ran twice".into()))?;
+        let scale = grad_res.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        for (id, g) in grads.params {
+            self.sink.add(id, ops::scale_in_place(g, scale)?)?;
         }
-        match &self.row_grad {
-            Some(g) => Ok(Some(
-                g.broadcast_mul(&grad_res.to_dtype(g.dtype())?)?
-                    .to_dtype(arg.dtype())?,
-            )),
-            None => Ok(None),
-        }
+        grads
+            .rows
+            .map(|g| ops::scale_in_place(g, scale)?.to_dtype(arg.dtype()))
+            .transpose()
     }
 }

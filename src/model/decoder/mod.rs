@@ -129,7 +129,8 @@ impl Decoder {
         let mut grads = BTreeMap::new();
         for (name, var) in &self.vars {
             let grad = match (store.get(var.as_tensor()), aside.remove(&var.id())) {
-                (Some(a), Some(b)) => (a + b)?,
+                // The sink's tensor is ours alone; the store's is left as it is.
+                (Some(a), Some(b)) => crate::model::ops::add_in_place(b, a)?,
                 (Some(a), None) => a.clone(),
                 (None, Some(b)) => b,
                 (None, None) => continue,

@@ -18,6 +18,7 @@ mod cross_entropy;
 pub(crate) mod exp;
 pub mod gemm;
 mod heads;
+mod in_place;
 pub mod linear_cross_entropy;
 mod rms_norm;
 mod rope;
@@ -38,6 +39,7 @@ pub use attention::{
 };
 pub use cross_entropy::{cross_entropy_sum, cross_entropy_sum_composed};
 pub use heads::{to_heads, to_heads_composed};
+pub use in_place::{add_in_place, scale_in_place};
 pub use linear_cross_entropy::{linear_cross_entropy_sum, HeadLoss};
 pub use rms_norm::{rms_norm, rms_norm_composed};
 pub use rope::{rope, rope_composed};
