@@ -264,10 +264,11 @@ fn plan_counts_what_checkpointing_and_fused_ops_keep() {
     let kept_head = tokens * vocab * 4 * 3;
     // The estimate's per-layer activations, from the kept figure.
     let per_layer = (kept.activations - kept_head) / layers;
-    // One block holds every row at this size: the logits as before, plus the rows' gradient.
-    let expected = layers * tokens * h * 4 + per_layer + kept_head + tokens * h * 4;
+    // Each layer's input, one layer's activations and their gradients; one block holds every row
+    // at this size: the logits as before, plus the rows' gradient.
+    let expected = layers * tokens * h * 4 + 2 * per_layer + kept_head + tokens * h * 4;
+    // (With this model's two layers that is no less than keeping everything.)
     assert_eq!(checkpointed.activations, expected);
-    assert!(checkpointed.activations < kept.activations);
     // The weight files (f32 here) are mapped while the model is open.
     assert_eq!(kept.mapped_files, map.total() as u64 * 4);
     // Without the fused kernels (a GPU) the scores, probabilities and their gradient are kept:

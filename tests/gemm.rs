@@ -272,6 +272,25 @@ fn linear_takes_inputs_of_any_rank() {
 }
 
 #[test]
+fn an_unread_linear_computes_no_value_and_the_linears_gradients() {
+    let _guard = GLOBAL.lock().unwrap();
+    ops::set_fused(true);
+    let (b, t, inp, out) = (2, 3, 6, 5);
+    let x = Var::from_tensor(&tensor(b * t, inp, 80).reshape((b, t, inp)).unwrap()).unwrap();
+    let w = Var::from_tensor(&tensor(out, inp, 81)).unwrap();
+    let u = tensor(b * t, out, 82).reshape((b, t, out)).unwrap();
+    let unread = gemm::linear_unread(x.as_tensor(), w.as_tensor(), None).unwrap();
+    assert_eq!(unread.dims(), &[b, t, out]);
+    assert!(
+        flat(&unread).iter().all(|&v| v == 0.0),
+        "an unread value is zeros"
+    );
+    let read = gemm::linear(x.as_tensor(), w.as_tensor()).unwrap();
+    assert!(flat(&read).iter().any(|&v| v != 0.0));
+    assert_same_gradients(unread, read, &u, [("dx", &x), ("dW", &w)]);
+}
+
+#[test]
 fn trainable_linear_gradients_match_finite_differences() {
     let _guard = GLOBAL.lock().unwrap();
     ops::set_fused(true);

@@ -3,7 +3,7 @@
 //! Candle's backward adds each gradient it receives into a fresh zero tensor of the
 //! parameter's size (`GradStore::or_insert`, then `add`): for a trainable weight matrix that is
 //! a memset and an extra pass over the gradient per step. Ops that compute a weight gradient
-//! themselves (the GEMM linear, checkpointed layers, the blocked loss head) leave it here
+//! themselves (the GEMM linear, checkpointed layers, the fused and blocked loss heads) leave it here
 //! instead, keyed by the parameter's tensor id, and return nothing for it to candle. The
 //! decoder merges both in [`crate::model::Decoder::trainable_grads`].
 

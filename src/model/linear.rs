@@ -107,6 +107,28 @@ impl Linear {
                 Param::Frozen(w) => frozen_matmul(x, w)?,
             }
         };
+        self.adapter_and_bias(x, y, inference)
+    }
+
+    /// [`Linear::forward`] for a value nobody reads, only backpropagates through (the last
+    /// product of a checkpointed layer's recomputation): where the GEMM linear takes it, the
+    /// product is a node of zeros with the linear's backward ([`gemm::linear_unread`]), so the
+    /// forward product is not computed; elsewhere the plain forward. An adapter and a bias still
+    /// add their (cheap) values.
+    pub fn apply_unread(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.weight.tensor();
+        if !gemm::handles(x, w) {
+            return self.forward(x);
+        }
+        let y = match &self.weight {
+            Param::Trainable(_) => gemm::linear_unread(x, w, self.weight_grads.as_ref())?,
+            Param::Frozen(w) => gemm::linear_unread(x, &w.detach(), None)?,
+        };
+        self.adapter_and_bias(x, y, false)
+    }
+
+    /// `y` plus the adapter's update of `x` and the bias, when the layer has them.
+    fn adapter_and_bias(&self, x: &Tensor, y: Tensor, inference: bool) -> Result<Tensor> {
         let y = match &self.lora {
             Some(adapter) => (y + over_rows(x, |x2| adapter.forward(x2))?)?,
             None => y,

@@ -19,7 +19,7 @@ pub enum RegularizeMethod {
 #[serde(deny_unknown_fields)]
 pub struct RegularizeSpec {
     pub method: RegularizeMethod,
-    /// Weight λ of the distillation term (≥ 0; 0 leaves plain training, bit for bit).
+    /// Weight λ of the distillation term (≥ 0; 0 trains as plain training, to float rounding).
     #[serde(default = "default_lambda")]
     pub lambda: f64,
     /// Softmax temperature T (> 0) of both distributions; the term is scaled by T².

@@ -70,7 +70,8 @@ pub(super) fn run_layer(
         shared: shared.clone(),
         layer: layer.clone(),
         vars,
-        inputs: inputs.clone(),
+        // The recomputation only backpropagates: the layer's output value goes unread.
+        inputs: inputs.with_output_unread(),
         dropout_at_start,
     };
     Ok(arg.apply_op1(op)?)

@@ -29,9 +29,20 @@ pub(super) struct AttentionInputs {
     bias: OnceLock<Tensor>,
     /// Whether this call builds no graph (cached decoding): products take the few-row path.
     pub(super) inference: bool,
+    /// Whether nobody reads the layer's output value, only backpropagates through it (the
+    /// recomputation of a checkpointed layer): its last product then computes no value.
+    pub(super) output_unread: bool,
 }
 
 impl AttentionInputs {
+    /// The same inputs for a pass whose layer output goes unread (see `output_unread`).
+    pub(super) fn with_output_unread(&self) -> Self {
+        Self {
+            output_unread: true,
+            ..self.clone()
+        }
+    }
+
     /// The mask as an additive bias `(B, 1, T, S)` in the compute dtype.
     pub(super) fn bias(&self) -> Result<&Tensor> {
         if let Some(bias) = self.bias.get() {
@@ -111,6 +122,7 @@ impl Decoder {
             mask: AttentionMask::new(key_valid, past, global_window)?,
             bias: OnceLock::new(),
             inference,
+            output_unread: false,
             cos,
             sin,
         };
@@ -124,6 +136,7 @@ impl Decoder {
                 mask: AttentionMask::new(key_valid, past, c.sliding_window)?,
                 bias: OnceLock::new(),
                 inference,
+                output_unread: false,
                 cos,
                 sin,
             })

@@ -213,7 +213,13 @@ pub(super) fn layer_parts(
     } else {
         ops::swiglu(&gate, &up)?
     };
-    let mut mlp = layer.down.apply(&gated, inputs.inference)?;
+    // Without a norm after it, the MLP's output value feeds only the residual sum, the layer's
+    // output: where that goes unread, the product keeps its backward and computes no value.
+    let mut mlp = if inputs.output_unread && layer.post_ff_norm.is_none() {
+        layer.down.apply_unread(&gated)?
+    } else {
+        layer.down.apply(&gated, inputs.inference)?
+    };
     if let Some(post_ff) = &layer.post_ff_norm {
         mlp = norm(config, &mlp, post_ff)?;
     }

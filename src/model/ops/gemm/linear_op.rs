@@ -40,11 +40,23 @@ pub fn linear_with_grad_sink(
     w: &Tensor,
     sink: Option<&Arc<GradSink>>,
 ) -> Result<Tensor> {
+    apply(x, w, sink, false)
+}
+
+/// [`linear_with_grad_sink`] as a node whose value is zeros: the product is not computed, the
+/// backward is the linear's. For a product whose value nobody reads and that is only
+/// backpropagated through (the last product of a checkpointed layer's recomputation).
+pub fn linear_unread(x: &Tensor, w: &Tensor, sink: Option<&Arc<GradSink>>) -> Result<Tensor> {
+    apply(x, w, sink, true)
+}
+
+fn apply(x: &Tensor, w: &Tensor, sink: Option<&Arc<GradSink>>, unread: bool) -> Result<Tensor> {
     if !handles(x, w) {
         bail!("gemm::linear takes an f32 CPU input of rank 2 or more and an f32 CPU matrix, with fused ops on");
     }
     let op = LinearOp {
         weight_grad_sink: sink.map(|sink| (sink.clone(), w.id())),
+        unread,
     };
     let (x, w) = (row_major(x)?, row_major(w)?);
     x.apply_op2(&w, op)
@@ -114,9 +126,11 @@ fn product(m: usize, n: usize, k: usize, a: Operand, b: Operand) -> Result<Vec<f
     Ok(c)
 }
 
-/// The op; with a sink, where `W`'s gradient goes and under which id.
+/// The op; with a sink, where `W`'s gradient goes and under which id; `unread`: the value is
+/// zeros (see [`linear_unread`]).
 struct LinearOp {
     weight_grad_sink: Option<(Arc<GradSink>, TensorId)>,
+    unread: bool,
 }
 
 impl CustomOp2 for LinearOp {
@@ -136,13 +150,17 @@ impl CustomOp2 for LinearOp {
         if w_in != in_dim {
             bail!("gemm linear: x has {in_dim} columns but W has {w_in}");
         }
-        let y = product(
-            rows,
-            out,
-            in_dim,
-            Operand::plain(x, ldx),
-            Operand::transposed(w, ldw),
-        )?;
+        let y = if self.unread {
+            vec![0f32; rows * out]
+        } else {
+            product(
+                rows,
+                out,
+                in_dim,
+                Operand::plain(x, ldx),
+                Operand::transposed(w, ldw),
+            )?
+        };
         crate::model::ops::count_fused_call();
         let mut dims = l1.dims().to_vec();
         if let Some(last) = dims.last_mut() {

@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{bail, Result};
 
-pub use linear_op::{handles, linear, linear_with_grad_sink};
+pub use linear_op::{handles, linear, linear_unread, linear_with_grad_sink};
 use problem::{split, Problem};
 
 /// The backend compiled in: `gemm-crate`, `openblas` or `mkl`.
