@@ -18,7 +18,7 @@ use candle_core::{bail, Result, Tensor};
 
 use super::cpu::{for_each_row_with, with_f32, with_u32, worth_parallel, OutPtr};
 use super::exp;
-use super::gemm::{self, sgemm, sgemm_uninit, Operand};
+use super::gemm::{self, sgemm, sgemm_new, sgemm_uninit, Operand};
 
 /// Most logits one block holds (rows × vocabulary): 32 Mi f32 values, 128 MiB.
 const BLOCK_LOGITS: usize = 32 << 20;
@@ -187,21 +187,7 @@ fn head_loss(
             );
             match w_grad.as_mut() {
                 Some(g) => sgemm(vocab, hidden, len, a, b, 1.0, g, hidden)?,
-                None => {
-                    let mut g: Vec<f32> = Vec::with_capacity(vocab * hidden);
-                    sgemm_uninit(
-                        vocab,
-                        hidden,
-                        len,
-                        a,
-                        b,
-                        &mut g.spare_capacity_mut()[..vocab * hidden],
-                        hidden,
-                    )?;
-                    // SAFETY: the product wrote all `vocab × hidden` values.
-                    unsafe { g.set_len(vocab * hidden) };
-                    w_grad = Some(g);
-                }
+                None => w_grad = Some(sgemm_new(vocab, hidden, len, a, b)?),
             }
         }
     }

@@ -10,7 +10,7 @@ use candle_core::{
     bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, TensorId,
 };
 
-use super::{sgemm_uninit, Operand};
+use super::{sgemm_new as product, Operand};
 use crate::model::grad_sink::GradSink;
 
 /// Whether [`linear`] takes `x` and `w`: fused ops on ([`crate::model::ops::set_fused`]), both
@@ -113,17 +113,6 @@ fn with_view<R>(
         Storage::Cpu(s) => f(view(s, layout, what)?),
         _ => bail!("gemm linear: {what} is not on the CPU"),
     }
-}
-
-/// `op(A)·op(B)` of `m × n` in a new row-major buffer (not zeroed first: the product writes
-/// every element).
-fn product(m: usize, n: usize, k: usize, a: Operand, b: Operand) -> Result<Vec<f32>> {
-    let len = m * n;
-    let mut c: Vec<f32> = Vec::with_capacity(len);
-    sgemm_uninit(m, n, k, a, b, &mut c.spare_capacity_mut()[..len], n)?;
-    // SAFETY: `sgemm_uninit` wrote all `m × n = len` elements (rows `n` apart).
-    unsafe { c.set_len(len) };
-    Ok(c)
 }
 
 /// The op; with a sink, where `W`'s gradient goes and under which id; `unread`: the value is

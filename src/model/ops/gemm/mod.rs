@@ -196,6 +196,17 @@ pub fn sgemm_uninit(
     Ok(())
 }
 
+/// `op(A)·op(B)` of `m × n` in a new row-major buffer (not zeroed first: the product writes
+/// every element).
+pub fn sgemm_new(m: usize, n: usize, k: usize, a: Operand, b: Operand) -> Result<Vec<f32>> {
+    let len = m * n;
+    let mut c: Vec<f32> = Vec::with_capacity(len);
+    sgemm_uninit(m, n, k, a, b, &mut c.spare_capacity_mut()[..len], n)?;
+    // SAFETY: `sgemm_uninit` wrote all `m × n = len` elements (rows `n` apart).
+    unsafe { c.set_len(len) };
+    Ok(c)
+}
+
 /// [`sgemm`] with the threading given.
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_with(
