@@ -180,6 +180,49 @@ fn cases() -> Vec<Case> {
 }
 
 #[test]
+fn a_replayed_attention_hands_back_the_recorded_result_with_the_same_gradients() {
+    let _guard = lock();
+    ops::set_fused_attention(true);
+    for (i, case) in cases().iter().enumerate() {
+        let [q, k, v] = case.operands(10 * i as u64 + 3);
+        let mask = case.mask();
+        let scale = 1.0 / (case.dim as f64).sqrt();
+        let plain = ops::causal_attention(&q, &k, &v, &mask, scale).unwrap();
+        let plain_grads = case.loss(&plain, 6).backward().unwrap();
+        // Recorded from operands without a graph, as a checkpointed layer's forward runs.
+        let memo = std::sync::Arc::new(ops::AttentionMemo::default());
+        let record = ops::MemoUse::Record(memo.clone());
+        let detached = [&q, &k, &v].map(|x| x.as_tensor().detach());
+        let [qd, kd, vd] = &detached;
+        ops::causal_attention_with_memo(qd, kd, vd, &mask, scale, Some(&record)).unwrap();
+        assert!(memo.is_kept(), "{}", case.name);
+        // Replayed over other queries: the recorded output comes back, so nothing was computed.
+        let replay = ops::MemoUse::Replay(memo.clone());
+        let other_q = (q.as_tensor() * 2.0).unwrap();
+        let replayed =
+            ops::causal_attention_with_memo(&other_q, &k, &v, &mask, scale, Some(&replay)).unwrap();
+        assert!(!memo.is_kept(), "{}: replayed once", case.name);
+        assert_eq!(flat(&replayed), flat(&plain), "{}", case.name);
+        // Replayed over the same operands: the backward is the plain one's.
+        ops::causal_attention_with_memo(qd, kd, vd, &mask, scale, Some(&record)).unwrap();
+        let replayed =
+            ops::causal_attention_with_memo(&q, &k, &v, &mask, scale, Some(&replay)).unwrap();
+        let grads = case.loss(&replayed, 6).backward().unwrap();
+        for (x, label) in [(&q, "q"), (&k, "k"), (&v, "v")] {
+            let diff = max_diff(
+                grads.get(x.as_tensor()).unwrap(),
+                plain_grads.get(x.as_tensor()).unwrap(),
+            );
+            assert!(
+                diff == 0.0,
+                "{}: gradient of {label} differs by {diff}",
+                case.name
+            );
+        }
+    }
+}
+
+#[test]
 fn fused_attention_matches_composition_with_gradients() {
     let _guard = lock();
     ops::set_fused_attention(true);

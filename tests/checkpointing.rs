@@ -264,9 +264,12 @@ fn plan_counts_what_checkpointing_and_fused_ops_keep() {
     let kept_head = tokens * vocab * 4 * 3;
     // The estimate's per-layer activations, from the kept figure.
     let per_layer = (kept.activations - kept_head) / layers;
-    // Each layer's input, one layer's activations and their gradients; one block holds every row
+    // Each layer's input and attention output and log-sum-exp, one layer's activations and
+    // their gradients; one block holds every row
     // at this size: the logits as before, plus the rows' gradient.
-    let expected = layers * tokens * h * 4 + 2 * per_layer + kept_head + tokens * h * 4;
+    let (q, heads) = (c.q_dim() as u64, c.num_attention_heads as u64);
+    let expected =
+        layers * tokens * (h + q + heads) * 4 + 2 * per_layer + kept_head + tokens * h * 4;
     // (With this model's two layers that is no less than keeping everything.)
     assert_eq!(checkpointed.activations, expected);
     // The weight files (f32 here) are mapped while the model is open.

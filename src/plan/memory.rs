@@ -101,7 +101,8 @@ pub fn estimate(
     let tokens = (batch * seq) as u64;
     // Scores, probabilities and their gradient per head and key; the fused kernel keeps one
     // log-sum-exp per head instead.
-    let scores = if fused_ops && config.gemma.attn_logit_softcapping.is_none() {
+    let fused_scores = fused_ops && config.gemma.attn_logit_softcapping.is_none();
+    let scores = if fused_scores {
         heads
     } else {
         3 * heads * seq as u64
@@ -116,10 +117,13 @@ pub fn estimate(
     let layer_activations = if trainable == 0 {
         0
     } else if activation_checkpointing {
-        // Each layer's input is kept; while a layer's backward runs, its recomputed activations
-        // live, and about as much again in the gradients that backward forms (measured: 16 ×
-        // 512 tokens of SmolLM2, README "Memory").
+        // Each layer's input is kept, and the fused attention's output and log-sum-exp (f32) for
+        // the recomputation; while a layer's backward runs, its recomputed activations live,
+        // and about as much again in the gradients that backward forms (measured: 16 × 512
+        // tokens of SmolLM2, README "Memory").
+        let attention_kept = if fused_scores { (q + heads) * 4 } else { 0 };
         (layers_with_graph * h + 2 * per_token_per_layer) * tokens * dtype_bytes as u64
+            + layers_with_graph * tokens * attention_kept
     } else {
         layers_with_graph * tokens * per_token_per_layer * dtype_bytes as u64
     };

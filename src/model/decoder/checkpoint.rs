@@ -6,8 +6,11 @@
 //! backward recomputes the layer from the saved input, backpropagates the incoming gradient
 //! through the recomputation, returns the input's gradient to candle's backward and leaves the
 //! layer's parameter gradients in the decoder's [`GradSink`], which the optimizer step reads
-//! after the backward. Stored per layer: one `(B, T, H)` input; at most one layer's activations
-//! live at a time, in the forward and in the backward. Costs one more forward per layer.
+//! after the backward. Stored per layer: one `(B, T, H)` input, and the fused attention's output
+//! and log-sum-exp, which the recomputation replays instead of running the attention kernel
+//! ([`AttentionMemo`]); at most one layer's activations live at a time, in the forward and in the
+//! backward. Costs one more forward per layer, less its attention and its last product (whose
+//! value the recomputation never reads).
 
 use std::sync::Arc;
 
@@ -18,6 +21,7 @@ use super::layer::{layer_parts, Layer};
 use crate::model::config::ModelConfig;
 use crate::model::grad_sink::GradSink;
 use crate::model::lora::DropoutSwitch;
+use crate::model::ops::AttentionMemo;
 use crate::model::precomputed::{precomputed_forwards, Precomputed};
 
 /// What every checkpointed layer of one decoder shares: the configuration, LoRA's dropout
@@ -61,9 +65,18 @@ pub(super) fn run_layer(
         return Ok(layer_parts(&shared.config, layer, x, inputs, None)?.0);
     }
     let dropout_at_start = shared.dropout.as_ref().and_then(|d| d.position());
-    let value = layer_parts(&shared.config, layer, &x.detach(), inputs, None)?
-        .0
-        .detach();
+    // The forward keeps the attention's result for the recomputation, which then runs no
+    // attention kernel (its backward still does).
+    let memo = Arc::new(AttentionMemo::default());
+    let value = layer_parts(
+        &shared.config,
+        layer,
+        &x.detach(),
+        &inputs.recording(&memo),
+        None,
+    )?
+    .0
+    .detach();
     let arg = reachable(x)?;
     let op = LayerOp {
         value: Precomputed::new(value, "checkpointed layer"),
@@ -71,7 +84,7 @@ pub(super) fn run_layer(
         layer: layer.clone(),
         vars,
         // The recomputation only backpropagates: the layer's output value goes unread.
-        inputs: inputs.with_output_unread(),
+        inputs: inputs.recomputing(&memo),
         dropout_at_start,
     };
     Ok(arg.apply_op1(op)?)

@@ -1,13 +1,13 @@
 //! What every layer attends with for one call: rope tables and attention biases, built from
 //! the padding mask (and, for M-RoPE, the images), for full sequences and cached decoding.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 
 use super::Decoder;
-use crate::model::ops::AttentionMask;
+use crate::model::ops::{self, AttentionMask};
 use crate::model::vlm::ImageBatch;
 
 /// M-RoPE's three position streams (temporal, row, column), each `[row][position]`.
@@ -32,13 +32,27 @@ pub(super) struct AttentionInputs {
     /// Whether nobody reads the layer's output value, only backpropagates through it (the
     /// recomputation of a checkpointed layer): its last product then computes no value.
     pub(super) output_unread: bool,
+    /// A checkpointed layer's attention result, recorded in its forward and replayed in its
+    /// recomputation (see [`ops::AttentionMemo`]).
+    pub(super) attention_memo: Option<ops::MemoUse>,
 }
 
 impl AttentionInputs {
-    /// The same inputs for a pass whose layer output goes unread (see `output_unread`).
-    pub(super) fn with_output_unread(&self) -> Self {
+    /// The same inputs for a checkpointed layer's forward, which keeps its attention result in
+    /// `memo`.
+    pub(super) fn recording(&self, memo: &Arc<ops::AttentionMemo>) -> Self {
+        Self {
+            attention_memo: Some(ops::MemoUse::Record(memo.clone())),
+            ..self.clone()
+        }
+    }
+
+    /// The same inputs for a checkpointed layer's recomputation: the attention result kept in
+    /// `memo` is replayed, and the layer's output goes unread (see `output_unread`).
+    pub(super) fn recomputing(&self, memo: &Arc<ops::AttentionMemo>) -> Self {
         Self {
             output_unread: true,
+            attention_memo: Some(ops::MemoUse::Replay(memo.clone())),
             ..self.clone()
         }
     }
@@ -123,6 +137,7 @@ impl Decoder {
             bias: OnceLock::new(),
             inference,
             output_unread: false,
+            attention_memo: None,
             cos,
             sin,
         };
@@ -137,6 +152,7 @@ impl Decoder {
                 bias: OnceLock::new(),
                 inference,
                 output_unread: false,
+                attention_memo: None,
                 cos,
                 sin,
             })

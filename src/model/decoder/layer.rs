@@ -283,7 +283,8 @@ fn attention(
     let softcap = c.gemma.attn_logit_softcapping;
     // (B, T, H, D) either way.
     let out = if softcap.is_none() && ops::fused_attention_for(&[&q, &k, &v]) {
-        ops::causal_attention(&q, &k, &v, &inputs.mask, scale)?
+        let memo = inputs.attention_memo.as_ref();
+        ops::causal_attention_with_memo(&q, &k, &v, &inputs.mask, scale, memo)?
     } else {
         let groups = c.num_attention_heads / c.num_key_value_heads;
         let k = ops::repeat_kv(&k.contiguous()?, groups)?;

@@ -34,8 +34,8 @@ use candle_core::{DType, Tensor};
 
 pub use adamw::{adamw_update, AdamWStep};
 pub use attention::{
-    causal_attention, causal_attention_composed, fused_attention, fused_attention_for, repeat_kv,
-    set_fused_attention, AttentionMask,
+    causal_attention, causal_attention_composed, causal_attention_with_memo, fused_attention,
+    fused_attention_for, repeat_kv, set_fused_attention, AttentionMask, AttentionMemo, MemoUse,
 };
 pub use cross_entropy::{cross_entropy_sum, cross_entropy_sum_composed};
 pub use heads::{to_heads, to_heads_composed};

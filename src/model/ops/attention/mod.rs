@@ -6,6 +6,10 @@
 //! ([`set_fused_attention`]; the environment variable `TUNESCOPE_ATTENTION=composed` turns it off
 //! at start), on the CPU. bf16/f16/f64 operands are upcast to f32 around it. On CUDA and Metal
 //! the composed path runs.
+//!
+//! A checkpointed layer records the fused op's output and log-sum-exp in an [`AttentionMemo`]
+//! during its forward and replays them in its recomputation, which then runs no attention kernel
+//! before the backward's.
 
 mod backward;
 mod forward;
@@ -14,7 +18,7 @@ mod tile;
 mod view;
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
@@ -58,6 +62,67 @@ pub fn causal_attention(
     mask: &AttentionMask,
     scale: f64,
 ) -> Result<Tensor> {
+    causal_attention_with_memo(q, k, v, mask, scale, None)
+}
+
+/// A fused attention's result kept from one pass for a later pass over the same operands (a
+/// checkpointed layer's forward, then its recomputation): the output `(B, T, H, D)` in f32 and
+/// the log-sum-exp. Replayed, the attention hands the output back without computing scores,
+/// and its backward runs as usual from the recomputed operands.
+#[derive(Debug, Default)]
+pub struct AttentionMemo {
+    kept: Mutex<Option<Kept>>,
+}
+
+/// A fused attention's output `(B, T, H, D)` (f32) and log-sum-exp `(B, H, T)`.
+#[derive(Debug)]
+struct Kept {
+    out: Tensor,
+    lse: Vec<f32>,
+}
+
+impl AttentionMemo {
+    fn keep(&self, out: Tensor, lse: Vec<f32>) -> Result<()> {
+        *self.lock()? = Some(Kept { out, lse });
+        Ok(())
+    }
+
+    /// What was kept, once.
+    fn take(&self) -> Result<Option<Kept>> {
+        Ok(self.lock()?.take())
+    }
+
+    /// Whether a result is kept.
+    pub fn is_kept(&self) -> bool {
+        self.lock().map(|k| k.is_some()).unwrap_or(false)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Option<Kept>>> {
+        self.kept
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("attention memo: lock poisoned".into()))
+    }
+}
+
+/// What [`causal_attention_with_memo`] does with a memo.
+#[derive(Debug, Clone)]
+pub enum MemoUse {
+    /// Keep this pass's result in it.
+    Record(Arc<AttentionMemo>),
+    /// Hand back the kept result instead of computing one (computed when nothing is kept).
+    Replay(Arc<AttentionMemo>),
+}
+
+/// [`causal_attention`] recording its result into a memo or replaying one (see
+/// [`AttentionMemo`]); only the fused kernel uses the memo.
+pub fn causal_attention_with_memo(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &AttentionMask,
+    scale: f64,
+    memo: Option<&MemoUse>,
+) -> Result<Tensor> {
     let (batch, heads, queries, dim) = q.dims4()?;
     let (kb, kv_heads, keys, kd) = k.dims4()?;
     if k.dims() != v.dims()
@@ -83,15 +148,24 @@ pub fn causal_attention(
     super::count_fused_call();
     let dtype = q.dtype();
     let f32_of = |t: &Tensor| t.to_dtype(DType::F32);
+    let kept = match memo {
+        Some(MemoUse::Replay(memo)) => memo.take()?,
+        _ => None,
+    };
+    let lse = Arc::new(Mutex::new(Vec::new()));
     let op = FusedAttention {
         scale: scale as f32,
         mask: mask.clone(),
-        lse: Mutex::new(Vec::new()),
+        lse: lse.clone(),
+        replay: Mutex::new(kept),
     };
     let _ = queries;
-    f32_of(&q.contiguous()?)?
-        .apply_op3(&f32_of(k)?, &f32_of(v)?, op)?
-        .to_dtype(dtype)
+    let out = f32_of(&q.contiguous()?)?.apply_op3(&f32_of(k)?, &f32_of(v)?, op)?;
+    if let Some(MemoUse::Record(memo)) = memo {
+        // Detached: the kept value must not hold this pass's graph (q, k, v and what made them).
+        memo.keep(out.detach(), lock_lse(&lse)?.clone())?;
+    }
+    out.to_dtype(dtype)
 }
 
 /// The composition of candle ops: repeated key/value heads, `q·kᵀ`, the masked softmax, `·v`.
@@ -127,7 +201,42 @@ pub fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
 struct FusedAttention {
     scale: f32,
     mask: AttentionMask,
-    lse: Mutex<Vec<f32>>,
+    lse: Arc<Mutex<Vec<f32>>>,
+    /// A kept output and log-sum-exp that the forward hands back instead of computing them.
+    replay: Mutex<Option<Kept>>,
+}
+
+/// The log-sum-exp a fused attention op shares with its caller.
+fn lock_lse(lse: &Mutex<Vec<f32>>) -> Result<std::sync::MutexGuard<'_, Vec<f32>>> {
+    lse.lock()
+        .map_err(|_| candle_core::Error::Msg("fused attention: lock poisoned".into()))
+}
+
+impl FusedAttention {
+    fn lse(&self) -> Result<std::sync::MutexGuard<'_, Vec<f32>>> {
+        lock_lse(&self.lse)
+    }
+
+    /// The kept output as this forward's result, when one was handed to the op.
+    fn replayed(&self, shape: (usize, usize, usize, usize)) -> Result<Option<CpuStorage>> {
+        let kept = self
+            .replay
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("fused attention: lock poisoned".into()))?
+            .take();
+        let Some(Kept { out, lse }) = kept else {
+            return Ok(None);
+        };
+        if out.dims() != [shape.0, shape.1, shape.2, shape.3] {
+            candle_core::bail!(
+                "fused attention: a kept output of {:?} replayed for {shape:?}",
+                out.dims()
+            );
+        }
+        let storage = super::cpu::with_f32(&out, |values| Ok(CpuStorage::F32(values.to_vec())))?;
+        *self.lse()? = lse;
+        Ok(Some(storage))
+    }
 }
 
 /// Whether `items` of `work` multiply-adds each are worth the thread pool.
@@ -157,6 +266,10 @@ impl CustomOp3 for FusedAttention {
             scale: self.scale,
         };
         let [batch, heads, queries, dim] = p.q.dims;
+        let shape = Shape::from((batch, queries, heads, dim));
+        if let Some(out) = self.replayed((batch, queries, heads, dim))? {
+            return Ok((out, shape));
+        }
         let keys = p.k.dims[2];
         let mut out = vec![0f32; batch * queries * heads * dim];
         let mut lse = vec![0f32; batch * heads * queries];
@@ -165,14 +278,8 @@ impl CustomOp3 for FusedAttention {
         for_each_item(items, parallel(items, queries * keys * dim), |item| {
             forward_item(&p, item / heads, item % heads, out_ptr, lse_ptr)
         });
-        *self
-            .lse
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("fused attention: lock poisoned".into()))? = lse;
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((batch, queries, heads, dim)),
-        ))
+        *self.lse()? = lse;
+        Ok((CpuStorage::F32(out), shape))
     }
 
     fn bwd(
