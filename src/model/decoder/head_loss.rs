@@ -5,7 +5,7 @@
 //!   [`ops::linear_cross_entropy_sum`] forms the logits a block of rows at a time and the rows'
 //!   and the unembedding's gradients with them, so the `(N, V)` logits never exist whole (at
 //!   16 × 512 tokens and a 49k vocabulary they, their gradient and candle's gradient buffer are
-//!   three 1.6 GiB tensors).
+//!   three 1.5 GiB tensors).
 //! - **Blocks** (activation checkpointing, other dtypes and devices): the same blocking, each
 //!   block's unembedding and cross entropy run with a small candle graph and backpropagated at
 //!   once.

@@ -6,7 +6,7 @@
 //! `softmax − onehot` in place, and multiplied out at once into the rows' gradient (`dz·W`) and
 //! the weight's (`dzᵀ·x`, added up over blocks). So the full `(N, V)` logits, their gradient
 //! and the gradient buffer candle's backward would add them into never exist: at 16 × 512 tokens
-//! and a 49k vocabulary those are three 1.6 GiB tensors. All three products go through
+//! and a 49k vocabulary those are three 1.5 GiB tensors. All three products go through
 //! [`sgemm`](super::gemm::sgemm), the one GEMM entry point.
 //!
 //! The gradients are formed in the forward because the loss is the last op of a training step:
