@@ -21,7 +21,8 @@ pub fn scale_in_place(t: Tensor, s: f64) -> Result<Tensor> {
     }
 }
 
-/// `t + u` (same shape), written into `t` where it can be (see the module doc).
+/// `t + u` (same shape), written into `t` where it can be (see the module doc); `u` must not
+/// be a view of `t`'s storage.
 pub fn add_in_place(t: Tensor, u: &Tensor) -> Result<Tensor> {
     if t.shape() != u.shape() {
         candle_core::bail!(
