@@ -292,10 +292,7 @@ impl CustomOp3 for FusedAttention {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.to_dtype(DType::F32)?.contiguous()?;
         let res = res.contiguous()?;
-        let lse = self
-            .lse
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("fused attention: lock poisoned".into()))?;
+        let lse = self.lse()?;
         let guards = [q, k, v, &res, &grad].map(|t| t.storage_and_layout());
         let rows = |i: usize| Rows::new(&guards[i].0, guards[i].1);
         let p = Problem {
